@@ -1,0 +1,60 @@
+//! Every key weir writes, built in this one module.
+//!
+//! Parts are joined with a NUL byte, which no tenant, flow, run or node id may
+//! contain (their syntax is `[a-z0-9_-]`, plus `[`, `]` and `.` in node keys),
+//! so a prefix scan over `tenant\0run\0` finds exactly one run's nodes. Run ids
+//! are UUIDv7 text, so keys of one tenant sort by creation time.
+
+const SEP: u8 = 0;
+
+fn join(parts: &[&str]) -> Vec<u8> {
+    let len = parts.iter().map(|p| p.len() + 1).sum();
+    let mut key = Vec::with_capacity(len);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(SEP);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// `runs` and `active` trees: one run.
+pub fn run(tenant: &str, run: &str) -> Vec<u8> {
+    join(&[tenant, run])
+}
+
+/// `nodes` tree: one node record of a run.
+pub fn node(tenant: &str, run: &str, node_key: &str) -> Vec<u8> {
+    join(&[tenant, run, node_key])
+}
+
+/// `nodes` tree: the prefix of all node records of a run.
+pub fn nodes_of(tenant: &str, run: &str) -> Vec<u8> {
+    let mut key = join(&[tenant, run]);
+    key.push(SEP);
+    key
+}
+
+/// `snapshots` tree: one version of one flow.
+pub fn snapshot(flow: &str, version: &str) -> Vec<u8> {
+    join(&[flow, version])
+}
+
+/// `outbox` tree: deliveries by id (the idempotency key).
+pub fn delivery(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_prefix_does_not_match_a_longer_run_id() {
+        let prefix = nodes_of("t", "run1");
+        assert!(node("t", "run1", "a").starts_with(&prefix));
+        assert!(!node("t", "run10", "a").starts_with(&prefix));
+        assert!(!run("t", "run1").starts_with(&prefix));
+    }
+}

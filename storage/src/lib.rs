@@ -1,0 +1,50 @@
+//! weir's durable state: runs, node records, flow snapshots and the outbox.
+//!
+//! It knows nothing of flows: it stores records and applies commits.
+//!
+//! - [`store`]: the [`Store`] trait the engine uses, [`Commit`] and [`Ticket`]
+//! - [`records`]: the records and their statuses (the on-disk format)
+//! - [`keys`]: every key, encoded in one place
+//! - [`sled_store`]: the sled backend with group commit
+//! - [`memory`]: the in-memory model
+
+pub mod keys;
+pub mod memory;
+pub mod records;
+pub mod sled_store;
+pub mod store;
+
+pub use memory::MemoryStore;
+pub use records::{
+    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, NodeRecord, NodeStatus,
+    RunRecord, RunStatus,
+};
+pub use sled_store::SledStore;
+pub use store::{Commit, Store, Ticket, Write};
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum Error {
+    #[error(
+        "cannot open the data directory {path}: {source}; check that it is writable and not used by another weir process"
+    )]
+    Open { path: String, source: sled::Error },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a stored record does not decode: {0}")]
+    Decode(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Decode(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,188 @@
+//! The records weir keeps on disk. Each is stored as JSON under a key built in
+//! [`crate::keys`]; field names are part of the on-disk format.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, waiting for its turn (a flow `concurrency` key).
+    Queued,
+    /// At least one node is running or ready.
+    Running,
+    /// Every live node waits on a timer (a `delay` node or a retry backoff).
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    /// A finished run never changes again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where one node of a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Pending,
+    Running,
+    /// Sleeping until `wake_at`: a `delay` node, or a retry backoff.
+    Waiting,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl NodeStatus {
+    /// A node in a final status is never run again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One run of one flow for one event and one tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Time-ordered id (UUIDv7 text): sorting ids sorts runs by creation.
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    /// The flow version the run started on; its snapshot is kept with the run.
+    pub flow_version: String,
+    pub trigger: String,
+    pub status: RunStatus,
+    /// The trigger's event, as the flow's expressions see it.
+    pub event: Value,
+    /// Why the run failed, naming the node.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One node of one run. Nodes inside a `for_each` body have one record per
+/// iteration; their `key` carries the iteration (`loop[2].body_node`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Unique within the run: the node id, prefixed by enclosing loops.
+    pub key: String,
+    /// The node's id in the flow.
+    pub node: String,
+    pub status: NodeStatus,
+    /// How many times the node was started.
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// For a `waiting` node: when it wakes.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Node-specific progress that must survive a restart (the item list of a
+    /// `for_each`).
+    pub state: Option<Value>,
+}
+
+impl NodeRecord {
+    /// A fresh record for a node that has not started.
+    pub fn new(key: impl Into<String>, node: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            node: node.into(),
+            status: NodeStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            error: None,
+            wake_at: None,
+            state: None,
+        }
+    }
+}
+
+/// The text of a flow file as a run started on it, so that the run finishes on
+/// that version even if the file changes or disappears.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSnapshot {
+    pub flow: String,
+    pub version: String,
+    /// The file the flow was loaded from, for messages.
+    pub file: String,
+    pub source: String,
+}
+
+/// Where a delivery goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum DeliveryTarget {
+    Amqp {
+        exchange: String,
+        routing_key: String,
+        /// `payload` or `cloudevents`.
+        format: String,
+    },
+    Http {
+        url: String,
+        /// The environment variable holding the signing secret (never the
+        /// secret itself).
+        secret_env: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Dead,
+}
+
+/// A message a `deliver` node handed to a backend, waiting in the outbox until
+/// the backend confirms it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The idempotency key `{run_id}:{node_id}` (plus `:{index}` in loops).
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    pub run: String,
+    pub node: String,
+    /// The id of the event that started the run.
+    pub event: String,
+    #[serde(flatten)]
+    pub target: DeliveryTarget,
+    pub payload: Value,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}

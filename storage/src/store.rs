@@ -1,0 +1,123 @@
+//! The narrow interface the engine uses: write a [`Commit`] atomically and
+//! durably, read records back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::records::{DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord};
+use crate::{Error, Result};
+
+/// One write of a commit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Insert or replace a run. A finished run leaves the index of unfinished
+    /// runs in the same commit.
+    Run(RunRecord),
+    /// Insert or replace one node record of a run.
+    Node {
+        tenant: String,
+        run: String,
+        record: NodeRecord,
+    },
+    /// Keep a flow version (idempotent: the same version has the same text).
+    Snapshot(FlowSnapshot),
+    /// Insert or replace a delivery in the outbox.
+    Delivery(DeliveryRecord),
+    /// A confirmed delivery leaves the outbox.
+    RemoveDelivery(String),
+}
+
+/// Writes applied together or not at all: a node's result, the run's next
+/// state and an outbox record share one commit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    pub writes: Vec<Write>,
+}
+
+impl Commit {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn run(mut self, run: RunRecord) -> Self {
+        self.writes.push(Write::Run(run));
+        self
+    }
+
+    pub fn node(mut self, tenant: &str, run: &str, record: NodeRecord) -> Self {
+        self.writes.push(Write::Node {
+            tenant: tenant.to_owned(),
+            run: run.to_owned(),
+            record,
+        });
+        self
+    }
+
+    pub fn push(&mut self, write: Write) {
+        self.writes.push(write);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// Resolves when its commit is on disk (or failed). Dropping it does not undo
+/// the commit.
+pub struct Ticket(TicketInner);
+
+enum TicketInner {
+    Done(Option<Result<()>>),
+    Waiting(oneshot::Receiver<Result<()>>),
+}
+
+impl Ticket {
+    pub(crate) fn ready(result: Result<()>) -> Self {
+        Self(TicketInner::Done(Some(result)))
+    }
+
+    pub(crate) fn waiting(rx: oneshot::Receiver<Result<()>>) -> Self {
+        Self(TicketInner::Waiting(rx))
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.get_mut().0 {
+            TicketInner::Done(result) => Poll::Ready(result.take().unwrap_or(Err(Error::Closed))),
+            TicketInner::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(Error::Closed))),
+        }
+    }
+}
+
+/// Durable state of runs, flow versions and the outbox. Implemented on sled
+/// ([`crate::SledStore`]) and in memory ([`crate::MemoryStore`], the model the
+/// sled store is tested against).
+pub trait Store: Send + Sync + 'static {
+    /// Applies `commit` atomically; the ticket resolves once it is on disk.
+    /// Commits are applied in the order they are submitted.
+    fn commit(&self, commit: Commit) -> Ticket;
+
+    fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>>;
+
+    /// All node records of a run, ordered by key.
+    fn nodes(&self, tenant: &str, run: &str) -> Result<Vec<NodeRecord>>;
+
+    /// Every run that has not finished, oldest first within a tenant.
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>>;
+
+    /// Runs of a tenant, newest first, starting after the run id `after`.
+    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    fn snapshot(&self, flow: &str, version: &str) -> Result<Option<FlowSnapshot>>;
+
+    /// Every delivery in the outbox, pending and dead, ordered by id.
+    fn deliveries(&self) -> Result<Vec<DeliveryRecord>>;
+}
