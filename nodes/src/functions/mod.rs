@@ -1,0 +1,25 @@
+//! Function nodes: they compute or do something and hand on an output.
+
+pub mod deliver;
+pub mod http;
+pub mod log;
+pub mod map;
+pub mod script;
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Scope};
+use serde_json::Value;
+
+use crate::node::NodeError;
+use crate::script::{Expr, to_json};
+
+/// Evaluates an expression that must produce JSON.
+pub(crate) fn eval_json(
+    expr: &Expr,
+    scope: &mut Scope<'static>,
+    timeout: Option<Duration>,
+) -> Result<Value, NodeError> {
+    let value: Dynamic = expr.eval(scope, timeout)?;
+    to_json(&value).map_err(|e| NodeError::Invalid(format!("`{}`: {e}", expr.text())))
+}

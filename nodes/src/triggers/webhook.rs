@@ -1,0 +1,120 @@
+//! `webhook`: fires on `POST /hooks/{tenant}/{flow}/{trigger}`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::EVENT_SCOPE;
+use crate::reader::Options;
+use crate::script::Expr;
+
+/// Requests larger than this are refused (413) unless `max_body` says more.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+#[derive(Debug)]
+pub struct Webhook {
+    /// An optional signature check.
+    pub verify: Option<Verify>,
+    /// An expression over `event` giving the dedupe key; a second request
+    /// with the same key within the retention window starts no run.
+    pub dedupe: Option<Expr>,
+    /// The largest body accepted, in bytes (default 1 MiB).
+    pub max_body: u64,
+}
+
+/// `verify:` — how a request proves it comes from the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    pub scheme: Scheme,
+    /// The header carrying the signature (`hmac-sha256` only; the other
+    /// schemes name their own headers).
+    pub header: String,
+    /// The environment variable that holds the secret.
+    pub secret_env: String,
+    /// How old a signed timestamp may be (`stripe`, `standard-webhooks`;
+    /// default 5m).
+    pub tolerance: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Hex (or `sha256=`-prefixed hex) HMAC-SHA256 of the raw body.
+    HmacSha256,
+    /// GitHub's `X-Hub-Signature-256`.
+    Github,
+    /// Stripe's `Stripe-Signature`, with a timestamp tolerance.
+    Stripe,
+    /// The Standard Webhooks specification (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`; secret `whsec_…`).
+    StandardWebhooks,
+}
+
+const SCHEMES: &[&str] = &["hmac-sha256", "github", "stripe", "standard-webhooks"];
+
+impl Webhook {
+    pub fn build(o: &mut Options) -> Option<Self> {
+        let verify = o.get("verify").and_then(|v| read_verify(o, v));
+        let dedupe = o.expr("dedupe", EVENT_SCOPE);
+        let max_body = o.size("max_body").unwrap_or(DEFAULT_MAX_BODY);
+        Some(Self {
+            verify,
+            dedupe,
+            max_body,
+        })
+    }
+
+    /// The event of a request. `body` is parsed JSON, or the raw text.
+    pub fn event(
+        &self,
+        id: &str,
+        trigger: &str,
+        received_at: DateTime<Utc>,
+        body: Value,
+        headers: Value,
+        query: Value,
+        method: &str,
+    ) -> Value {
+        let mut event = super::event_base("webhook", id, trigger, received_at);
+        event.insert("body".into(), body);
+        event.insert("headers".into(), headers);
+        event.insert("query".into(), query);
+        event.insert("method".into(), json!(method));
+        Value::Object(event)
+    }
+}
+
+fn read_verify(o: &Options, value: &crate::yaml::Yaml) -> Option<Verify> {
+    let mut v = Options::new(value, format!("{}: `verify`", o.what), o.source, o.diags);
+    let scheme = v.required_str("scheme");
+    let header = v.str("header").map(|(h, _)| h.to_ascii_lowercase());
+    let secret_env = v.required_str("secret_env").map(|(s, _)| s.to_owned());
+    let tolerance = v.duration("tolerance").unwrap_or(std::time::Duration::from_secs(300));
+    let scheme = match scheme {
+        Some(("hmac-sha256", _)) => Some(Scheme::HmacSha256),
+        Some(("github", _)) => Some(Scheme::Github),
+        Some(("stripe", _)) => Some(Scheme::Stripe),
+        Some(("standard-webhooks", _)) => Some(Scheme::StandardWebhooks),
+        Some((other, pos)) => {
+            v.error(pos, format!("unknown scheme `{other}`; use one of {}", SCHEMES.join(", ")));
+            None
+        }
+        None => None,
+    };
+    let header = match (scheme, header) {
+        (Some(Scheme::HmacSha256), Some(h)) => h,
+        (Some(Scheme::HmacSha256), None) => {
+            v.error(value.pos, "the hmac-sha256 scheme needs `header` (the header carrying the signature)");
+            String::new()
+        }
+        (Some(Scheme::Github), _) => "x-hub-signature-256".into(),
+        (Some(Scheme::Stripe), _) => "stripe-signature".into(),
+        (Some(Scheme::StandardWebhooks), _) => "webhook-signature".into(),
+        (None, _) => String::new(),
+    };
+    v.finish();
+    Some(Verify {
+        scheme: scheme?,
+        header,
+        secret_env: secret_env?,
+        tolerance,
+    })
+}

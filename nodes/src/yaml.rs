@@ -1,0 +1,251 @@
+//! YAML parsed into a tree that remembers where every key and value stands,
+//! so that each problem in a flow file is reported at its line and column.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Pos};
+
+/// A YAML value and where it starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Yaml {
+    pub pos: Pos,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Yaml>),
+    /// Keys in file order, each with its own position.
+    Map(Vec<(Key, Yaml)>),
+}
+
+/// A mapping key and where it stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Key {
+    pub pos: Pos,
+    pub name: String,
+}
+
+impl Yaml {
+    /// What the value is, for messages: "a string", "a list", ...
+    pub fn describe(&self) -> &'static str {
+        match self.kind {
+            Kind::Null => "null",
+            Kind::Bool(_) => "a boolean",
+            Kind::Int(_) => "an integer",
+            Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
+            Kind::List(_) => "a list",
+            Kind::Map(_) => "a map",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as JSON, positions dropped.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Int(i) => Value::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Kind::Str(s) => Value::String(s.clone()),
+            Kind::List(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Parses one YAML document. A syntax error comes back as one diagnostic.
+pub fn parse(source: &str) -> Result<Yaml, Diagnostic> {
+    match serde_saphyr::from_str::<Spanned<Kind>>(source) {
+        Ok(root) => Ok(Yaml {
+            pos: pos_of(&root),
+            kind: root.value,
+        }),
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: l.line() as u32,
+                    col: l.column() as u32,
+                    offset: l.span().byte_offset().unwrap_or(0) as u32,
+                })
+                .unwrap_or_default();
+            let message = e.without_snippet().to_string();
+            // The message may end with its own "at line X column Y"; the
+            // diagnostic carries the position already.
+            let message = match message.find(" at line ") {
+                Some(i) => message[..i].to_owned(),
+                None => message,
+            };
+            Err(Diagnostic::new(pos, format!("invalid YAML: {message}")))
+        }
+    }
+}
+
+fn pos_of<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line() as u32,
+        col: s.referenced.column() as u32,
+        offset: s.referenced.span().byte_offset().unwrap_or(0) as u32,
+    }
+}
+
+fn wrap(s: Spanned<Kind>) -> Yaml {
+    Yaml {
+        pos: pos_of(&s),
+        kind: s.value,
+    }
+}
+
+/// Keys may be written as numbers or booleans; weir reads them as text.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyText, E> {
+                Ok(KeyText("null".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Kind;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Null)
+            }
+            fn visit_none<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
+                Kind::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Kind, E> {
+                Ok(Kind::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Kind, E> {
+                Ok(Kind::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Kind, E> {
+                // Integers past i64 cannot be Rhai integers; keep them as numbers.
+                Ok(i64::try_from(v).map_or(Kind::Float(v as f64), Kind::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Kind, E> {
+                Ok(Kind::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
+                Ok(Kind::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Kind, E> {
+                Ok(Kind::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element::<Spanned<Kind>>()? {
+                    items.push(wrap(item));
+                }
+                Ok(Kind::List(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = a.next_key::<Spanned<KeyText>>()? {
+                    let value = a.next_value::<Spanned<Kind>>()?;
+                    let key = Key {
+                        pos: pos_of(&key),
+                        name: key.value.0,
+                    };
+                    entries.push((key, wrap(value)));
+                }
+                Ok(Kind::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_know_their_position() {
+        let y = parse("id: x\nnodes:\n  - id: a\n    n: 5\n").unwrap();
+        let Kind::Map(entries) = &y.kind else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[1].0.name, "nodes");
+        assert_eq!((entries[1].0.pos.line, entries[1].0.pos.col), (2, 1));
+        let Kind::List(nodes) = &entries[1].1.kind else {
+            panic!("not a list")
+        };
+        let Kind::Map(node) = &nodes[0].kind else {
+            panic!("not a map")
+        };
+        assert_eq!(node[1].1.kind, Kind::Int(5));
+        assert_eq!((node[1].1.pos.line, node[1].1.pos.col), (4, 8));
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_position_and_no_snippet() {
+        let e = parse("id: x\nnodes: [1,\n  b: }\n").unwrap_err();
+        assert!(e.pos.line >= 2, "{e:?}");
+        assert!(e.message.starts_with("invalid YAML: "), "{}", e.message);
+        assert!(!e.message.contains('\n'), "{}", e.message);
+    }
+
+    #[test]
+    fn a_duplicate_key_is_an_error() {
+        let e = parse("a: 1\na: 2\n").unwrap_err();
+        assert_eq!(e.pos.line, 2);
+        assert!(e.message.contains("duplicate"), "{}", e.message);
+    }
+}
