@@ -44,7 +44,10 @@ impl Diagnostic {
 
     /// `FILE:LINE:COL: error: MESSAGE`, the format of `weir validate`.
     pub fn render(&self, file: &str) -> String {
-        format!("{file}:{}:{}: error: {}", self.pos.line, self.pos.col, self.message)
+        format!(
+            "{file}:{}:{}: error: {}",
+            self.pos.line, self.pos.col, self.message
+        )
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use rhai::{Dynamic, Scope};
 use serde_json::Value;
 
-use crate::control::{delay::Delay, fail::Fail, filter::Filter, for_each::ForEach, if_::If, switch::Switch};
+use crate::control::{
+    delay::Delay, fail::Fail, filter::Filter, for_each::ForEach, if_::If, switch::Switch,
+};
 use crate::diag::{Diags, Pos};
 use crate::functions::{deliver::Deliver, http::Http, log::Log, map::MapNode, script::ScriptNode};
 use crate::reader::{Options, valid_id};
@@ -38,6 +40,18 @@ pub enum Route {
     OnError,
 }
 
+impl Taken {
+    /// Whether an edge of `route` is taken.
+    pub fn takes(self, route: Route) -> bool {
+        match self {
+            Self::Next => route == Route::Next,
+            Self::Also(r) => route == Route::Next || route == r,
+            Self::Only(r) => route == r,
+            Self::Nothing => false,
+        }
+    }
+}
+
 impl Route {
     pub fn label(self) -> String {
         match self {
@@ -58,6 +72,8 @@ pub enum Taken {
     Next,
     /// `next` and this route.
     Also(Route),
+    /// This route alone (an `on_error` handler).
+    Only(Route),
     /// None: the rest of the branch is skipped.
     Nothing,
 }
@@ -109,6 +125,8 @@ impl Retry {
 #[derive(Debug)]
 pub struct NodeDef {
     pub id: String,
+    /// Where the id is written.
+    pub id_pos: Pos,
     /// Where the node's map starts.
     pub pos: Pos,
     pub kind: NodeKind,
@@ -135,7 +153,8 @@ pub enum NodeKind {
 }
 
 pub const NODE_TYPES: &[&str] = &[
-    "map", "script", "http", "deliver", "log", "if", "switch", "filter", "for_each", "delay", "fail",
+    "map", "script", "http", "deliver", "log", "if", "switch", "filter", "for_each", "delay",
+    "fail",
 ];
 
 /// What a node that runs at once (not `http`, `delay`, `for_each`) produced.
@@ -251,7 +270,13 @@ pub fn read_links(o: &Options, key: &str, value: &Yaml) -> Vec<Link> {
                 pos: item.pos,
             }),
             _ => {
-                o.error(item.pos, format!("`{key}` must name a node id (or a list of them), not {}", item.describe()));
+                o.error(
+                    item.pos,
+                    format!(
+                        "`{key}` must name a node id (or a list of them), not {}",
+                        item.describe()
+                    ),
+                );
                 None
             }
         })
@@ -261,18 +286,25 @@ pub fn read_links(o: &Options, key: &str, value: &Yaml) -> Vec<Link> {
 /// Reads one node. `names` are the variables its expressions may use.
 pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Option<NodeDef> {
     let mut o = Options::new(yaml, "node", source, diags);
-    let id = match o.required_str("id") {
+    let (id, id_pos) = match o.required_str("id") {
         Some((id, pos)) => {
             if !valid_id(id) {
                 o.error(pos, format!("node id `{id}` must match [a-z0-9_-]{{1,64}}"));
             }
-            id.to_owned()
+            (id.to_owned(), pos)
         }
-        None => String::new(),
+        None => (String::new(), yaml.pos),
     };
-    o.what = if id.is_empty() { "node".into() } else { format!("node '{id}'") };
+    o.what = if id.is_empty() {
+        "node".into()
+    } else {
+        format!("node '{id}'")
+    };
     let type_ = o.required_str("type");
-    let next = o.get("next").map(|v| read_links(&o, "next", v)).unwrap_or_default();
+    let next = o
+        .get("next")
+        .map(|v| read_links(&o, "next", v))
+        .unwrap_or_default();
     let retry = read_retry(&mut o);
     let timeout = o.duration("timeout");
     let on_error = match o.get("on_error") {
@@ -307,13 +339,20 @@ pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Op
             let hint = crate::reader::closest(other, NODE_TYPES)
                 .map(|t| format!("did you mean `{t}`? "))
                 .unwrap_or_default();
-            o.error(type_pos, format!("unknown node type `{other}`; {hint}node types are: {}", NODE_TYPES.join(", ")));
+            o.error(
+                type_pos,
+                format!(
+                    "unknown node type `{other}`; {hint}node types are: {}",
+                    NODE_TYPES.join(", ")
+                ),
+            );
             return None;
         }
     };
     o.finish();
     Some(NodeDef {
         id,
+        id_pos,
         pos: yaml.pos,
         kind: kind?,
         next,
@@ -337,7 +376,12 @@ fn read_retry(o: &mut Options) -> Retry {
         }
     }
     if let Some(backoff) = r.get("backoff") {
-        let mut b = Options::new(backoff, format!("{}: `retry.backoff`", o.what), o.source, o.diags);
+        let mut b = Options::new(
+            backoff,
+            format!("{}: `retry.backoff`", o.what),
+            o.source,
+            o.diags,
+        );
         if let Some(d) = b.duration("initial") {
             retry.initial = d;
         }

@@ -34,7 +34,10 @@ impl<'a> Options<'a> {
         let entries: &[(Key, Yaml)] = match &yaml.kind {
             Kind::Map(entries) => entries,
             _ => {
-                diags.error(yaml.pos, format!("{what} must be a map of options, not {}", yaml.describe()));
+                diags.error(
+                    yaml.pos,
+                    format!("{what} must be a map of options, not {}", yaml.describe()),
+                );
                 &[]
             }
         };
@@ -50,7 +53,8 @@ impl<'a> Options<'a> {
     }
 
     pub fn error(&self, pos: Pos, message: impl AsRef<str>) {
-        self.diags.error(pos, format!("{}: {}", self.what, message.as_ref()));
+        self.diags
+            .error(pos, format!("{}: {}", self.what, message.as_ref()));
     }
 
     /// The value of `key`, if present.
@@ -63,7 +67,10 @@ impl<'a> Options<'a> {
 
     /// The position of `key` itself, if present.
     pub fn key_pos(&self, key: &str) -> Option<Pos> {
-        self.entries.iter().find(|(k, _)| k.name == key).map(|(k, _)| k.pos)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(k, _)| k.pos)
     }
 
     /// The value of `key`, reporting it when missing.
@@ -79,7 +86,10 @@ impl<'a> Options<'a> {
         match &value.kind {
             Kind::Str(s) => Some(s),
             _ => {
-                self.error(value.pos, format!("`{key}` must be a string, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!("`{key}` must be a string, not {}", value.describe()),
+                );
                 None
             }
         }
@@ -100,7 +110,10 @@ impl<'a> Options<'a> {
         match value.kind {
             Kind::Bool(b) => Some(b),
             _ => {
-                self.error(value.pos, format!("`{key}` must be true or false, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!("`{key}` must be true or false, not {}", value.describe()),
+                );
                 None
             }
         }
@@ -112,7 +125,13 @@ impl<'a> Options<'a> {
         match value.kind {
             Kind::Int(i) if i >= 0 => Some(i as u64),
             _ => {
-                self.error(value.pos, format!("`{key}` must be a whole number ≥ 0, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!(
+                        "`{key}` must be a whole number ≥ 0, not {}",
+                        value.describe()
+                    ),
+                );
                 None
             }
         }
@@ -123,7 +142,13 @@ impl<'a> Options<'a> {
         let text = match &value.kind {
             Kind::Str(s) => s.as_str(),
             _ => {
-                self.error(value.pos, format!("`{key}` must be a duration like 30s, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!(
+                        "`{key}` must be a duration like 30s, not {}",
+                        value.describe()
+                    ),
+                );
                 return None;
             }
         };
@@ -137,9 +162,14 @@ impl<'a> Options<'a> {
         let parsed = match &value.kind {
             Kind::Int(i) if *i >= 0 => Ok(*i as u64),
             Kind::Str(s) => units::parse_size(s),
-            _ => Err(format!("must be a size like 1MiB, not {}", value.describe())),
+            _ => Err(format!(
+                "must be a size like 1MiB, not {}",
+                value.describe()
+            )),
         };
-        parsed.map_err(|e| self.error(value.pos, format!("`{key}`: {e}"))).ok()
+        parsed
+            .map_err(|e| self.error(value.pos, format!("`{key}`: {e}")))
+            .ok()
     }
 
     /// A list of strings; a single string is a list of one.
@@ -154,7 +184,13 @@ impl<'a> Options<'a> {
                     .collect(),
             ),
             _ => {
-                self.error(value.pos, format!("`{key}` must be a string or a list of strings, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!(
+                        "`{key}` must be a string or a list of strings, not {}",
+                        value.describe()
+                    ),
+                );
                 None
             }
         }
@@ -202,7 +238,10 @@ impl<'a> Options<'a> {
             Kind::Str(s) => s.clone(),
             Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => value.to_json().to_string(),
             _ => {
-                self.error(value.pos, format!("`{key}` must be text, not {}", value.describe()));
+                self.error(
+                    value.pos,
+                    format!("`{key}` must be text, not {}", value.describe()),
+                );
                 return None;
             }
         };
@@ -221,7 +260,10 @@ impl<'a> Options<'a> {
             return Vec::new();
         };
         let Kind::Map(entries) = &value.kind else {
-            self.error(value.pos, format!("`{key}` must be a map, not {}", value.describe()));
+            self.error(
+                value.pos,
+                format!("`{key}` must be a map, not {}", value.describe()),
+            );
             return Vec::new();
         };
         entries
@@ -236,7 +278,13 @@ impl<'a> Options<'a> {
     pub fn mapping(&mut self, key: &'static str, names: &[&str]) -> Option<Mapping> {
         let value = self.required(key)?;
         if !matches!(value.kind, Kind::Map(_) | Kind::List(_)) {
-            self.error(value.pos, format!("`{key}` must be a map or a list of expressions, not {}", value.describe()));
+            self.error(
+                value.pos,
+                format!(
+                    "`{key}` must be a map or a list of expressions, not {}",
+                    value.describe()
+                ),
+            );
             return None;
         }
         Some(Mapping::compile(value, self.source, names, self.diags))
@@ -257,7 +305,11 @@ impl<'a> Options<'a> {
             known.dedup();
             self.error(
                 key.pos,
-                format!("unknown option `{}`{hint} (known: {})", key.name, known.join(", ")),
+                format!(
+                    "unknown option `{}`{hint} (known: {})",
+                    key.name,
+                    known.join(", ")
+                ),
             );
         }
     }
@@ -281,7 +333,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(row[j + 1]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
             prev = cur;
         }
     }
@@ -304,7 +360,10 @@ mod tests {
     fn typos_find_their_option() {
         assert_eq!(closest("mapping", &["mapping", "next"]), Some("mapping"));
         assert_eq!(closest("maping", &["mapping", "next"]), Some("mapping"));
-        assert_eq!(closest("condtion", &["condition", "then"]), Some("condition"));
+        assert_eq!(
+            closest("condtion", &["condition", "then"]),
+            Some("condition")
+        );
         assert_eq!(closest("zzz", &["mapping", "next"]), None);
     }
 

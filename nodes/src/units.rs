@@ -9,16 +9,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like 500ms, 30s, 10m, 2h or 1d"))?;
+    let number: f64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a duration; write it like 500ms, 30s, 10m, 2h or 1d")
+    })?;
     let millis = match unit.trim() {
         "ms" => 1.0,
         "s" => 1_000.0,
         "m" => 60_000.0,
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
-        "" => return Err(format!("`{text}` has no unit; write it like 500ms, 30s, 10m, 2h or 1d")),
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit; write it like 500ms, 30s, 10m, 2h or 1d"
+            ));
+        }
         other => {
             return Err(format!(
                 "`{other}` is not a duration unit; use ms, s, m, h or d (as in 30s)"
@@ -36,7 +40,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `GiB` (or `KB`, `MB`, `GB`, read as powers of 1000).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
@@ -49,7 +55,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("`{other}` is not a size unit; use B, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit; use B, KiB, MiB or GiB"
+            ));
+        }
     };
     number
         .checked_mul(factor)
@@ -69,7 +79,11 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration("10y").unwrap_err().contains("not a duration unit"));
+        assert!(
+            parse_duration("10y")
+                .unwrap_err()
+                .contains("not a duration unit")
+        );
         assert!(parse_duration("soon").is_err());
     }
 

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
 use serde_json::Value;
+use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Pos};
 

@@ -79,6 +79,9 @@ pub struct RunRecord {
     /// The flow version the run started on; its snapshot is kept with the run.
     pub flow_version: String,
     pub trigger: String,
+    /// 1 for the first execution; a retry of a failed run counts up.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     pub status: RunStatus,
     /// The trigger's event, as the flow's expressions see it.
     pub event: Value,
@@ -87,6 +90,10 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// One node of one run. Nodes inside a `for_each` body have one record per

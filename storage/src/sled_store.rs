@@ -27,9 +27,6 @@ use crate::{Error, Result};
 
 /// How many commits the committer takes into one transaction and flush at most.
 const MAX_GROUP: usize = 1024;
-/// How many commits may wait for the committer before `commit` applies
-/// backpressure to its callers.
-const QUEUE: usize = 8192;
 
 #[derive(Clone)]
 struct Trees {
@@ -52,7 +49,7 @@ enum Pending {
 /// Runs, node records, flow snapshots and the outbox in a sled database.
 pub struct SledStore {
     trees: Trees,
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl SledStore {
@@ -74,7 +71,7 @@ impl SledStore {
             snapshots: db.open_tree("snapshots")?,
             outbox: db.open_tree("outbox")?,
         };
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(committer(db.clone(), trees.clone(), rx));
         Ok(Arc::new(Self { trees, queue }))
     }
@@ -84,13 +81,13 @@ impl SledStore {
     /// last handle on this store is dropped.
     pub async fn close(&self) {
         let (done, rx) = oneshot::channel();
-        if self.queue.send(Pending::Close(done)).await.is_ok() {
+        if self.queue.send(Pending::Close(done)).is_ok() {
             let _ = rx.await;
         }
     }
 }
 
-async fn committer(db: Db, trees: Trees, mut rx: mpsc::Receiver<Pending>) {
+async fn committer(db: Db, trees: Trees, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut group = Vec::new();
     let mut closing = None;
     while closing.is_none() && rx.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -207,22 +204,9 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 impl Store for SledStore {
     fn commit(&self, commit: Commit) -> Ticket {
         let (done, rx) = oneshot::channel();
-        match self.queue.try_send(Pending::Commit { commit, done }) {
+        match self.queue.send(Pending::Commit { commit, done }) {
             Ok(()) => Ticket::waiting(rx),
-            Err(mpsc::error::TrySendError::Full(pending)) => {
-                // Backpressure: wait for room instead of growing without bound.
-                let queue = self.queue.clone();
-                let (done, rx2) = oneshot::channel();
-                tokio::spawn(async move {
-                    let result = match queue.send(pending).await {
-                        Ok(()) => rx.await.unwrap_or(Err(Error::Closed)),
-                        Err(_) => Err(Error::Closed),
-                    };
-                    let _ = done.send(result);
-                });
-                Ticket::waiting(rx2)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Ticket::ready(Err(Error::Closed)),
+            Err(_) => Ticket::ready(Err(Error::Closed)),
         }
     }
 

@@ -102,7 +102,10 @@ impl Future for Ticket {
 /// sled store is tested against).
 pub trait Store: Send + Sync + 'static {
     /// Applies `commit` atomically; the ticket resolves once it is on disk.
-    /// Commits are applied in the order they are submitted.
+    /// Commits are applied in the order they are submitted, and when a
+    /// ticket resolves without error every commit submitted before it is on
+    /// disk too. Submitting never blocks: overload is refused at the edges
+    /// (webhook 429), not here.
     fn commit(&self, commit: Commit) -> Ticket;
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>>;

@@ -46,6 +46,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             flow: "f".into(),
             flow_version: "v1".into(),
             trigger: "hook".into(),
+            attempt: 1,
             status,
             event: json!({"n": n}),
             error: None,

@@ -31,7 +31,10 @@ impl Delay {
             }
             (None, None) => {
                 if o.key_pos("for").is_none() && o.key_pos("until").is_none() {
-                    o.error(o.pos, "a `delay` needs `for` (like 10m) or `until` (an RFC 3339 time)");
+                    o.error(
+                        o.pos,
+                        "a `delay` needs `for` (like 10m) or `until` (an RFC 3339 time)",
+                    );
                 }
                 None
             }
@@ -57,7 +60,11 @@ impl Delay {
                 })?;
                 DateTime::parse_from_rfc3339(&text)
                     .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| NodeError::Invalid(format!("`until`: `{text}` is not an RFC 3339 time: {e}")))
+                    .map_err(|e| {
+                        NodeError::Invalid(format!(
+                            "`until`: `{text}` is not an RFC 3339 time: {e}"
+                        ))
+                    })
             }
         }
     }

@@ -21,11 +21,17 @@ impl Fail {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let message = self.message.eval(scope, timeout)?;
         let text = match message.clone().into_immutable_string() {
             Ok(s) => s.to_string(),
-            Err(_) => crate::script::to_json(&message).map(|v| v.to_string()).unwrap_or_default(),
+            Err(_) => crate::script::to_json(&message)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
         };
         Ok(Outcome::Fail(text))
     }

@@ -23,7 +23,11 @@ impl Filter {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let passed = self.condition.eval_bool(scope, timeout)?;
         let mut output = Map::new();
         output.insert("passed".into(), Dynamic::from_bool(passed));

@@ -31,7 +31,10 @@ impl ForEach {
         let concurrency = match o.uint("concurrency") {
             None => 1,
             Some(0) => {
-                o.error(o.key_pos("concurrency").unwrap_or(o.pos), "`concurrency` must be at least 1");
+                o.error(
+                    o.key_pos("concurrency").unwrap_or(o.pos),
+                    "`concurrency` must be at least 1",
+                );
                 1
             }
             Some(n) => n.min(1024) as usize,
@@ -57,7 +60,11 @@ impl ForEach {
     }
 
     /// The items, which must be a list.
-    pub fn items(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Vec<Value>, NodeError> {
+    pub fn items(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Value>, NodeError> {
         match crate::functions::eval_json(&self.items, scope, timeout)? {
             Value::Array(items) if items.len() <= MAX_ITEMS => Ok(items),
             Value::Array(items) => Err(NodeError::Invalid(format!(

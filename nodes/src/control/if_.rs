@@ -22,10 +22,19 @@ pub struct If {
 impl If {
     pub fn build(o: &mut Options, names: &[&str]) -> Option<Self> {
         let condition = o.required_expr("condition", names);
-        let then = o.get("then").map(|v| read_links(o, "then", v)).unwrap_or_default();
-        let else_ = o.get("else").map(|v| read_links(o, "else", v)).unwrap_or_default();
+        let then = o
+            .get("then")
+            .map(|v| read_links(o, "then", v))
+            .unwrap_or_default();
+        let else_ = o
+            .get("else")
+            .map(|v| read_links(o, "else", v))
+            .unwrap_or_default();
         if then.is_empty() && else_.is_empty() {
-            o.error(o.pos, "an `if` needs `then` or `else` (a node id or a list)");
+            o.error(
+                o.pos,
+                "an `if` needs `then` or `else` (a node id or a list)",
+            );
         }
         Some(Self {
             condition: condition?,
@@ -34,7 +43,11 @@ impl If {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let value = self.condition.eval_bool(scope, timeout)?;
         let mut output = Map::new();
         output.insert("value".into(), Dynamic::from_bool(value));

@@ -31,30 +31,48 @@ impl Switch {
             match &value.kind {
                 Kind::List(items) if !items.is_empty() => {
                     for (i, item) in items.iter().enumerate() {
-                        let mut c = Options::new(item, format!("{}: case {i}", o.what), o.source, o.diags);
+                        let mut c =
+                            Options::new(item, format!("{}: case {i}", o.what), o.source, o.diags);
                         let when = c.required_expr("when", names);
-                        let next = c.required("next").map(|v| read_links(&c, "next", v)).unwrap_or_default();
+                        let next = c
+                            .required("next")
+                            .map(|v| read_links(&c, "next", v))
+                            .unwrap_or_default();
                         c.finish();
                         if let Some(when) = when {
                             cases.push(Case { when, next });
                         }
                     }
                 }
-                _ => o.error(value.pos, "`cases` must be a non-empty list of {when, next}"),
+                _ => o.error(
+                    value.pos,
+                    "`cases` must be a non-empty list of {when, next}",
+                ),
             }
         }
-        let default = o.get("default").map(|v| read_links(o, "default", v)).unwrap_or_default();
+        let default = o
+            .get("default")
+            .map(|v| read_links(o, "default", v))
+            .unwrap_or_default();
         Some(Self { cases, default })
     }
 
     pub fn routes(&self) -> Vec<(Route, &[Link])> {
-        let mut routes: Vec<(Route, &[Link])> =
-            self.cases.iter().enumerate().map(|(i, c)| (Route::Case(i), &c.next[..])).collect();
+        let mut routes: Vec<(Route, &[Link])> = self
+            .cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Route::Case(i), &c.next[..]))
+            .collect();
         routes.push((Route::Default, &self.default[..]));
         routes
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let mut case = Dynamic::from("default");
         for (i, c) in self.cases.iter().enumerate() {
             if c.when.eval_bool(scope, timeout)? {

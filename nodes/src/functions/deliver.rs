@@ -88,7 +88,10 @@ impl Deliver {
                     None | Some(("payload", _)) => Format::Payload,
                     Some(("cloudevents", _)) => Format::CloudEvents,
                     Some((other, pos)) => {
-                        o.error(pos, format!("`format` must be `payload` or `cloudevents`, not `{other}`"));
+                        o.error(
+                            pos,
+                            format!("`format` must be `payload` or `cloudevents`, not `{other}`"),
+                        );
                         Format::Payload
                     }
                 };
@@ -112,7 +115,10 @@ impl Deliver {
                 }
             }
             (other, pos) => {
-                o.error(pos, format!("`target` must be `amqp` or `http`, not `{other}`"));
+                o.error(
+                    pos,
+                    format!("`target` must be `amqp` or `http`, not `{other}`"),
+                );
                 return None;
             }
         };
@@ -122,7 +128,11 @@ impl Deliver {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let target = match &self.target {
             Target::Amqp {
                 exchange,

@@ -69,7 +69,10 @@ impl Http {
                 if METHODS.contains(&upper.as_str()) {
                     Method::from_bytes(upper.as_bytes()).unwrap_or(Method::GET)
                 } else {
-                    o.error(pos, format!("unknown method `{m}`; use one of {}", METHODS.join(", ")));
+                    o.error(
+                        pos,
+                        format!("unknown method `{m}`; use one of {}", METHODS.join(", ")),
+                    );
                     Method::GET
                 }
             }
@@ -98,9 +101,14 @@ impl Http {
     }
 
     /// Evaluates the templates and the body.
-    pub fn prepare(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Request, NodeError> {
+    pub fn prepare(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Request, NodeError> {
         let url = self.url.render(scope, timeout)?;
-        let mut url = check_url(&url).map_err(|e| NodeError::Invalid(format!("url `{url}`: {e}")))?;
+        let mut url =
+            check_url(&url).map_err(|e| NodeError::Invalid(format!("url `{url}`: {e}")))?;
         if !self.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &self.query {
@@ -136,16 +144,27 @@ fn read_expect(o: &mut Options) -> Vec<StatusMatch> {
     let mut out = Vec::new();
     for item in items {
         let parsed = match &item.kind {
-            crate::yaml::Kind::Int(c) if (100..600).contains(c) => Some(StatusMatch::Code(*c as u16)),
+            crate::yaml::Kind::Int(c) if (100..600).contains(c) => {
+                Some(StatusMatch::Code(*c as u16))
+            }
             crate::yaml::Kind::Str(s) => match s.as_bytes() {
-                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => Some(StatusMatch::Class(u16::from(d - b'0'))),
-                _ => s.parse::<u16>().ok().filter(|c| (100..600).contains(c)).map(StatusMatch::Code),
+                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                    Some(StatusMatch::Class(u16::from(d - b'0')))
+                }
+                _ => s
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (100..600).contains(c))
+                    .map(StatusMatch::Code),
             },
             _ => None,
         };
         match parsed {
             Some(m) => out.push(m),
-            None => o.error(item.pos, "`expect` entries must be status codes (200) or classes (\"2xx\")"),
+            None => o.error(
+                item.pos,
+                "`expect` entries must be status codes (200) or classes (\"2xx\")",
+            ),
         }
     }
     out
@@ -155,7 +174,9 @@ fn check_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| e.to_string())?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(format!("the scheme `{other}` is not supported; use http or https")),
+        other => Err(format!(
+            "the scheme `{other}` is not supported; use http or https"
+        )),
     }
 }
 
@@ -308,7 +329,10 @@ impl Request {
                 other => other.to_string(),
             };
             if text.len() > 200 {
-                let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
                 text.truncate(cut);
                 text.push('…');
             }

@@ -28,7 +28,10 @@ impl Log {
             Some(("warn", _)) => tracing::Level::WARN,
             Some(("error", _)) => tracing::Level::ERROR,
             Some((other, pos)) => {
-                o.error(pos, format!("`level` must be debug, info, warn or error, not `{other}`"));
+                o.error(
+                    pos,
+                    format!("`level` must be debug, info, warn or error, not `{other}`"),
+                );
                 tracing::Level::INFO
             }
         };
@@ -39,7 +42,11 @@ impl Log {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         let message = self.message.eval(scope, timeout)?;
         let message = match message.clone().into_immutable_string() {
             Ok(s) => s.to_string(),
@@ -50,9 +57,13 @@ impl Log {
             None => String::new(),
         };
         match self.level {
-            tracing::Level::ERROR => tracing::error!(target: "weir::flow", message = %message, value),
+            tracing::Level::ERROR => {
+                tracing::error!(target: "weir::flow", message = %message, value)
+            }
             tracing::Level::WARN => tracing::warn!(target: "weir::flow", message = %message, value),
-            tracing::Level::DEBUG => tracing::debug!(target: "weir::flow", message = %message, value),
+            tracing::Level::DEBUG => {
+                tracing::debug!(target: "weir::flow", message = %message, value)
+            }
             _ => tracing::info!(target: "weir::flow", message = %message, value),
         }
         Ok(Outcome::Output(Dynamic::UNIT))

@@ -22,7 +22,11 @@ impl MapNode {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         Ok(Outcome::Output(self.mapping.eval(scope, timeout)?))
     }
 }

@@ -22,7 +22,11 @@ impl ScriptNode {
         })
     }
 
-    pub fn run(&self, scope: &mut Scope<'static>, timeout: Option<Duration>) -> Result<Outcome, NodeError> {
+    pub fn run(
+        &self,
+        scope: &mut Scope<'static>,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, NodeError> {
         Ok(Outcome::Output(self.script.eval(scope, timeout)?))
     }
 }

@@ -55,7 +55,11 @@ pub fn to_json(value: &Dynamic) -> Result<Value, String> {
     }
     if value.is_array() {
         if let Some(items) = value.read_lock::<Array>() {
-            return items.iter().map(to_json).collect::<Result<_, _>>().map(Value::Array);
+            return items
+                .iter()
+                .map(to_json)
+                .collect::<Result<_, _>>()
+                .map(Value::Array);
         }
     }
     if value.is_map() {
@@ -69,7 +73,9 @@ pub fn to_json(value: &Dynamic) -> Result<Value, String> {
     }
     if value.is_blob() {
         if let Some(bytes) = value.read_lock::<Blob>() {
-            return Ok(Value::Array(bytes.iter().map(|b| Value::from(*b)).collect()));
+            return Ok(Value::Array(
+                bytes.iter().map(|b| Value::from(*b)).collect(),
+            ));
         }
     }
     Err(format!(

@@ -49,12 +49,18 @@ pub(super) fn register(engine: &mut Engine) {
         .register_fn("base64url_decode", |s: &str| {
             decode_base64(&URL_SAFE_NO_PAD, s.trim_end_matches('='))
         })
-        .register_fn("sha256", |s: &str| hex::encode(Sha256::digest(s.as_bytes())))
+        .register_fn("sha256", |s: &str| {
+            hex::encode(Sha256::digest(s.as_bytes()))
+        })
         .register_fn("hmac_sha256", hmac_sha256)
         .register_fn("parse_date", |s: &str| parse_date(s))
         .register_fn("parse_date", parse_date_with)
-        .register_fn("format_date", |t: INT, f: &str| format_date(time_of_int(t)?, f, None))
-        .register_fn("format_date", |t: &str, f: &str| format_date(time_of_str(t)?, f, None))
+        .register_fn("format_date", |t: INT, f: &str| {
+            format_date(time_of_int(t)?, f, None)
+        })
+        .register_fn("format_date", |t: &str, f: &str| {
+            format_date(time_of_str(t)?, f, None)
+        })
         .register_fn("format_date", |t: INT, f: &str, z: &str| {
             format_date(time_of_int(t)?, f, Some(z))
         })
@@ -85,7 +91,8 @@ fn decode_base64(engine: &impl base64::Engine, text: &str) -> Fallible<String> {
         Ok(bytes) => bytes,
         Err(e) => return fail(format!("base64_decode: {e}")),
     };
-    String::from_utf8(bytes).or_else(|_| fail("base64_decode: the decoded bytes are not UTF-8 text".into()))
+    String::from_utf8(bytes)
+        .or_else(|_| fail("base64_decode: the decoded bytes are not UTF-8 text".into()))
 }
 
 fn hmac_sha256(key: &str, text: &str) -> Fallible<String> {
@@ -118,7 +125,9 @@ fn parse_date_with(text: &str, format: &str) -> Fallible<INT> {
         Ok(t) => Ok(t.and_utc().timestamp()),
         Err(_) => match chrono::NaiveDate::parse_from_str(text, format) {
             Ok(d) => Ok(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()),
-            Err(e) => fail(format!("parse_date: `{text}` does not match `{format}`: {e}")),
+            Err(e) => fail(format!(
+                "parse_date: `{text}` does not match `{format}`: {e}"
+            )),
         },
     }
 }
@@ -159,7 +168,9 @@ mod tests {
     use rhai::Dynamic;
 
     fn eval(script: &str) -> Result<Dynamic, String> {
-        engine::engine().eval::<Dynamic>(script).map_err(|e| e.to_string())
+        engine::engine()
+            .eval::<Dynamic>(script)
+            .map_err(|e| e.to_string())
     }
 
     fn eval_str(script: &str) -> String {
@@ -183,26 +194,69 @@ mod tests {
     fn base64_round_trips_and_reports_bad_input() {
         assert_eq!(eval_str(r#"base64_encode("hello")"#), "aGVsbG8=");
         assert_eq!(eval_str(r#"base64_decode("aGVsbG8=")"#), "hello");
-        assert_eq!(eval_str(r#"base64url_decode(base64url_encode("a?b>"))"#), "a?b>");
-        assert!(eval(r#"base64_decode("%%%")"#).unwrap_err().contains("base64_decode"));
+        assert_eq!(
+            eval_str(r#"base64url_decode(base64url_encode("a?b>"))"#),
+            "a?b>"
+        );
+        assert!(
+            eval(r#"base64_decode("%%%")"#)
+                .unwrap_err()
+                .contains("base64_decode")
+        );
     }
 
     #[test]
     fn json_round_trips() {
-        assert_eq!(eval_str(r#"to_json(parse_json("{\"a\":[1,2.5,null]}"))"#), r#"{"a":[1,2.5,null]}"#);
-        assert!(eval(r#"parse_json("{")"#).unwrap_err().contains("parse_json"));
+        assert_eq!(
+            eval_str(r#"to_json(parse_json("{\"a\":[1,2.5,null]}"))"#),
+            r#"{"a":[1,2.5,null]}"#
+        );
+        assert!(
+            eval(r#"parse_json("{")"#)
+                .unwrap_err()
+                .contains("parse_json")
+        );
     }
 
     #[test]
     fn dates_parse_and_format() {
-        assert_eq!(eval(r#"parse_date("2024-03-01T12:00:00Z")"#).unwrap().as_int(), Ok(1_709_294_400));
-        assert_eq!(eval(r#"parse_date("01/03/2024 12:00", "%d/%m/%Y %H:%M")"#).unwrap().as_int(), Ok(1_709_294_400));
-        assert_eq!(eval(r#"parse_date("2024-03-01", "%Y-%m-%d")"#).unwrap().as_int(), Ok(1_709_251_200));
-        assert_eq!(eval_str(r#"format_date(1709294400, "%Y-%m-%d %H:%M")"#), "2024-03-01 12:00");
-        assert_eq!(eval_str(r#"format_date("2024-03-01T12:00:00Z", "%H:%M", "Europe/Berlin")"#), "13:00");
+        assert_eq!(
+            eval(r#"parse_date("2024-03-01T12:00:00Z")"#)
+                .unwrap()
+                .as_int(),
+            Ok(1_709_294_400)
+        );
+        assert_eq!(
+            eval(r#"parse_date("01/03/2024 12:00", "%d/%m/%Y %H:%M")"#)
+                .unwrap()
+                .as_int(),
+            Ok(1_709_294_400)
+        );
+        assert_eq!(
+            eval(r#"parse_date("2024-03-01", "%Y-%m-%d")"#)
+                .unwrap()
+                .as_int(),
+            Ok(1_709_251_200)
+        );
+        assert_eq!(
+            eval_str(r#"format_date(1709294400, "%Y-%m-%d %H:%M")"#),
+            "2024-03-01 12:00"
+        );
+        assert_eq!(
+            eval_str(r#"format_date("2024-03-01T12:00:00Z", "%H:%M", "Europe/Berlin")"#),
+            "13:00"
+        );
         assert_eq!(eval_str("to_rfc3339(0)"), "1970-01-01T00:00:00Z");
-        assert!(eval(r#"parse_date("yesterday")"#).unwrap_err().contains("not an RFC 3339"));
-        assert!(eval(r#"format_date(0, "%H", "Mars/Olympus")"#).unwrap_err().contains("IANA"));
+        assert!(
+            eval(r#"parse_date("yesterday")"#)
+                .unwrap_err()
+                .contains("not an RFC 3339")
+        );
+        assert!(
+            eval(r#"format_date(0, "%H", "Mars/Olympus")"#)
+                .unwrap_err()
+                .contains("IANA")
+        );
     }
 
     #[test]

@@ -50,10 +50,10 @@ impl Origin {
             },
             Some(b'|' | b'>') => {
                 let body = rest.split_once('\n').map_or("", |(_, body)| body);
-                let indent = body
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .map_or(0, |l| l.len() - l.trim_start().len()) as u32;
+                let indent =
+                    body.lines()
+                        .find(|l| !l.trim().is_empty())
+                        .map_or(0, |l| l.len() - l.trim_start().len()) as u32;
                 Self {
                     line: pos.line + 1,
                     col: indent + 1,
@@ -203,7 +203,10 @@ impl Expr {
             }
             Kind::List(_) | Kind::Map(_) => Err(Diagnostic::new(
                 yaml.pos,
-                format!("{what} must be an expression (a string), not {}", yaml.describe()),
+                format!(
+                    "{what} must be an expression (a string), not {}",
+                    yaml.describe()
+                ),
             )),
         }
     }

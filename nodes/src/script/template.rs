@@ -39,7 +39,9 @@ impl Template {
             let body_start = consumed + start + 2;
             let Some(len) = closing_brace(&rest[start + 2..]) else {
                 errors.push(Diagnostic::new(
-                    origin.advance(&text[..consumed + start]).map(rhai::Position::new(1, 1)),
+                    origin
+                        .advance(&text[..consumed + start])
+                        .map(rhai::Position::new(1, 1)),
                     format!("unclosed `${{` in template `{text}`; close it with `}}`"),
                 ));
                 return Err(errors);

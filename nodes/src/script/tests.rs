@@ -16,7 +16,11 @@ fn scope(event: serde_json::Value) -> Scope<'static> {
 }
 
 fn origin() -> Origin {
-    Origin { line: 10, col: 5, block_col: None }
+    Origin {
+        line: 10,
+        col: 5,
+        block_col: None,
+    }
 }
 
 fn eval(text: &str, event: serde_json::Value) -> Result<serde_json::Value, ScriptError> {
@@ -28,24 +32,42 @@ fn eval(text: &str, event: serde_json::Value) -> Result<serde_json::Value, Scrip
 #[test]
 fn expressions_read_the_event() {
     let event = json!({"body": {"email": "A@B.C", "first": "Ada", "last": "L"}});
-    assert_eq!(eval("event.body.email.to_lower()", event.clone()), Ok(json!("a@b.c")));
-    assert_eq!(eval(r#"event.body.first + " " + event.body.last"#, event.clone()), Ok(json!("Ada L")));
+    assert_eq!(
+        eval("event.body.email.to_lower()", event.clone()),
+        Ok(json!("a@b.c"))
+    );
+    assert_eq!(
+        eval(r#"event.body.first + " " + event.body.last"#, event.clone()),
+        Ok(json!("Ada L"))
+    );
     assert_eq!(eval("event.body.missing", event.clone()), Ok(json!(null)));
-    assert_eq!(eval("if event.body.first == \"Ada\" { 1 } else { 2 }", event), Ok(json!(1)));
+    assert_eq!(
+        eval("if event.body.first == \"Ada\" { 1 } else { 2 }", event),
+        Ok(json!(1))
+    );
 }
 
 #[test]
 fn a_syntax_error_points_into_the_expression() {
     let e = Expr::compile("event.body +* 2", origin(), FLOW_SCOPE).unwrap_err();
     assert_eq!((e.pos.line, e.pos.col), (10, 5 + 13 - 1));
-    assert!(e.message.starts_with("invalid expression `event.body +* 2`"), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("invalid expression `event.body +* 2`"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn an_unknown_variable_is_a_load_error_with_a_hint() {
     let e = Expr::compile("contact", origin(), FLOW_SCOPE).unwrap_err();
     assert_eq!((e.pos.line, e.pos.col), (10, 5));
-    assert!(e.message.contains("unknown variable `contact`"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown variable `contact`"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains(r#"'"contact"'"#), "{}", e.message);
     assert!(Expr::compile("item", origin(), FLOW_SCOPE).is_err());
     assert!(Expr::compile("item", origin(), LOOP_SCOPE).is_ok());
@@ -53,7 +75,8 @@ fn an_unknown_variable_is_a_load_error_with_a_hint() {
 
 #[test]
 fn scripts_work_on_a_copy_of_the_scope() {
-    let expr = Expr::compile_script("event.body.x = 1; event.body.x + 1", origin(), FLOW_SCOPE).unwrap();
+    let expr =
+        Expr::compile_script("event.body.x = 1; event.body.x + 1", origin(), FLOW_SCOPE).unwrap();
     let mut scope = scope(json!({"body": {}}));
     assert_eq!(expr.eval(&mut scope, None).unwrap().as_int(), Ok(2));
     let event = to_json(&scope.get_value::<Dynamic>("event").unwrap()).unwrap();
@@ -75,7 +98,8 @@ fn runaway_scripts_fail_within_bounds() {
     let e = expr.eval(&mut scope(json!({})), None).unwrap_err();
     assert!(e.message.contains("Too many operations"), "{}", e.message);
 
-    let expr = Expr::compile_script(r#"let s = "x"; loop { s += s; }"#, origin(), FLOW_SCOPE).unwrap();
+    let expr =
+        Expr::compile_script(r#"let s = "x"; loop { s += s; }"#, origin(), FLOW_SCOPE).unwrap();
     let e = expr.eval(&mut scope(json!({})), None).unwrap_err();
     assert!(e.message.contains("too large"), "{}", e.message);
 
@@ -83,8 +107,18 @@ fn runaway_scripts_fail_within_bounds() {
     assert!(expr.eval(&mut scope(json!({})), None).is_err());
 
     // A wall-clock deadline stops a slow script before its operation budget.
-    let expr = Expr::compile_script("let a = []; for i in 0..900000 { a.push(i.to_string()); a.pop(); }", origin(), FLOW_SCOPE).unwrap();
-    let e = expr.eval(&mut scope(json!({})), Some(std::time::Duration::from_millis(1))).unwrap_err();
+    let expr = Expr::compile_script(
+        "let a = []; for i in 0..900000 { a.push(i.to_string()); a.pop(); }",
+        origin(),
+        FLOW_SCOPE,
+    )
+    .unwrap();
+    let e = expr
+        .eval(
+            &mut scope(json!({})),
+            Some(std::time::Duration::from_millis(1)),
+        )
+        .unwrap_err();
     assert!(e.message.contains("time limit"), "{}", e.message);
 }
 
@@ -98,7 +132,9 @@ fn there_is_no_file_or_eval_access() {
 #[test]
 fn runtime_errors_carry_the_file_position() {
     let expr = Expr::compile("event.body.n + \"a\" - 1", origin(), FLOW_SCOPE).unwrap();
-    let e = expr.eval(&mut scope(json!({"body": {"n": 1}})), None).unwrap_err();
+    let e = expr
+        .eval(&mut scope(json!({"body": {"n": 1}})), None)
+        .unwrap_err();
     assert_eq!(e.pos.map(|p| p.line), Some(10));
     assert!(e.message.contains("Function not found"), "{}", e.message);
 }
@@ -106,11 +142,21 @@ fn runtime_errors_carry_the_file_position() {
 #[test]
 fn templates_render() {
     let t = Template::compile("contact.${event.type}.${event.n}", origin(), FLOW_SCOPE).unwrap();
-    let out = t.render(&mut scope(json!({"type": "created", "n": 3})), None).unwrap();
+    let out = t
+        .render(&mut scope(json!({"type": "created", "n": 3})), None)
+        .unwrap();
     assert_eq!(out, "contact.created.3");
     let t = Template::compile("a $${literal} ${ #{x: \"}\"}.x }", origin(), FLOW_SCOPE).unwrap();
-    assert_eq!(t.render(&mut scope(json!({})), None).unwrap(), "a ${literal} }");
-    assert_eq!(Template::compile("plain", origin(), FLOW_SCOPE).unwrap().as_literal(), Some("plain"));
+    assert_eq!(
+        t.render(&mut scope(json!({})), None).unwrap(),
+        "a ${literal} }"
+    );
+    assert_eq!(
+        Template::compile("plain", origin(), FLOW_SCOPE)
+            .unwrap()
+            .as_literal(),
+        Some("plain")
+    );
 }
 
 #[test]
@@ -126,8 +172,26 @@ fn template_errors_point_at_the_expression() {
 #[test]
 fn origins_of_quoted_and_block_scalars() {
     let source = "a: '\"x\"'\nb: |\n    let x = 1;\n    x\n";
-    assert_eq!(Origin::of(source, Pos { line: 1, col: 4, offset: 3 }).col, 5);
-    let block = Origin::of(source, Pos { line: 2, col: 4, offset: 12 });
+    assert_eq!(
+        Origin::of(
+            source,
+            Pos {
+                line: 1,
+                col: 4,
+                offset: 3
+            }
+        )
+        .col,
+        5
+    );
+    let block = Origin::of(
+        source,
+        Pos {
+            line: 2,
+            col: 4,
+            offset: 12,
+        },
+    );
     assert_eq!((block.line, block.col), (3, 5));
     assert_eq!(block.map(rhai::Position::new(2, 3)), Pos::new(4, 7));
 }
@@ -135,6 +199,12 @@ fn origins_of_quoted_and_block_scalars() {
 #[test]
 fn expressions_cannot_mutate_the_scope_through_methods() {
     let expr = Expr::compile("event.body.tags.push(1)", origin(), FLOW_SCOPE).unwrap();
-    let e = expr.eval(&mut scope(json!({"body": {"tags": []}})), None).unwrap_err();
-    assert!(e.message.contains("cannot be called on constant"), "{}", e.message);
+    let e = expr
+        .eval(&mut scope(json!({"body": {"tags": []}})), None)
+        .unwrap_err();
+    assert!(
+        e.message.contains("cannot be called on constant"),
+        "{}",
+        e.message
+    );
 }

@@ -8,7 +8,13 @@ use serde_json::Value;
 pub struct Api;
 
 impl Api {
-    pub fn event(&self, id: &str, trigger: &str, received_at: DateTime<Utc>, input: Value) -> Value {
+    pub fn event(
+        &self,
+        id: &str,
+        trigger: &str,
+        received_at: DateTime<Utc>,
+        input: Value,
+    ) -> Value {
         let mut event = super::event_base("api", id, trigger, received_at);
         event.insert("body".into(), input);
         Value::Object(event)

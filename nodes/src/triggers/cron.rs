@@ -42,27 +42,31 @@ impl Cron {
         let schedule = o.required_str("schedule");
         let timezone = match o.str("timezone") {
             None => Some(Tz::UTC),
-            Some((name, pos)) => match Tz::from_str(name) {
-                Ok(tz) => Some(tz),
-                Err(_) => {
-                    o.error(pos, format!("unknown time zone `{name}`; use an IANA name like Europe/Berlin or UTC"));
-                    None
+            Some((name, pos)) => {
+                match Tz::from_str(name) {
+                    Ok(tz) => Some(tz),
+                    Err(_) => {
+                        o.error(pos, format!("unknown time zone `{name}`; use an IANA name like Europe/Berlin or UTC"));
+                        None
+                    }
                 }
-            },
+            }
         };
         let catch_up = match o.str("catch_up") {
             None | Some(("skip", _)) => CatchUp::Skip,
             Some(("latest", _)) => CatchUp::Latest,
             Some(("all", _)) => CatchUp::All,
             Some((other, pos)) => {
-                o.error(pos, format!("`catch_up` must be skip, latest or all, not `{other}`"));
+                o.error(
+                    pos,
+                    format!("`catch_up` must be skip, latest or all, not `{other}`"),
+                );
                 CatchUp::Skip
             }
         };
         let (text, pos) = schedule?;
-        let parsed = to_cron_crate(text).and_then(|t| {
-            cron::Schedule::from_str(&t).map_err(|e| format!("{e}"))
-        });
+        let parsed = to_cron_crate(text)
+            .and_then(|t| cron::Schedule::from_str(&t).map_err(|e| format!("{e}")));
         let schedule = match parsed {
             Ok(s) => s,
             Err(e) => {
@@ -117,7 +121,11 @@ fn day_of_week(field: &str) -> Result<String, String> {
     let mut days = [false; 7];
     for part in field.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step in `{part}`"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<usize>()
+                    .map_err(|_| format!("bad step in `{part}`"))?,
+            ),
             None => (part, 1),
         };
         if step == 0 {
@@ -174,12 +182,24 @@ mod tests {
     #[test]
     fn crontab_numbering_becomes_day_names() {
         assert_eq!(to_cron_crate("0 3 * * *").unwrap(), "0 0 3 * * *");
-        assert_eq!(to_cron_crate("0 3 * * 1-5").unwrap(), "0 0 3 * * MON,TUE,WED,THU,FRI");
+        assert_eq!(
+            to_cron_crate("0 3 * * 1-5").unwrap(),
+            "0 0 3 * * MON,TUE,WED,THU,FRI"
+        );
         assert_eq!(to_cron_crate("0 3 * * 0").unwrap(), "0 0 3 * * SUN");
         assert_eq!(to_cron_crate("0 3 * * 7").unwrap(), "0 0 3 * * SUN");
-        assert_eq!(to_cron_crate("0 3 * * 5-7").unwrap(), "0 0 3 * * SUN,FRI,SAT");
-        assert_eq!(to_cron_crate("0 3 * * */2").unwrap(), "0 0 3 * * SUN,TUE,THU,SAT");
-        assert_eq!(to_cron_crate("0 3 * * mon,WED").unwrap(), "0 0 3 * * MON,WED");
+        assert_eq!(
+            to_cron_crate("0 3 * * 5-7").unwrap(),
+            "0 0 3 * * SUN,FRI,SAT"
+        );
+        assert_eq!(
+            to_cron_crate("0 3 * * */2").unwrap(),
+            "0 0 3 * * SUN,TUE,THU,SAT"
+        );
+        assert_eq!(
+            to_cron_crate("0 3 * * mon,WED").unwrap(),
+            "0 0 3 * * MON,WED"
+        );
         assert_eq!(to_cron_crate("*/5 * * * * *").unwrap(), "*/5 * * * * *");
         assert_eq!(to_cron_crate("@daily").unwrap(), "0 0 0 * * *");
         assert!(to_cron_crate("0 3 * *").unwrap_err().contains("4 fields"));

@@ -50,7 +50,10 @@ pub fn read_trigger(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerD
     let id = match o.required_str("id") {
         Some((id, pos)) => {
             if !valid_id(id) {
-                o.error(pos, format!("trigger id `{id}` must match [a-z0-9_-]{{1,64}}"));
+                o.error(
+                    pos,
+                    format!("trigger id `{id}` must match [a-z0-9_-]{{1,64}}"),
+                );
             }
             id.to_owned()
         }
@@ -69,7 +72,13 @@ pub fn read_trigger(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerD
             let hint = crate::reader::closest(other, TRIGGER_TYPES)
                 .map(|t| format!("did you mean `{t}`? "))
                 .unwrap_or_default();
-            o.error(type_pos, format!("unknown trigger type `{other}`; {hint}trigger types are: {}", TRIGGER_TYPES.join(", ")));
+            o.error(
+                type_pos,
+                format!(
+                    "unknown trigger type `{other}`; {hint}trigger types are: {}",
+                    TRIGGER_TYPES.join(", ")
+                ),
+            );
             return None;
         }
     };
@@ -82,7 +91,12 @@ pub fn read_trigger(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerD
 }
 
 /// The fields every event has: `type`, `id`, `trigger`, `received_at`.
-pub fn event_base(type_: &str, id: &str, trigger: &str, received_at: DateTime<Utc>) -> serde_json::Map<String, Value> {
+pub fn event_base(
+    type_: &str,
+    id: &str,
+    trigger: &str,
+    received_at: DateTime<Utc>,
+) -> serde_json::Map<String, Value> {
     let mut event = serde_json::Map::new();
     event.insert("type".into(), json!(type_));
     event.insert("id".into(), json!(id));

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use rhai::{Dynamic, Map, Scope};
+use serde_json::Value;
+
 use crate::functions::http::Http;
+use crate::node::NodeError;
 use crate::reader::Options;
 use crate::script::Expr;
 
@@ -88,7 +92,10 @@ impl Poll {
                         "created" => emit.created = true,
                         "updated" => emit.updated = true,
                         "deleted" => emit.deleted = true,
-                        other => o.error(pos, format!("`emit` takes created, updated and deleted, not `{other}`")),
+                        other => o.error(
+                            pos,
+                            format!("`emit` takes created, updated and deleted, not `{other}`"),
+                        ),
                     }
                 }
                 emit
@@ -106,5 +113,107 @@ impl Poll {
             emit,
             baseline,
         })
+    }
+}
+
+impl Poll {
+    /// The scope `key` and `version` are evaluated in.
+    pub fn item_scope(
+        item: &Value,
+        vars: &Dynamic,
+        tenant: &str,
+        flow_id: &str,
+        flow_version: &str,
+    ) -> Scope<'static> {
+        let mut scope = Scope::new();
+        scope.push_constant_dynamic("item", crate::script::to_dynamic(item));
+        scope.push_constant_dynamic("vars", vars.clone());
+        scope.push_constant("tenant", tenant.to_owned());
+        let mut flow = Map::new();
+        flow.insert("id".into(), flow_id.into());
+        flow.insert("version".into(), flow_version.into());
+        scope.push_constant("flow", flow);
+        scope
+    }
+
+    /// A record's key and version.
+    pub fn identify(
+        &self,
+        item: &Value,
+        scope: &mut Scope<'static>,
+    ) -> Result<(Value, Value), NodeError> {
+        let key = crate::functions::eval_json(&self.key, scope, None)?;
+        if key.is_null() {
+            return Err(NodeError::Invalid(format!(
+                "`key` ({}) is null for a record",
+                self.key.text()
+            )));
+        }
+        let version = match &self.version {
+            Some(v) => crate::functions::eval_json(v, scope, None)?,
+            None => Value::String(default_version(item, &self.ignore_fields)),
+        };
+        Ok((key, version))
+    }
+}
+
+/// A record's version when `version` is not set: the first 16 hex digits of
+/// the SHA-256 of its canonical JSON (keys sorted), without `ignore_fields`.
+pub fn default_version(item: &Value, ignore_fields: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut item = item.clone();
+    if let Value::Object(fields) = &mut item {
+        for f in ignore_fields {
+            fields.remove(f);
+        }
+    }
+    write_canonical(&item, &mut hasher);
+    hex::encode(&hasher.finalize()[..8])
+}
+
+fn write_canonical(value: &Value, hasher: &mut sha2::Sha256) {
+    use sha2::Digest;
+    match value {
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for k in keys {
+                hasher.update(Value::String(k.clone()).to_string().as_bytes());
+                hasher.update(b":");
+                write_canonical(&fields[k], hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for item in items {
+                write_canonical(item, hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"]");
+        }
+        scalar => hasher.update(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_default_version_ignores_key_order_and_ignored_fields() {
+        let a = json!({"id": 1, "name": "x", "seen_at": "today"});
+        let b = json!({"seen_at": "tomorrow", "name": "x", "id": 1});
+        let ignore = vec!["seen_at".to_owned()];
+        assert_eq!(default_version(&a, &ignore), default_version(&b, &ignore));
+        assert_ne!(default_version(&a, &[]), default_version(&b, &[]));
+        assert_ne!(
+            default_version(&a, &ignore),
+            default_version(&json!({"id": 1, "name": "y"}), &ignore)
+        );
     }
 }

@@ -87,14 +87,22 @@ fn read_verify(o: &Options, value: &crate::yaml::Yaml) -> Option<Verify> {
     let scheme = v.required_str("scheme");
     let header = v.str("header").map(|(h, _)| h.to_ascii_lowercase());
     let secret_env = v.required_str("secret_env").map(|(s, _)| s.to_owned());
-    let tolerance = v.duration("tolerance").unwrap_or(std::time::Duration::from_secs(300));
+    let tolerance = v
+        .duration("tolerance")
+        .unwrap_or(std::time::Duration::from_secs(300));
     let scheme = match scheme {
         Some(("hmac-sha256", _)) => Some(Scheme::HmacSha256),
         Some(("github", _)) => Some(Scheme::Github),
         Some(("stripe", _)) => Some(Scheme::Stripe),
         Some(("standard-webhooks", _)) => Some(Scheme::StandardWebhooks),
         Some((other, pos)) => {
-            v.error(pos, format!("unknown scheme `{other}`; use one of {}", SCHEMES.join(", ")));
+            v.error(
+                pos,
+                format!(
+                    "unknown scheme `{other}`; use one of {}",
+                    SCHEMES.join(", ")
+                ),
+            );
             None
         }
         None => None,
@@ -102,7 +110,10 @@ fn read_verify(o: &Options, value: &crate::yaml::Yaml) -> Option<Verify> {
     let header = match (scheme, header) {
         (Some(Scheme::HmacSha256), Some(h)) => h,
         (Some(Scheme::HmacSha256), None) => {
-            v.error(value.pos, "the hmac-sha256 scheme needs `header` (the header carrying the signature)");
+            v.error(
+                value.pos,
+                "the hmac-sha256 scheme needs `header` (the header carrying the signature)",
+            );
             String::new()
         }
         (Some(Scheme::Github), _) => "x-hub-signature-256".into(),

@@ -1,0 +1,69 @@
+//! The `weir` command.
+
+mod graph;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// weir: a self-hosted integration runtime. Flows are YAML files; runs are
+/// durable.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check flow files without running anything; exit 1 if any is invalid.
+    Validate {
+        /// Flow files or folders (default: ./flows).
+        #[arg(env = "WEIR_FLOWS")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one event through a flow, in this process, and print each node.
+    Run(run::RunArgs),
+    /// Print a flow's DAG as Graphviz DOT or Mermaid.
+    Graph {
+        flow_file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// Exit codes: 0 success, 1 an invalid flow or a failed run, 2 bad usage
+/// or input.
+pub mod exit {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate { paths } => validate::validate(paths),
+        Command::Graph { flow_file, format } => graph::graph(&flow_file, format),
+        Command::Run(args) => run::main(args),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,251 @@
+//! Reading flow files: one file, a list of files and folders, or text.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use weir_nodes::diag::{Diagnostic, Diags, Pos};
+use weir_nodes::node::read_node;
+use weir_nodes::reader::{Options, valid_id};
+use weir_nodes::script::{FLOW_SCOPE, to_dynamic};
+use weir_nodes::triggers::{EVENT_SCOPE, read_trigger};
+use weir_nodes::yaml::{self, Kind};
+
+use super::{Concurrency, Flow, Graph, version_of};
+
+/// Every problem of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            f.write_str(&d.render(&self.file))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl LoadError {
+    fn one(file: &str, pos: Pos, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            diagnostics: vec![Diagnostic::new(pos, message)],
+        }
+    }
+}
+
+/// Reads one flow file.
+pub fn load_file(path: &Path) -> Result<Flow, LoadError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::one(&file, Pos::new(1, 1), format!("cannot read the file: {e}")))?;
+    load_source(&source, &file)
+}
+
+/// Reads every `*.yaml`/`*.yml` file in the given files and folders (a
+/// folder's files in name order). Flow ids must be unique across them.
+pub fn load_paths(paths: &[PathBuf]) -> (Vec<Flow>, Vec<LoadError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                        })
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => errors.push(LoadError::one(
+                    &path.display().to_string(),
+                    Pos::new(1, 1),
+                    format!("cannot read the folder: {e}"),
+                )),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut flows: Vec<Flow> = Vec::new();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(flow) => match ids.get(&flow.id) {
+                Some(first) => errors.push(LoadError::one(
+                    &flow.file,
+                    id_pos(&flow.source),
+                    format!("duplicate flow id `{}`: {first} has it too; flow ids must be unique across the flows folder", flow.id),
+                )),
+                None => {
+                    ids.insert(flow.id.clone(), flow.file.clone());
+                    flows.push(flow);
+                }
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    (flows, errors)
+}
+
+/// Where the `id:` value of a valid flow stands.
+fn id_pos(source: &str) -> Pos {
+    let Ok(root) = yaml::parse(source) else {
+        return Pos::new(1, 1);
+    };
+    match &root.kind {
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.name == "id")
+            .map_or(root.pos, |(_, v)| v.pos),
+        _ => root.pos,
+    }
+}
+
+/// Reads a flow from its text; `file` names it in messages.
+pub fn load_source(source: &str, file: &str) -> Result<Flow, LoadError> {
+    let root = yaml::parse(source).map_err(|d| LoadError {
+        file: file.to_owned(),
+        diagnostics: vec![d],
+    })?;
+    let diags = Diags::new();
+    let flow = read_flow(&root, source, file, &diags);
+    match flow {
+        Some(flow) if diags.is_empty() => Ok(flow),
+        _ => {
+            let mut diagnostics = diags.into_sorted();
+            if diagnostics.is_empty() {
+                diagnostics.push(Diagnostic::new(root.pos, "the flow is invalid"));
+            }
+            Err(LoadError {
+                file: file.to_owned(),
+                diagnostics,
+            })
+        }
+    }
+}
+
+fn read_flow(root: &yaml::Yaml, source: &str, file: &str, diags: &Diags) -> Option<Flow> {
+    let mut o = Options::new(root, "flow", source, diags);
+    let id = o.required_str("id").map(|(id, pos)| {
+        if !valid_id(id) {
+            diags.error(pos, format!("flow id `{id}` must match [a-z0-9_-]{{1,64}}"));
+        }
+        id.to_owned()
+    });
+    if let Some(id) = &id {
+        o.what = format!("flow '{id}'");
+    }
+    let name = o.str("name").map(|(n, _)| n.to_owned());
+    let vars = match o.get("vars") {
+        None => serde_json::json!({}),
+        Some(v) if matches!(v.kind, Kind::Map(_)) => v.to_json(),
+        Some(v) => {
+            o.error(v.pos, format!("`vars` must be a map, not {}", v.describe()));
+            serde_json::json!({})
+        }
+    };
+    let tenants = match o.str_list("tenants") {
+        None => vec!["default".to_owned()],
+        Some(list) => {
+            let mut tenants = Vec::new();
+            for (t, pos) in list {
+                if !valid_id(t) {
+                    o.error(pos, format!("tenant `{t}` must match [a-z0-9_-]{{1,64}}"));
+                } else if tenants.iter().any(|x| x == t) {
+                    o.error(pos, format!("tenant `{t}` is listed twice"));
+                } else {
+                    tenants.push(t.to_owned());
+                }
+            }
+            if tenants.is_empty() {
+                o.error(
+                    o.key_pos("tenants").unwrap_or(o.pos),
+                    "`tenants` must list at least one tenant",
+                );
+            }
+            tenants
+        }
+    };
+    let concurrency = o.get("concurrency").map(|value| {
+        let mut c = Options::new(value, format!("{}: `concurrency`", o.what), source, diags);
+        let key = c.expr("key", EVENT_SCOPE);
+        let limit = match c.uint("limit") {
+            None => 1,
+            Some(0) => {
+                c.error(value.pos, "`limit` must be at least 1");
+                1
+            }
+            Some(n) => n.min(u64::from(u32::MAX)) as u32,
+        };
+        c.finish();
+        Concurrency { key, limit }
+    });
+
+    let mut triggers = Vec::new();
+    if let Some(value) = o.required("triggers") {
+        match &value.kind {
+            Kind::List(items) if !items.is_empty() => {
+                let mut seen: HashMap<String, Pos> = HashMap::new();
+                for item in items {
+                    if let Some(t) = read_trigger(item, source, diags) {
+                        if let Some(first) = seen.get(&t.id) {
+                            diags.error(
+                                t.pos,
+                                format!(
+                                    "duplicate trigger id `{}` (first defined at line {})",
+                                    t.id, first.line
+                                ),
+                            );
+                        } else {
+                            seen.insert(t.id.clone(), t.pos);
+                            triggers.push(t);
+                        }
+                    }
+                }
+            }
+            _ => o.error(value.pos, "`triggers` must be a non-empty list of triggers"),
+        }
+    }
+
+    let mut nodes = Vec::new();
+    if let Some(value) = o.required("nodes") {
+        match &value.kind {
+            Kind::List(items) if !items.is_empty() => {
+                for item in items {
+                    if let Some(node) = read_node(item, source, FLOW_SCOPE, diags) {
+                        nodes.push(node);
+                    }
+                }
+            }
+            _ => o.error(value.pos, "`nodes` must be a non-empty list of nodes"),
+        }
+    }
+    o.finish();
+    let graph = Graph::build(nodes, &mut HashMap::new(), None, diags);
+    Some(Flow {
+        id: id?,
+        name,
+        version: version_of(source),
+        file: file.to_owned(),
+        source: source.to_owned(),
+        vars_dynamic: to_dynamic(&vars),
+        vars,
+        tenants,
+        concurrency,
+        triggers,
+        graph,
+    })
+}

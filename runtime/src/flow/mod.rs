@@ -1,0 +1,57 @@
+//! Flows: a YAML file read into triggers and a DAG of nodes, with every
+//! problem reported at once.
+
+mod graph;
+mod load;
+
+pub use graph::{Edge, Graph};
+pub use load::{LoadError, load_file, load_paths, load_source};
+
+use rhai::Dynamic;
+use serde_json::Value;
+use weir_nodes::TriggerDef;
+use weir_nodes::script::Expr;
+
+/// A loaded flow: compiled, validated, ready to run.
+#[derive(Debug)]
+pub struct Flow {
+    pub id: String,
+    pub name: Option<String>,
+    /// The first 16 hex digits of the SHA-256 of the file's text.
+    pub version: String,
+    /// The file it was loaded from, as given.
+    pub file: String,
+    /// The file's text, kept with each run as the flow's snapshot.
+    pub source: String,
+    /// `vars`: constants visible to expressions.
+    pub vars: Value,
+    pub vars_dynamic: Dynamic,
+    /// The tenants the flow serves (default `[default]`).
+    pub tenants: Vec<String>,
+    pub concurrency: Option<Concurrency>,
+    pub triggers: Vec<TriggerDef>,
+    pub graph: Graph,
+}
+
+/// `concurrency:` — runs with the same key run one at a time (or `limit`
+/// at a time), in arrival order, per tenant.
+#[derive(Debug)]
+pub struct Concurrency {
+    /// Over `event`: the key; without it, the limit holds for all runs of
+    /// the flow.
+    pub key: Option<Expr>,
+    /// Runs per key at once (default 1).
+    pub limit: u32,
+}
+
+impl Flow {
+    pub fn trigger(&self, id: &str) -> Option<&TriggerDef> {
+        self.triggers.iter().find(|t| t.id == id)
+    }
+}
+
+/// The version of a flow's text.
+pub fn version_of(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(source.as_bytes())[..8])
+}
