@@ -150,6 +150,9 @@ pub enum NodeKind {
     ForEach(ForEach),
     Delay(Delay),
     Fail(Fail),
+    /// A node whose options had errors. It keeps its place in the graph so
+    /// that links to it are not reported too; a flow with errors never runs.
+    Invalid,
 }
 
 pub const NODE_TYPES: &[&str] = &[
@@ -206,6 +209,7 @@ impl NodeKind {
             Self::ForEach(_) => "for_each",
             Self::Delay(_) => "delay",
             Self::Fail(_) => "fail",
+            Self::Invalid => "invalid",
         }
     }
 
@@ -245,7 +249,7 @@ impl NodeKind {
             Self::Switch(n) => n.run(scope, timeout),
             Self::Filter(n) => n.run(scope, timeout),
             Self::Fail(n) => n.run(scope, timeout),
-            Self::Http(_) | Self::Delay(_) | Self::ForEach(_) => return None,
+            Self::Http(_) | Self::Delay(_) | Self::ForEach(_) | Self::Invalid => return None,
         })
     }
 
@@ -283,7 +287,9 @@ pub fn read_links(o: &Options, key: &str, value: &Yaml) -> Vec<Link> {
         .collect()
 }
 
-/// Reads one node. `names` are the variables its expressions may use.
+/// Reads one node. `names` are the variables its expressions may use. A
+/// node with errors comes back as [`NodeKind::Invalid`], its problems in
+/// `diags`.
 pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Option<NodeDef> {
     let mut o = Options::new(yaml, "node", source, diags);
     let (id, id_pos) = match o.required_str("id") {
@@ -322,7 +328,9 @@ pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Op
             }
         },
     };
-    let (type_, type_pos) = type_?;
+    let Some((type_, type_pos)) = type_ else {
+        return Some(invalid(id, id_pos, yaml.pos, next, on_error));
+    };
     let kind = match type_ {
         "map" => MapNode::build(&mut o, names).map(NodeKind::Map),
         "script" => ScriptNode::build(&mut o, names).map(NodeKind::Script),
@@ -346,7 +354,7 @@ pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Op
                     NODE_TYPES.join(", ")
                 ),
             );
-            return None;
+            return Some(invalid(id, id_pos, yaml.pos, next, on_error));
         }
     };
     o.finish();
@@ -354,12 +362,25 @@ pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Op
         id,
         id_pos,
         pos: yaml.pos,
-        kind: kind?,
+        kind: kind.unwrap_or(NodeKind::Invalid),
         next,
         retry,
         timeout,
         on_error,
     })
+}
+
+fn invalid(id: String, id_pos: Pos, pos: Pos, next: Vec<Link>, on_error: OnError) -> NodeDef {
+    NodeDef {
+        id,
+        id_pos,
+        pos,
+        kind: NodeKind::Invalid,
+        next,
+        retry: Retry::default(),
+        timeout: None,
+        on_error,
+    }
 }
 
 fn read_retry(o: &mut Options) -> Retry {

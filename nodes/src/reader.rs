@@ -287,7 +287,13 @@ impl<'a> Options<'a> {
             );
             return None;
         }
-        Some(Mapping::compile(value, self.source, names, self.diags))
+        Some(Mapping::compile(
+            value,
+            self.source,
+            names,
+            &self.what,
+            self.diags,
+        ))
     }
 
     /// Reports every key that no accessor asked for.

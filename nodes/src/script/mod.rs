@@ -272,8 +272,20 @@ impl Expr {
     }
 }
 
+/// An expression's text for a one-line message: its first line, shortened.
+pub fn excerpt(text: &str) -> String {
+    let first = text.trim().lines().next().unwrap_or_default();
+    let short: String = first.chars().take(60).collect();
+    if short.len() < text.trim().len() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
 fn parse_error(text: &str, origin: Origin, names: &[&str], e: rhai::ParseError) -> Diagnostic {
     let pos = origin.map(e.position());
+    let shown = excerpt(text);
     let message = match e.err_type() {
         rhai::ParseErrorType::VariableUndefined(name) => {
             let hint = if text.trim() == name.as_str() {
@@ -282,11 +294,11 @@ fn parse_error(text: &str, origin: Origin, names: &[&str], e: rhai::ParseError) 
                 String::new()
             };
             format!(
-                "unknown variable `{name}` in `{text}`; in scope: {}{hint}",
+                "unknown variable `{name}` in `{shown}`; in scope: {}{hint}",
                 names.join(", ")
             )
         }
-        other => format!("invalid expression `{text}`: {other}"),
+        other => format!("invalid expression `{shown}`: {other}"),
     };
     Diagnostic::new(pos, message)
 }
@@ -302,24 +314,25 @@ pub enum Mapping {
 
 impl Mapping {
     /// Compiles every expression in `yaml`; problems go to `diags`.
-    pub fn compile(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Self {
+    /// `what` starts each message ("node 'x'").
+    pub fn compile(yaml: &Yaml, source: &str, names: &[&str], what: &str, diags: &Diags) -> Self {
         match &yaml.kind {
             Kind::Map(entries) => Self::Map(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.name.clone(), Self::compile(v, source, names, diags)))
+                    .map(|(k, v)| (k.name.clone(), Self::compile(v, source, names, what, diags)))
                     .collect(),
             ),
             Kind::List(items) => Self::List(
                 items
                     .iter()
-                    .map(|v| Self::compile(v, source, names, diags))
+                    .map(|v| Self::compile(v, source, names, what, diags))
                     .collect(),
             ),
             _ => match Expr::from_yaml(yaml, source, names, "a mapping value") {
                 Ok(expr) => Self::Expr(expr),
                 Err(d) => {
-                    diags.push(d);
+                    diags.error(d.pos, format!("{what}: {}", d.message));
                     Self::Expr(Expr::literal(Dynamic::UNIT, Origin::default()))
                 }
             },
