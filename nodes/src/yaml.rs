@@ -77,7 +77,10 @@ impl Yaml {
 
 /// Parses one YAML document. A syntax error comes back as one diagnostic.
 pub fn parse(source: &str) -> Result<Yaml, Diagnostic> {
-    match serde_saphyr::from_str::<Spanned<Kind>>(source) {
+    // YAML 1.2 booleans only: `yes`, `no`, `on`, `off`, `y` and `n` are text,
+    // so a key `n:` or a node id `no` means what it says.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_str_with_options::<Spanned<Kind>>(source, options) {
         Ok(root) => Ok(Yaml {
             pos: pos_of(&root),
             kind: root.value,
@@ -240,6 +243,19 @@ mod tests {
         assert!(e.pos.line >= 2, "{e:?}");
         assert!(e.message.starts_with("invalid YAML: "), "{}", e.message);
         assert!(!e.message.contains('\n'), "{}", e.message);
+    }
+
+    #[test]
+    fn yes_no_and_single_letters_are_text() {
+        let y = parse("n: yes\ny: off\nt: true\n").unwrap();
+        let Kind::Map(entries) = &y.kind else {
+            panic!("not a map")
+        };
+        let names: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
+        assert_eq!(names, ["n", "y", "t"]);
+        assert_eq!(entries[0].1.kind, Kind::Str("yes".into()));
+        assert_eq!(entries[1].1.kind, Kind::Str("off".into()));
+        assert_eq!(entries[2].1.kind, Kind::Bool(true));
     }
 
     #[test]

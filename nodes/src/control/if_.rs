@@ -30,7 +30,7 @@ impl If {
             .get("else")
             .map(|v| read_links(o, "else", v))
             .unwrap_or_default();
-        if then.is_empty() && else_.is_empty() {
+        if o.key_pos("then").is_none() && o.key_pos("else").is_none() {
             o.error(
                 o.pos,
                 "an `if` needs `then` or `else` (a node id or a list)",

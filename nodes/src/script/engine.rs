@@ -5,8 +5,8 @@ use std::cell::Cell;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use rhai::Engine;
 use rhai::module_resolvers::DummyModuleResolver;
+use rhai::{Engine, Token};
 
 use super::library;
 
@@ -41,6 +41,13 @@ pub const LIMITS: Limits = Limits {
 thread_local! {
     /// When the evaluation running on this thread must stop.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether the last token the tokenizer produced on this thread was `.`.
+    static AFTER_DOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Resets the tokenizer state before a compilation.
+pub(crate) fn start_compile() {
+    AFTER_DOT.with(|d| d.set(false));
 }
 
 /// Runs `f` with a wall-clock deadline that `on_progress` enforces.
@@ -82,6 +89,23 @@ fn build() -> Engine {
             let late = DEADLINE.with(|d| d.get().is_some_and(|at| Instant::now() >= at));
             late.then(|| "the time limit was reached".into())
         });
+    // A property named like a keyword (`nodes.pause.until`, `nodes.loop`)
+    // reads as a property: SPEC's `delay` output is `{until}`, and node ids
+    // like `call` or `loop` are natural. Rhai's own parser refuses keywords
+    // after a dot, so the token after a `.` is turned back into a name.
+    #[allow(deprecated)] // a volatile API, not a deprecated one
+    engine.on_parse_token(|token, _, _| {
+        let after_dot =
+            AFTER_DOT.with(|d| d.replace(matches!(token, Token::Period | Token::Elvis)));
+        if after_dot && (token.is_standard_keyword() || token.is_reserved()) {
+            let name = match &token {
+                Token::Reserved(name) => name.to_string(),
+                other => other.literal_syntax().to_owned(),
+            };
+            return Token::Identifier(Box::new(name.into()));
+        }
+        token
+    });
     engine.disable_symbol("eval");
     library::register(&mut engine);
     engine

@@ -60,10 +60,12 @@ impl Origin {
                     block_col: Some(indent + 1),
                 }
             }
+            // A plain scalar, or the content of a block scalar (the parser
+            // may place it there): later lines start at the same column.
             _ => Self {
                 line: pos.line,
                 col: pos.col,
-                block_col: None,
+                block_col: Some(pos.col),
             },
         }
     }
@@ -154,6 +156,7 @@ impl Expr {
     /// scope, is a diagnostic at its position in the file.
     pub fn compile(text: &str, origin: Origin, names: &[&str]) -> Result<Self, Diagnostic> {
         let engine = engine::engine();
+        engine::start_compile();
         engine
             .compile_expression_with_scope(&compile_scope(names), text)
             .map(|ast| Self::from_code(text, origin, Code::Expression(Arc::new(ast))))
@@ -164,6 +167,7 @@ impl Expr {
     /// value is its result.
     pub fn compile_script(text: &str, origin: Origin, names: &[&str]) -> Result<Self, Diagnostic> {
         let engine = engine::engine();
+        engine::start_compile();
         engine
             .compile_with_scope(&compile_scope(names), text)
             .map(|ast| Self::from_code(text, origin, Code::Script(Arc::new(ast))))

@@ -208,3 +208,38 @@ fn expressions_cannot_mutate_the_scope_through_methods() {
         e.message
     );
 }
+
+#[test]
+fn keywords_read_as_properties_after_a_dot() {
+    let mut scope = scope(json!({}));
+    let mut nodes = Map::new();
+    nodes.insert(
+        "pause".into(),
+        to_dynamic(&json!({"until": "2030-01-01T00:00:00Z"})),
+    );
+    nodes.insert("loop".into(), to_dynamic(&json!([1, 2, 3])));
+    nodes.insert("call".into(), to_dynamic(&json!({"x": 1})));
+    scope.set_or_push("nodes", Dynamic::from_map(nodes));
+    for (text, want) in [
+        ("nodes.pause.until", json!("2030-01-01T00:00:00Z")),
+        ("nodes.loop.len()", json!(3)),
+        ("nodes.call.x + 1", json!(2)),
+        ("nodes?.call?.x", json!(1)),
+    ] {
+        let expr =
+            Expr::compile(text, origin(), FLOW_SCOPE).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        assert_eq!(
+            to_json(&expr.eval(&mut scope, None).unwrap()).unwrap(),
+            want,
+            "{text}"
+        );
+    }
+    // Keywords keep their meaning elsewhere.
+    let expr = Expr::compile_script(
+        "let n = 0; loop { n += 1; if n > 2 { break; } } n",
+        origin(),
+        FLOW_SCOPE,
+    )
+    .unwrap();
+    assert_eq!(expr.eval(&mut scope, None).unwrap().as_int(), Ok(3));
+}

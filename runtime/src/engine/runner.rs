@@ -407,7 +407,8 @@ impl<'e> Runner<'e> {
             }
             NodeKind::Delay(delay) => {
                 let wake_at = match delay.wake_at(now, &mut frame.scope, node.timeout) {
-                    Ok(t) => t,
+                    // Milliseconds, as the output shows it.
+                    Ok(t) => chrono::SubsecRound::trunc_subsecs(t, 3),
                     Err(e) => {
                         return self.finish(frame, i, Done::Error(e), inflight).await;
                     }

@@ -55,3 +55,6 @@ pub fn version_of(source: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(source.as_bytes())[..8])
 }
+
+#[cfg(test)]
+mod tests;
