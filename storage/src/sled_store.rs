@@ -14,6 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
@@ -49,6 +50,7 @@ enum Pending {
 /// Runs, node records, flow snapshots and the outbox in a sled database.
 pub struct SledStore {
     trees: Trees,
+    stats: Arc<Stats>,
     queue: mpsc::UnboundedSender<Pending>,
 }
 
@@ -72,8 +74,13 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
         };
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(db.clone(), trees.clone(), rx));
-        Ok(Arc::new(Self { trees, queue }))
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(committer(db.clone(), trees.clone(), stats.clone(), rx));
+        Ok(Arc::new(Self {
+            trees,
+            stats,
+            queue,
+        }))
     }
 
     /// Flushes everything committed so far and stops the committer; later
@@ -87,7 +94,27 @@ impl SledStore {
     }
 }
 
-async fn committer(db: Db, trees: Trees, mut rx: mpsc::UnboundedReceiver<Pending>) {
+/// Counters of the committer: how well commits are grouped.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Commits applied.
+    pub commits: AtomicU64,
+    /// Transactions and flushes (one per group).
+    pub flushes: AtomicU64,
+}
+
+impl SledStore {
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+async fn committer(
+    db: Db,
+    trees: Trees,
+    stats: Arc<Stats>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut group = Vec::new();
     let mut closing = None;
     while closing.is_none() && rx.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -113,6 +140,10 @@ async fn committer(db: Db, trees: Trees, mut rx: mpsc::UnboundedReceiver<Pending
         })
         .await
         .unwrap_or_else(|e| Err(Error::Commit(format!("committer thread panicked: {e}"))));
+        stats
+            .commits
+            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             error!(error = %e, commits = waiters.len(), "commit failed");
         }

@@ -1,0 +1,373 @@
+//! Helpers for the end-to-end tests that start the real `weir` binary.
+//!
+//! - [`TestServer`]: an HTTP server on 127.0.0.1:0 that records every
+//!   request (path, `Idempotency-Key`, body, arrival time) and can answer 503
+//!   to the first N requests, or never answer them
+//! - [`write_flow`]: a flow YAML file in a temp folder
+//! - [`Weir`]: a `weir` child process whose output goes to files; killed
+//!   (SIGKILL) when dropped, so a failing assertion leaves no process behind
+//! - [`wait_until`]: polls a condition every 20 ms up to a deadline
+
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// How often [`wait_until`] and [`Weir::finish`] look again.
+const POLL: Duration = Duration::from_millis(20);
+
+// ---- the test server --------------------------------------------------------
+
+/// One request the [`TestServer`] received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// The `Idempotency-Key` header, if the request had one.
+    pub idempotency_key: Option<String>,
+    /// The body as JSON, as text if it is not JSON, null if empty.
+    pub body: Value,
+    /// When the request arrived.
+    pub at: Instant,
+    /// What the server answered; `None` for a request it never answers.
+    pub status: Option<u16>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Requests still to be answered with 503.
+    fail_first: AtomicUsize,
+    /// Requests still to be left unanswered.
+    hold_first: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// An HTTP server on its own Tokio runtime. Any path answers
+/// `200 {"id": "srv-<n>", "path": ..., "echo": <the request body>}`, where
+/// `n` counts requests from 1, except the first N requests, which get
+/// `503 try again later` ([`TestServer::failing_first`]) or no answer at all
+/// ([`TestServer::holding_first`]).
+pub struct TestServer {
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::failing_first(0)
+    }
+
+    /// A server that answers 503 to its first `n` requests.
+    pub fn failing_first(n: usize) -> Self {
+        Self::new(n, 0)
+    }
+
+    /// A server that never answers its first `n` requests.
+    pub fn holding_first(n: usize) -> Self {
+        Self::new(0, n)
+    }
+
+    fn new(fail_first: usize, hold_first: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("make the listener non-blocking");
+        let addr = listener.local_addr().expect("the listener's address");
+        let shared = Arc::new(Shared {
+            fail_first: AtomicUsize::new(fail_first),
+            hold_first: AtomicUsize::new(hold_first),
+            seen: Mutex::new(Vec::new()),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-server")
+            .enable_all()
+            .build()
+            .expect("start the test server's runtime");
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        runtime.spawn(async move {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).expect("hand the listener to Tokio");
+            axum::serve(listener, app).await
+        });
+        Self {
+            addr,
+            shared,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The requests so far to `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// How many requests `path` received.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests_to(path).len()
+    }
+
+    /// The `Idempotency-Key` headers `path` received, in arrival order.
+    pub fn idempotency_keys(&self, path: &str) -> Vec<Option<String>> {
+        self.requests_to(path)
+            .into_iter()
+            .map(|r| r.idempotency_key)
+            .collect()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(json) => json,
+        Err(_) if body.is_empty() => Value::Null,
+        Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
+    };
+    let take = |counter: &AtomicUsize| {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    let hold = take(&shared.hold_first);
+    let fail = !hold && take(&shared.fail_first);
+    let status = if fail {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let n = {
+        let mut seen = shared.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.push(Seen {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            idempotency_key: headers
+                .get("idempotency-key")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            body: body.clone(),
+            at: Instant::now(),
+            status: (!hold).then_some(status.as_u16()),
+        });
+        seen.len()
+    };
+    if hold {
+        // Until the server shuts down.
+        std::future::pending::<()>().await;
+    }
+    if fail {
+        return (status, "try again later").into_response();
+    }
+    let answer = json!({"id": format!("srv-{n}"), "path": uri.path(), "echo": body});
+    (status, axum::Json(answer)).into_response()
+}
+
+// ---- flows and processes ----------------------------------------------------
+
+/// Writes `yaml` to `dir/name` and returns the file's path.
+pub fn write_flow(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write the flow file");
+    path
+}
+
+/// A path as a command-line argument (temp folders have UTF-8 names).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A running `weir` process. Its stdout and stderr go to files next to each
+/// other in a folder of the test, so they can be read while it runs. Dropping
+/// it kills the process (SIGKILL) if it still runs.
+pub struct Weir {
+    child: Child,
+    label: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// How a `weir` process ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit code; `None` if a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Panics if the output shows a Rust panic.
+    pub fn assert_no_panic(&self) {
+        assert!(
+            !self.stdout.contains("panicked") && !self.stderr.contains("panicked"),
+            "weir panicked:\n{self}"
+        );
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Weir {
+    /// Starts `weir ARGS...` in `dir`; `label` names its output files
+    /// (`dir/label.stdout`, `dir/label.stderr`).
+    pub fn spawn(dir: &Path, label: &str, args: &[&str]) -> Self {
+        let stdout = dir.join(format!("{label}.stdout"));
+        let stderr = dir.join(format!("{label}.stderr"));
+        let file = |p: &Path| std::fs::File::create(p).expect("create an output file");
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir)
+            // Warnings (like "node failed; will retry") go to stderr; tests
+            // read them.
+            .env("WEIR_LOG", "warn")
+            .env_remove("WEIR_FLOWS")
+            // Requests to the test server must not go through a proxy.
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .stdin(Stdio::null())
+            .stdout(file(&stdout))
+            .stderr(file(&stderr))
+            .spawn()
+            .expect("start the weir binary");
+        Self {
+            child,
+            label: label.to_owned(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// What the process wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Panics, with the process's output, if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("check the weir process") {
+            panic!(
+                "`weir` ({}) exited early with {status}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.label,
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+
+    /// `kill -9` and reap the process.
+    pub fn kill(&mut self) {
+        // `kill` fails only if the process was already reaped.
+        let _ = self.child.kill();
+        self.child.wait().expect("reap the killed weir process");
+    }
+
+    /// Waits (up to `timeout`) for the process to exit; on timeout kills
+    /// it and panics with its output.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("check the weir process") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "`weir` ({}) did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.label,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(POLL);
+        };
+        Finished {
+            code: status.code(),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Runs `weir ARGS...` in `dir` to its end (at most `timeout`).
+pub fn run_weir(dir: &Path, label: &str, args: &[&str], timeout: Duration) -> Finished {
+    Weir::spawn(dir, label, args).finish(timeout)
+}
+
+/// Calls `condition` every 20 ms until it holds; panics after `timeout`,
+/// naming `what` was awaited.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
