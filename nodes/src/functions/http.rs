@@ -347,13 +347,18 @@ impl Request {
     }
 }
 
+/// The error and its causes, without reqwest's "error sending request for
+/// url (…)", which repeats the URL the message already names.
 fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        parts.push(s.to_string());
         source = s.source();
     }
-    text
+    if parts.len() > 1 && parts[0].starts_with("error sending request") {
+        parts.remove(0);
+    }
+    parts.dedup();
+    parts.join(": ")
 }

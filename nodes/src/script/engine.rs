@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::DummyModuleResolver;
-use rhai::{Engine, Token};
+use rhai::{Dynamic, Engine, ImmutableString, Token};
 
 use super::library;
 
@@ -106,6 +106,10 @@ fn build() -> Engine {
         }
         token
     });
+    // A field of a missing value is missing too: `event.body.customer.email`
+    // reads as `()` when there is no customer, as in a mapping one expects.
+    // (A property the getter does not know falls back to the indexer.)
+    engine.register_indexer_get(|_: &mut (), _: ImmutableString| Dynamic::UNIT);
     engine.disable_symbol("eval");
     library::register(&mut engine);
     engine

@@ -42,6 +42,11 @@ fn expressions_read_the_event() {
     );
     assert_eq!(eval("event.body.missing", event.clone()), Ok(json!(null)));
     assert_eq!(
+        eval("event.body.missing.deeper.still", event.clone()),
+        Ok(json!(null))
+    );
+    assert_eq!(eval("event.nothing[\"x\"]", event.clone()), Ok(json!(null)));
+    assert_eq!(
         eval("if event.body.first == \"Ada\" { 1 } else { 2 }", event),
         Ok(json!(1))
     );

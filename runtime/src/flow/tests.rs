@@ -420,3 +420,69 @@ nodes:
     };
     assert!(pos("check") > pos("s") && pos("check") > pos("h"));
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::super::load_source;
+
+    const VALID: &str = "id: f\nvars: {a: 1}\ntriggers:\n  - id: hook\n    type: webhook\n    dedupe: event.body.id\n  - {id: c, type: cron, schedule: \"0 3 * * 1-5\", timezone: UTC}\nnodes:\n  - id: a\n    type: map\n    mapping: {x: event.body.x, y: '\"lit\"'}\n    next: [b, l]\n  - {id: b, type: if, condition: nodes.a.x > 1, then: d, else: f}\n  - id: l\n    type: for_each\n    items: event.body.list\n    do:\n      - {id: i, type: script, script: 'item * 2'}\n  - {id: d, type: deliver, target: amqp, exchange: x, routing_key: 'k.${event.type}', payload: nodes.a}\n  - {id: f, type: fail, message: '\"no\"'}\n";
+
+    /// Text built from what flow files are made of.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just("id: ".to_owned()),
+            Just("type: ".to_owned()),
+            Just("nodes:\n".to_owned()),
+            Just("triggers:\n".to_owned()),
+            Just("  - ".to_owned()),
+            Just("next: ".to_owned()),
+            Just("mapping: {".to_owned()),
+            Just("}".to_owned()),
+            Just("[".to_owned()),
+            Just("${".to_owned()),
+            Just("'\"".to_owned()),
+            Just("\n".to_owned()),
+            Just("    ".to_owned()),
+            Just("map".to_owned()),
+            Just("for_each".to_owned()),
+            Just("do:".to_owned()),
+            Just("event.body".to_owned()),
+            Just("&a *a <<: ".to_owned()),
+            "[a-z_:. #{}\\[\\]()\"'|>-]{0,12}",
+        ];
+        prop::collection::vec(pieces, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_arbitrary_text(text in ".{0,400}") {
+            let _ = load_source(&text, "fuzz.yaml");
+        }
+
+        #[test]
+        fn on_yaml_like_text(text in yamlish()) {
+            let _ = load_source(&text, "fuzz.yaml");
+        }
+
+        #[test]
+        fn on_a_mutated_valid_flow(cuts in prop::collection::vec((0usize..VALID.len(), 0usize..8, "[a-z:\\-{}\\[\\]\n '\"$]{0,4}"), 1..6)) {
+            let mut text = VALID.to_owned();
+            for (at, len, insert) in cuts {
+                let at = at.min(text.len());
+                let end = (at + len).min(text.len());
+                if text.is_char_boundary(at) && text.is_char_boundary(end) {
+                    text.replace_range(at..end, &insert);
+                }
+            }
+            let _ = load_source(&text, "fuzz.yaml");
+        }
+    }
+
+    #[test]
+    fn the_valid_flow_is_valid() {
+        load_source(VALID, "valid.yaml").unwrap_or_else(|e| panic!("{e}"));
+    }
+}
