@@ -11,6 +11,8 @@
 //! cargo run --release -p weir-runtime --example bench_engine -- --runs 20000 --rounds 5
 //! ```
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -6,6 +6,8 @@
 //! Also: bad input and bad flow files end with an exit code and a message,
 //! never a panic (SPEC §2.4, §5).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 #[path = "support/mod.rs"]
 mod support;
 

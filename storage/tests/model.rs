@@ -2,6 +2,8 @@
 //! commits, with the database closed and reopened in between, must read back
 //! exactly what the model holds.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};

@@ -8,6 +8,9 @@
 //!   (SIGKILL) when dropped, so a failing assertion leaves no process behind
 //! - [`wait_until`]: polls a condition every 20 ms up to a deadline
 
+#![allow(clippy::unwrap_used)]
+// tests: a failed unwrap is a failed test
+
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 

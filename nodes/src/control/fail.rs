@@ -26,13 +26,7 @@ impl Fail {
         scope: &mut Scope<'static>,
         timeout: Option<Duration>,
     ) -> Result<Outcome, NodeError> {
-        let message = self.message.eval(scope, timeout)?;
-        let text = match message.clone().into_immutable_string() {
-            Ok(s) => s.to_string(),
-            Err(_) => crate::script::to_json(&message)
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-        };
+        let text = crate::functions::eval_text(&self.message, scope, timeout)?;
         Ok(Outcome::Fail(text))
     }
 }

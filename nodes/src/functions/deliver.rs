@@ -95,10 +95,10 @@ impl Deliver {
                         Format::Payload
                     }
                 };
-                if let (Some(exchange), Some(pos)) = (&exchange, o.key_pos("exchange")) {
-                    if exchange.as_literal().is_some_and(str::is_empty) {
-                        o.error(pos, "`exchange` is empty; name the exchange to publish to");
-                    }
+                if let (Some(exchange), Some(pos)) = (&exchange, o.key_pos("exchange"))
+                    && exchange.as_literal().is_some_and(str::is_empty)
+                {
+                    o.error(pos, "`exchange` is empty; name the exchange to publish to");
                 }
                 Target::Amqp {
                     exchange: exchange?,

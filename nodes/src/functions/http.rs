@@ -79,12 +79,11 @@ impl Http {
         };
         let url_pos = o.get("url").map(|v| v.pos);
         let url = o.required_template("url", names);
-        if let (Some(url), Some(pos)) = (&url, url_pos) {
-            if let Some(literal) = url.as_literal() {
-                if let Err(e) = check_url(literal) {
-                    o.error(pos, format!("`url`: {e}"));
-                }
-            }
+        if let (Some(url), Some(pos)) = (&url, url_pos)
+            && let Some(literal) = url.as_literal()
+            && let Err(e) = check_url(literal)
+        {
+            o.error(pos, format!("`url`: {e}"));
         }
         let headers = o.template_map("headers", names);
         let query = o.template_map("query", names);

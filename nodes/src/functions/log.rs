@@ -47,11 +47,7 @@ impl Log {
         scope: &mut Scope<'static>,
         timeout: Option<Duration>,
     ) -> Result<Outcome, NodeError> {
-        let message = self.message.eval(scope, timeout)?;
-        let message = match message.clone().into_immutable_string() {
-            Ok(s) => s.to_string(),
-            Err(_) => super::eval_json(&self.message, scope, timeout)?.to_string(),
-        };
+        let message = super::eval_text(&self.message, scope, timeout)?;
         let value = match &self.value {
             Some(v) => super::eval_json(v, scope, timeout)?.to_string(),
             None => String::new(),

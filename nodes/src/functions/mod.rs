@@ -23,3 +23,16 @@ pub(crate) fn eval_json(
     let value: Dynamic = expr.eval(scope, timeout)?;
     to_json(&value).map_err(|e| NodeError::Invalid(format!("`{}`: {e}", expr.text())))
 }
+
+/// Evaluates an expression to text: a string as it is, anything else as JSON.
+pub(crate) fn eval_text(
+    expr: &Expr,
+    scope: &mut Scope<'static>,
+    timeout: Option<Duration>,
+) -> Result<String, NodeError> {
+    let value: Dynamic = expr.eval(scope, timeout)?;
+    match value.into_immutable_string() {
+        Ok(s) => Ok(s.to_string()),
+        Err(_) => Ok(eval_json(expr, scope, timeout)?.to_string()),
+    }
+}

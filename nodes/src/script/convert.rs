@@ -45,38 +45,38 @@ pub fn to_json(value: &Dynamic) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or_else(|| format!("the number {f} cannot be written as JSON"));
     }
-    if value.is_string() {
-        if let Some(s) = value.read_lock::<ImmutableString>() {
-            return Ok(Value::String(s.to_string()));
-        }
+    if value.is_string()
+        && let Some(s) = value.read_lock::<ImmutableString>()
+    {
+        return Ok(Value::String(s.to_string()));
     }
     if let Ok(c) = value.as_char() {
         return Ok(Value::String(c.to_string()));
     }
-    if value.is_array() {
-        if let Some(items) = value.read_lock::<Array>() {
-            return items
-                .iter()
-                .map(to_json)
-                .collect::<Result<_, _>>()
-                .map(Value::Array);
-        }
+    if value.is_array()
+        && let Some(items) = value.read_lock::<Array>()
+    {
+        return items
+            .iter()
+            .map(to_json)
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
     }
-    if value.is_map() {
-        if let Some(fields) = value.read_lock::<Map>() {
-            let mut object = JsonMap::new();
-            for (k, v) in fields.iter() {
-                object.insert(k.to_string(), to_json(v)?);
-            }
-            return Ok(Value::Object(object));
+    if value.is_map()
+        && let Some(fields) = value.read_lock::<Map>()
+    {
+        let mut object = JsonMap::new();
+        for (k, v) in fields.iter() {
+            object.insert(k.to_string(), to_json(v)?);
         }
+        return Ok(Value::Object(object));
     }
-    if value.is_blob() {
-        if let Some(bytes) = value.read_lock::<Blob>() {
-            return Ok(Value::Array(
-                bytes.iter().map(|b| Value::from(*b)).collect(),
-            ));
-        }
+    if value.is_blob()
+        && let Some(bytes) = value.read_lock::<Blob>()
+    {
+        return Ok(Value::Array(
+            bytes.iter().map(|b| Value::from(*b)).collect(),
+        ));
     }
     Err(format!(
         "a value of type `{}` cannot be written as JSON",

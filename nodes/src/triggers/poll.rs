@@ -54,10 +54,10 @@ pub const MIN_EVERY: Duration = Duration::from_millis(100);
 impl Poll {
     pub fn build(o: &mut Options) -> Option<Self> {
         let every = o.required("every").and(o.duration("every"));
-        if let (Some(every), Some(pos)) = (every, o.key_pos("every")) {
-            if every < MIN_EVERY {
-                o.error(pos, "`every` must be at least 100ms");
-            }
+        if let (Some(every), Some(pos)) = (every, o.key_pos("every"))
+            && every < MIN_EVERY
+        {
+            o.error(pos, "`every` must be at least 100ms");
         }
         let request = o.required("request").and_then(|value| {
             let mut r = Options::new(value, format!("{}: `request`", o.what), o.source, o.diags);

@@ -21,6 +21,17 @@ pub struct Webhook {
     pub max_body: u64,
 }
 
+/// What a webhook request carried, as its event shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Parsed JSON, or the raw text.
+    pub body: Value,
+    /// Lower-cased header names to values.
+    pub headers: Value,
+    pub query: Value,
+    pub method: String,
+}
+
 /// `verify:` — how a request proves it comes from the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verify {
@@ -62,22 +73,19 @@ impl Webhook {
         })
     }
 
-    /// The event of a request. `body` is parsed JSON, or the raw text.
+    /// The event of a request.
     pub fn event(
         &self,
         id: &str,
         trigger: &str,
         received_at: DateTime<Utc>,
-        body: Value,
-        headers: Value,
-        query: Value,
-        method: &str,
+        request: Request,
     ) -> Value {
         let mut event = super::event_base("webhook", id, trigger, received_at);
-        event.insert("body".into(), body);
-        event.insert("headers".into(), headers);
-        event.insert("query".into(), query);
-        event.insert("method".into(), json!(method));
+        event.insert("body".into(), request.body);
+        event.insert("headers".into(), request.headers);
+        event.insert("query".into(), request.query);
+        event.insert("method".into(), json!(request.method));
         Value::Object(event)
     }
 }

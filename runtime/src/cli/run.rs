@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use weir_nodes::TriggerKind;
 use weir_nodes::triggers::poll::Poll;
+use weir_nodes::triggers::webhook::Request;
 use weir_storage::{RunRecord, RunStatus, SledStore};
 
 use super::exit;
@@ -149,10 +150,12 @@ fn event_for(
             &id,
             trigger,
             now,
-            input,
-            Value::Object(Default::default()),
-            Value::Object(Default::default()),
-            "POST",
+            Request {
+                body: input,
+                headers: Value::Object(Default::default()),
+                query: Value::Object(Default::default()),
+                method: "POST".into(),
+            },
         ),
         TriggerKind::Api(a) => a.event(&id, trigger, now, input),
         TriggerKind::Cron(_) => {

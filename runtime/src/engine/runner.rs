@@ -65,6 +65,9 @@ enum Done {
     Fail(String),
 }
 
+/// The futures of a frame's nodes in flight.
+type Inflight<'a> = FuturesUnordered<BoxFuture<'a, Result<Event>>>;
+
 /// What a node's future reports.
 enum Event {
     /// A node finished an attempt.
@@ -283,7 +286,7 @@ impl<'e> Runner<'e> {
         &'a self,
         frame: &mut Frame<'a>,
         i: usize,
-        inflight: &mut FuturesUnordered<BoxFuture<'a, Result<Event>>>,
+        inflight: &mut Inflight<'a>,
     ) -> Result<Option<Failure>> {
         let graph = frame.graph;
         let node = &graph.nodes[i];
@@ -339,7 +342,7 @@ impl<'e> Runner<'e> {
         &'a self,
         frame: &mut Frame<'a>,
         i: usize,
-        inflight: &mut FuturesUnordered<BoxFuture<'a, Result<Event>>>,
+        inflight: &mut Inflight<'a>,
     ) -> Result<Option<Failure>> {
         let graph = frame.graph;
         let node = &graph.nodes[i];
@@ -545,7 +548,7 @@ impl<'e> Runner<'e> {
         frame: &mut Frame<'a>,
         i: usize,
         done: Done,
-        inflight: &mut FuturesUnordered<BoxFuture<'a, Result<Event>>>,
+        inflight: &mut Inflight<'a>,
     ) -> Result<Option<Failure>> {
         let graph = frame.graph;
         let node = &graph.nodes[i];

@@ -66,9 +66,7 @@ fn unknown_option_names_the_key_and_suggests() {
         "node 'a': unknown option `maping`; did you mean `mapping`?",
     );
     one(
-        &format!(
-            "id: f\nnodez: []\ntriggers:\n  - id: hook\n    type: webhook\nnodes:\n  - id: a\n    type: log\n    message: '\"x\"'\n"
-        ),
+        "id: f\nnodez: []\ntriggers:\n  - id: hook\n    type: webhook\nnodes:\n  - id: a\n    type: log\n    message: '\"x\"'\n",
         "2:1",
         "unknown option `nodez`; did you mean `nodes`?",
     );
