@@ -1,0 +1,287 @@
+//! One run's state machine over its flow's DAG.
+//!
+//! A frame is one execution of a graph: the whole flow, or one iteration of
+//! a `for_each` body. It keeps, per node, how many incoming edges are
+//! resolved and how many of them were taken; a node whose incoming edges
+//! are all resolved is ready, and runs if at least one was taken, or is
+//! skipped. Nodes that finish at once (`map`, `if`, ...) run inline; `http`,
+//! `delay`, `for_each` and retry timers are futures polled together, so
+//! independent branches run concurrently within the run's task.
+//!
+//! Every node's result is committed. A node that already has a final record
+//! (a resumed run) is not run again: its recorded output is used.
+
+mod frame;
+mod node;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use rhai::Dynamic;
+use serde_json::Value;
+use tracing::{Instrument, debug, info_span};
+use weir_nodes::functions::deliver::{Delivery, RenderedTarget};
+use weir_nodes::node::{NodeDef, NodeError};
+use weir_storage::{
+    Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, NodeRecord, RunRecord, RunStatus,
+    Ticket, Write,
+};
+
+use crate::engine::{Engine, Result, scope};
+use crate::flow::Flow;
+use frame::Frame;
+
+/// Why a run (or a loop iteration) failed: the node and its message.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub node: String,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node '{}' failed: {}", self.node, self.message)
+    }
+}
+
+/// How a frame ended: its sink's output (for loop bodies), or a failure, or
+/// the engine could not go on (storage).
+enum FrameEnd {
+    Done(Value),
+    Failed(Failure),
+}
+
+/// How one attempt of a node ended.
+enum Done {
+    Ok {
+        output: Value,
+        dynamic: Option<Dynamic>,
+        delivery: Option<Delivery>,
+    },
+    /// An error that retries did not cure (or that is not retryable).
+    Error(NodeError),
+    /// A `fail` node.
+    Fail(String),
+}
+
+/// The futures of a frame's nodes in flight.
+type Inflight<'a> = FuturesUnordered<BoxFuture<'a, Result<Event>>>;
+
+/// What a node's future reports.
+enum Event {
+    /// A node finished an attempt.
+    Finished(usize, Done),
+    /// A retry timer fired: attempt the node again.
+    Woke(usize),
+}
+
+pub(super) struct Runner<'e> {
+    engine: &'e Engine,
+    flow: std::sync::Arc<Flow>,
+    run: Mutex<RunRecord>,
+    /// Records of a resumed run, by key.
+    records: HashMap<String, NodeRecord>,
+    /// Commits submitted and not yet known to be on disk.
+    tickets: Mutex<Vec<Ticket>>,
+    /// Nodes ready or working (not sleeping), and nodes sleeping; the run
+    /// is `waiting` when only sleepers are left.
+    work: Mutex<(usize, usize)>,
+}
+
+impl<'e> Runner<'e> {
+    pub(super) fn new(
+        engine: &'e Engine,
+        flow: std::sync::Arc<Flow>,
+        run: RunRecord,
+        records: Vec<NodeRecord>,
+    ) -> Self {
+        Self {
+            engine,
+            flow,
+            run: Mutex::new(run),
+            records: records.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            tickets: Mutex::new(Vec::new()),
+            work: Mutex::new((0, 0)),
+        }
+    }
+
+    fn run_record(&self) -> RunRecord {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) async fn run(self) -> Result<RunRecord> {
+        let run = self.run_record();
+        let span = info_span!("run", run_id = %run.id, flow = %run.flow, tenant = %run.tenant);
+        async move {
+            if run.status.is_finished() {
+                return Ok(run);
+            }
+            let scope = scope::for_run(&self.flow, &run);
+            let frame = Frame::new(&self.flow.graph, String::new(), Vec::new(), scope);
+            let end = self.run_frame(frame).await?;
+            self.sync().await?;
+            let mut run = self.run_record();
+            let now = self.engine.clock.now();
+            run.finished_at = Some(now);
+            match end {
+                FrameEnd::Done(_) => run.status = RunStatus::Succeeded,
+                FrameEnd::Failed(failure) => {
+                    run.status = RunStatus::Failed;
+                    run.error = Some(failure.to_string());
+                }
+            }
+            self.engine
+                .store
+                .commit(Commit::new().run(run.clone()))
+                .await?;
+            debug!(status = run.status.as_str(), "run finished");
+            Ok(run)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Submits a commit; waits for the disk if every step must be durable.
+    async fn submit(&self, commit: Commit) -> Result<()> {
+        let ticket = self.engine.store.commit(commit);
+        if self.engine.options.durable_each_step {
+            ticket.await?;
+        } else {
+            self.tickets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ticket);
+        }
+        Ok(())
+    }
+
+    /// Waits until every commit submitted so far is on disk.
+    async fn sync(&self) -> Result<()> {
+        let tickets = std::mem::take(&mut *self.tickets.lock().unwrap_or_else(|e| e.into_inner()));
+        for ticket in tickets {
+            ticket.await?;
+        }
+        Ok(())
+    }
+
+    /// Submits a node record (and the run record, if its status changed).
+    async fn commit_node(
+        &self,
+        record: &NodeRecord,
+        run_changed: Option<RunRecord>,
+        delivery: Option<DeliveryRecord>,
+    ) -> Result<()> {
+        let (tenant, id) = {
+            let run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+            (run.tenant.clone(), run.id.clone())
+        };
+        let mut commit = Commit::new().node(&tenant, &id, record.clone());
+        if let Some(run) = run_changed {
+            commit.push(Write::Run(run));
+        }
+        if let Some(d) = delivery {
+            commit.push(Write::Delivery(d));
+        }
+        self.submit(commit).await
+    }
+
+    // ---- run status: running ↔ waiting -------------------------------------
+
+    fn work_started(&self) {
+        self.work.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+    }
+
+    fn work_ended(&self) {
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        work.0 = work.0.saturating_sub(1);
+    }
+
+    /// A node goes to sleep; the run's new record if it is now `waiting`.
+    fn sleep_started(&self) -> Option<RunRecord> {
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        work.0 = work.0.saturating_sub(1);
+        work.1 += 1;
+        (work.0 == 0)
+            .then(|| self.set_status(RunStatus::Waiting))
+            .flatten()
+    }
+
+    /// A node wakes; the run's new record if it was `waiting`.
+    fn sleep_ended(&self) -> Option<RunRecord> {
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        work.1 = work.1.saturating_sub(1);
+        work.0 += 1;
+        self.set_status(RunStatus::Running)
+    }
+
+    fn set_status(&self, status: RunStatus) -> Option<RunRecord> {
+        let mut run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        (run.status != status).then(|| {
+            run.status = status;
+            run.clone()
+        })
+    }
+
+    // ---- frames ------------------------------------------------------------
+
+    fn run_id(&self) -> String {
+        self.run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .id
+            .clone()
+    }
+
+    fn delivery_record(
+        &self,
+        output: &Value,
+        d: Delivery,
+        node: &NodeDef,
+        now: DateTime<Utc>,
+    ) -> DeliveryRecord {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        let id = output
+            .get("delivery_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        DeliveryRecord {
+            id,
+            tenant: run.tenant.clone(),
+            flow: run.flow.clone(),
+            run: run.id.clone(),
+            node: node.id.clone(),
+            event: run
+                .event
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            target: match d.target {
+                RenderedTarget::Amqp {
+                    exchange,
+                    routing_key,
+                    format,
+                } => DeliveryTarget::Amqp {
+                    exchange,
+                    routing_key,
+                    format: format.as_str().to_owned(),
+                },
+                RenderedTarget::Http { url, secret_env } => DeliveryTarget::Http {
+                    url,
+                    secret_env: Some(secret_env),
+                },
+            },
+            payload: d.payload,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            next_attempt_at: None,
+        }
+    }
+}
