@@ -1,0 +1,248 @@
+//! The `weir` commands from a terminal's point of view: `weir run --trigger`
+//! builds the event of each trigger type, `--json` prints the run object,
+//! `weir graph` prints DOT and Mermaid, `weir validate` checks a folder.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{arg, run_weir, write_flow};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+const FLOW: &str = r#"
+id: triggers
+triggers:
+  - {id: hook, type: webhook}
+  - {id: call, type: api}
+  - {id: tick, type: cron, schedule: "*/5 * * * *"}
+  - id: changes
+    type: poll
+    every: 30s
+    request: {url: "http://127.0.0.1:1/items"}
+    items: response.body
+    key: item.id
+    ignore_fields: [seen]
+nodes:
+  - id: echo
+    type: map
+    mapping: {event: event}
+"#;
+
+fn event_of(dir: &std::path::Path, flow: &std::path::Path, trigger: &str, input: &str) -> Value {
+    let done = run_weir(
+        dir,
+        trigger,
+        &[
+            "run",
+            arg(flow),
+            "--trigger",
+            trigger,
+            "--input",
+            input,
+            "--json",
+        ],
+        TIMEOUT,
+    );
+    done.assert_no_panic();
+    assert_eq!(done.code, Some(0), "{done}");
+    let run: Value =
+        serde_json::from_str(done.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {done}"));
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["trigger"], trigger);
+    let event = run["event"].clone();
+    assert_eq!(
+        run["nodes"][0]["output"]["event"], event,
+        "the node saw the event"
+    );
+    assert_eq!(event["trigger"], trigger);
+    assert!(event["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(event["received_at"].as_str().is_some());
+    event
+}
+
+#[test]
+fn run_builds_the_event_of_each_trigger_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(dir.path(), "triggers.yaml", FLOW);
+
+    let e = event_of(dir.path(), &flow, "hook", r#"{"a": 1}"#);
+    assert_eq!(
+        (e["type"].clone(), e["body"].clone(), e["method"].clone()),
+        (json!("webhook"), json!({"a": 1}), json!("POST"))
+    );
+    assert_eq!(
+        (e["headers"].clone(), e["query"].clone()),
+        (json!({}), json!({}))
+    );
+
+    let e = event_of(dir.path(), &flow, "call", r#"[1, 2]"#);
+    assert_eq!(
+        (e["type"].clone(), e["body"].clone()),
+        (json!("api"), json!([1, 2]))
+    );
+
+    let e = event_of(dir.path(), &flow, "tick", "null");
+    assert_eq!(e["type"], "schedule");
+    assert!(chrono::DateTime::parse_from_rfc3339(e["scheduled_at"].as_str().unwrap()).is_ok());
+
+    let e = event_of(
+        dir.path(),
+        &flow,
+        "changes",
+        r#"{"id": 7, "name": "x", "seen": 1}"#,
+    );
+    assert_eq!(
+        (e["type"].clone(), e["key"].clone()),
+        (json!("created"), json!(7))
+    );
+    assert_eq!(e["item"], json!({"id": 7, "name": "x", "seen": 1}));
+    // The default version ignores `ignore_fields`.
+    let again = event_of(
+        dir.path(),
+        &flow,
+        "changes",
+        r#"{"id": 7, "name": "x", "seen": 2}"#,
+    );
+    assert_eq!(e["version"], again["version"]);
+    let changed = event_of(
+        dir.path(),
+        &flow,
+        "changes",
+        r#"{"id": 7, "name": "y", "seen": 1}"#,
+    );
+    assert_ne!(e["version"], changed["version"]);
+}
+
+#[test]
+fn run_refuses_an_unknown_trigger_or_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(dir.path(), "triggers.yaml", FLOW);
+    let done = run_weir(
+        dir.path(),
+        "nope",
+        &["run", arg(&flow), "--trigger", "nope"],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(
+        done.stderr
+            .contains("has no trigger 'nope'; its triggers: hook, call, tick, changes"),
+        "{done}"
+    );
+    let done = run_weir(
+        dir.path(),
+        "tenant",
+        &["run", arg(&flow), "--tenant", "acme"],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(
+        done.stderr.contains("does not serve tenant 'acme'"),
+        "{done}"
+    );
+}
+
+#[test]
+fn a_failed_run_exits_1_and_records_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(
+        dir.path(),
+        "f.yaml",
+        "id: f\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: stop, type: fail, message: '\"no: \" + event.body.why'}\n",
+    );
+    let done = run_weir(
+        dir.path(),
+        "fail",
+        &["run", arg(&flow), "--input", r#"{"why": "bad"}"#, "--json"],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(1), "{done}");
+    let run: Value = serde_json::from_str(done.stdout.trim()).unwrap();
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"], "node 'stop' failed: no: bad");
+    assert_eq!(run["nodes"][0]["status"], "failed");
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(
+        dir.path(),
+        "g.yaml",
+        "id: g\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: check, type: if, condition: 'true', then: yes-branch, else: no-branch}\n  - {id: yes-branch, type: map, mapping: {v: 1}}\n  - {id: no-branch, type: map, mapping: {v: 2}, on_error: handler}\n  - {id: handler, type: log, message: '\"x\"'}\n",
+    );
+    let dot = run_weir(dir.path(), "dot", &["graph", arg(&flow)], TIMEOUT);
+    assert_eq!(dot.code, Some(0), "{dot}");
+    assert!(dot.stdout.starts_with("digraph \"g\" {"), "{dot}");
+    assert!(
+        dot.stdout
+            .contains("\"check\" -> \"yes-branch\" [label=\"then\"];"),
+        "{dot}"
+    );
+    assert!(
+        dot.stdout
+            .contains("\"check\" -> \"no-branch\" [label=\"else\"];"),
+        "{dot}"
+    );
+    assert!(
+        dot.stdout
+            .contains("\"no-branch\" -> \"handler\" [label=\"on_error\""),
+        "{dot}"
+    );
+    let mermaid = run_weir(
+        dir.path(),
+        "mermaid",
+        &["graph", arg(&flow), "--format", "mermaid"],
+        TIMEOUT,
+    );
+    assert_eq!(mermaid.code, Some(0), "{mermaid}");
+    assert!(mermaid.stdout.starts_with("flowchart LR\n"), "{mermaid}");
+    assert!(
+        mermaid.stdout.contains("n_check -- then --> n_yes_branch"),
+        "{mermaid}"
+    );
+}
+
+#[test]
+fn validate_checks_a_folder_and_the_default_flows_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    write_flow(
+        &flows,
+        "ok.yaml",
+        "id: ok\ntriggers: [{id: t, type: api}]\nnodes: [{id: a, type: log, message: '\"x\"'}]\n",
+    );
+    let done = run_weir(dir.path(), "valid", &["validate"], TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert!(done.stderr.contains("1 valid flow"), "{done}");
+    write_flow(
+        &flows,
+        "bad.yml",
+        "id: ok\ntriggers: [{id: t, type: api}]\nnodes: [{id: a, type: log, message: '\"x\"'}]\n",
+    );
+    let done = run_weir(dir.path(), "dup", &["validate", "flows"], TIMEOUT);
+    assert_eq!(done.code, Some(1), "{done}");
+    assert_eq!(done.stdout.lines().count(), 1, "{done}");
+    assert!(done.stdout.contains("duplicate flow id `ok`"), "{done}");
+    let done = run_weir(dir.path(), "missing", &["validate", "nowhere"], TIMEOUT);
+    assert_eq!(done.code, Some(2), "{done}");
+}
+
+#[test]
+fn the_example_flows_are_valid() {
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let dir = tempfile::tempdir().unwrap();
+    let done = run_weir(
+        dir.path(),
+        "examples",
+        &["validate", flows.to_str().unwrap()],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(0), "{done}");
+}
