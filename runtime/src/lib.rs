@@ -6,6 +6,8 @@
 //! - [`cli`]: `weir validate`, `weir run`, `weir graph`
 
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod flow;
+pub mod metrics;
 pub mod view;

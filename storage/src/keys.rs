@@ -5,6 +5,8 @@
 //! so a prefix scan over `tenant\0run\0` finds exactly one run's nodes. Run ids
 //! are UUIDv7 text, so keys of one tenant sort by creation time.
 
+use crate::records::TriggerKey;
+
 const SEP: u8 = 0;
 
 fn join(parts: &[&str]) -> Vec<u8> {
@@ -39,6 +41,35 @@ pub fn nodes_of(tenant: &str, run: &str) -> Vec<u8> {
 /// `snapshots` tree: one version of one flow.
 pub fn snapshot(flow: &str, version: &str) -> Vec<u8> {
     join(&[flow, version])
+}
+
+/// `cron` and `cursors` trees: one trigger of one flow for one tenant.
+pub fn trigger(t: &TriggerKey) -> Vec<u8> {
+    join(&[&t.tenant, &t.flow, &t.trigger])
+}
+
+/// `dedupe` and `seen` trees: one key under a trigger. The key is last and
+/// may hold any bytes.
+pub fn trigger_item(t: &TriggerKey, key: &str) -> Vec<u8> {
+    join(&[&t.tenant, &t.flow, &t.trigger, key])
+}
+
+/// `dedupe` and `seen` trees: the prefix of a trigger's keys.
+pub fn trigger_items(t: &TriggerKey) -> Vec<u8> {
+    let mut key = trigger(t);
+    key.push(SEP);
+    key
+}
+
+/// `dedupe` and `seen` trees: the item key of a full key under `prefix`.
+pub fn item_of(full: &[u8], prefix_len: usize) -> String {
+    String::from_utf8_lossy(&full[prefix_len.min(full.len())..]).into_owned()
+}
+
+/// `by_id` tree: a run id, for lookups without the tenant and for listing
+/// all tenants' runs by time.
+pub fn by_id(run: &str) -> Vec<u8> {
+    run.as_bytes().to_vec()
 }
 
 /// `outbox` tree: deliveries by id (the idempotency key).

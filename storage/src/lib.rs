@@ -16,8 +16,8 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, NodeRecord, NodeStatus,
-    RunRecord, RunStatus,
+    DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, NodeRecord,
+    NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Store, Ticket, Write};

@@ -4,7 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::records::{DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::records::{
+    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+};
 use crate::store::{Commit, Store, Ticket, Write};
 use crate::{Error, Result};
 
@@ -14,6 +19,10 @@ struct State {
     nodes: BTreeMap<(String, String, String), NodeRecord>,
     snapshots: BTreeMap<(String, String), FlowSnapshot>,
     outbox: BTreeMap<String, DeliveryRecord>,
+    dedupe: BTreeMap<(TriggerKey, String), DedupeRecord>,
+    cron: BTreeMap<TriggerKey, DateTime<Utc>>,
+    seen: BTreeMap<(TriggerKey, String), SeenRecord>,
+    cursors: BTreeMap<TriggerKey, Value>,
 }
 
 /// Everything in `BTreeMap`s behind one lock; commits apply at once.
@@ -62,6 +71,36 @@ impl Store for MemoryStore {
                 }
                 Write::RemoveDelivery(id) => {
                     state.outbox.remove(&id);
+                }
+                Write::Dedupe {
+                    trigger,
+                    key,
+                    record,
+                } => {
+                    state.dedupe.insert((trigger, key), record);
+                }
+                Write::RemoveDedupe { trigger, key } => {
+                    state.dedupe.remove(&(trigger, key));
+                }
+                Write::CronFired { trigger, at } => {
+                    state.cron.insert(trigger, at);
+                }
+                Write::Seen {
+                    trigger,
+                    key,
+                    record: Some(record),
+                } => {
+                    state.seen.insert((trigger, key), record);
+                }
+                Write::Seen {
+                    trigger,
+                    key,
+                    record: None,
+                } => {
+                    state.seen.remove(&(trigger, key));
+                }
+                Write::Cursor { trigger, cursor } => {
+                    state.cursors.insert(trigger, cursor);
                 }
             }
         }
@@ -118,5 +157,73 @@ impl Store for MemoryStore {
 
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>> {
         Ok(self.state()?.outbox.values().cloned().collect())
+    }
+
+    fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>> {
+        Ok(self.state()?.runs.values().find(|r| r.id == run).cloned())
+    }
+
+    fn list_all_runs(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        keep: &dyn Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>> {
+        let state = self.state()?;
+        let mut all: Vec<&RunRecord> = state
+            .runs
+            .values()
+            .filter(|r| after.is_none_or(|a| r.id.as_str() < a))
+            .collect();
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(all
+            .into_iter()
+            .take(scan)
+            .filter(|r| keep(r))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>> {
+        Ok(self
+            .state()?
+            .dedupe
+            .get(&(trigger.clone(), key.to_owned()))
+            .cloned())
+    }
+
+    fn dedupes_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TriggerKey, String)>> {
+        Ok(self
+            .state()?
+            .dedupe
+            .iter()
+            .filter(|(_, r)| r.at < before)
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    fn cron_fired(&self, trigger: &TriggerKey) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.state()?.cron.get(trigger).copied())
+    }
+
+    fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>> {
+        Ok(self
+            .state()?
+            .seen
+            .iter()
+            .filter(|((t, _), _)| t == trigger)
+            .map(|((_, k), r)| (k.clone(), r.clone()))
+            .collect())
+    }
+
+    fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>> {
+        Ok(self.state()?.cursors.get(trigger).cloned())
     }
 }

@@ -79,6 +79,9 @@ pub struct RunRecord {
     /// The flow version the run started on; its snapshot is kept with the run.
     pub flow_version: String,
     pub trigger: String,
+    /// The flow's `concurrency` key for this run, if the flow has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// 1 for the first execution; a retry of a failed run counts up.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
@@ -192,4 +195,39 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook's dedupe key, remembered for the retention window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeRecord {
+    /// The run the first request started.
+    pub run: String,
+    pub event: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What a poll trigger last saw of one record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeenRecord {
+    pub version: Value,
+    /// The record itself, for the `deleted` event.
+    pub item: Value,
+}
+
+/// Where a trigger's state belongs: one trigger of one flow for one tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TriggerKey {
+    pub tenant: String,
+    pub flow: String,
+    pub trigger: String,
+}
+
+impl TriggerKey {
+    pub fn new(tenant: &str, flow: &str, trigger: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            flow: flow.to_owned(),
+            trigger: trigger.to_owned(),
+        }
+    }
 }

@@ -16,26 +16,59 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::keys;
-use crate::records::{DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord};
+use crate::records::{
+    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+};
 use crate::store::{Commit, Store, Ticket, Write};
 use crate::{Error, Result};
 
 /// How many commits the committer takes into one transaction and flush at most.
 const MAX_GROUP: usize = 1024;
 
+/// The trees, in the order of [`T`]'s constants.
+const TREE_NAMES: [&str; 10] = [
+    "runs",
+    "active",
+    "nodes",
+    "snapshots",
+    "outbox",
+    "by_id",
+    "dedupe",
+    "cron",
+    "seen",
+    "cursors",
+];
+
+/// Indexes into [`Trees`].
+struct T;
+impl T {
+    const RUNS: usize = 0;
+    const ACTIVE: usize = 1;
+    const NODES: usize = 2;
+    const SNAPSHOTS: usize = 3;
+    const OUTBOX: usize = 4;
+    const BY_ID: usize = 5;
+    const DEDUPE: usize = 6;
+    const CRON: usize = 7;
+    const SEEN: usize = 8;
+    const CURSORS: usize = 9;
+}
+
 #[derive(Clone)]
-struct Trees {
-    runs: Tree,
-    active: Tree,
-    nodes: Tree,
-    snapshots: Tree,
-    outbox: Tree,
+struct Trees(Arc<Vec<Tree>>);
+
+impl Trees {
+    fn get(&self, i: usize) -> &Tree {
+        &self.0[i]
+    }
 }
 
 enum Pending {
@@ -66,13 +99,12 @@ impl SledStore {
                 path: dir.display().to_string(),
                 source: e,
             })?;
-        let trees = Trees {
-            runs: db.open_tree("runs")?,
-            active: db.open_tree("active")?,
-            nodes: db.open_tree("nodes")?,
-            snapshots: db.open_tree("snapshots")?,
-            outbox: db.open_tree("outbox")?,
-        };
+        let trees = Trees(Arc::new(
+            TREE_NAMES
+                .iter()
+                .map(|name| db.open_tree(name))
+                .collect::<sled::Result<_>>()?,
+        ));
         let (queue, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         tokio::spawn(committer(db.clone(), trees.clone(), stats.clone(), rx));
@@ -174,44 +206,77 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
         match write {
             Write::Run(run) => {
                 let key = keys::run(&run.tenant, &run.id);
-                puts.push((RUNS, key.clone(), Some(serde_json::to_vec(run)?)));
+                puts.push((T::RUNS, key.clone(), Some(serde_json::to_vec(run)?)));
                 let active = (!run.status.is_finished()).then(Vec::new);
-                puts.push((ACTIVE, key, active));
+                puts.push((T::ACTIVE, key, active));
+                puts.push((
+                    T::BY_ID,
+                    keys::by_id(&run.id),
+                    Some(run.tenant.as_bytes().to_vec()),
+                ));
             }
             Write::Node {
                 tenant,
                 run,
                 record,
             } => puts.push((
-                NODES,
+                T::NODES,
                 keys::node(tenant, run, &record.key),
                 Some(serde_json::to_vec(record)?),
             )),
             Write::Snapshot(s) => puts.push((
-                SNAPSHOTS,
+                T::SNAPSHOTS,
                 keys::snapshot(&s.flow, &s.version),
                 Some(serde_json::to_vec(s)?),
             )),
-            Write::Delivery(d) => {
-                puts.push((OUTBOX, keys::delivery(&d.id), Some(serde_json::to_vec(d)?)))
+            Write::Delivery(d) => puts.push((
+                T::OUTBOX,
+                keys::delivery(&d.id),
+                Some(serde_json::to_vec(d)?),
+            )),
+            Write::RemoveDelivery(id) => puts.push((T::OUTBOX, keys::delivery(id), None)),
+            Write::Dedupe {
+                trigger,
+                key,
+                record,
+            } => puts.push((
+                T::DEDUPE,
+                keys::trigger_item(trigger, key),
+                Some(serde_json::to_vec(record)?),
+            )),
+            Write::RemoveDedupe { trigger, key } => {
+                puts.push((T::DEDUPE, keys::trigger_item(trigger, key), None))
             }
-            Write::RemoveDelivery(id) => puts.push((OUTBOX, keys::delivery(id), None)),
+            Write::CronFired { trigger, at } => puts.push((
+                T::CRON,
+                keys::trigger(trigger),
+                Some(serde_json::to_vec(at)?),
+            )),
+            Write::Seen {
+                trigger,
+                key,
+                record,
+            } => puts.push((
+                T::SEEN,
+                keys::trigger_item(trigger, key),
+                record.as_ref().map(serde_json::to_vec).transpose()?,
+            )),
+            Write::Cursor { trigger, cursor } => puts.push((
+                T::CURSORS,
+                keys::trigger(trigger),
+                Some(serde_json::to_vec(cursor)?),
+            )),
         }
     }
-    let t = trees;
-    (&t.runs, &t.active, &t.nodes, &t.snapshots, &t.outbox)
-        .transaction(|(runs, active, nodes, snapshots, outbox)| {
+    trees
+        .0
+        .as_slice()
+        .transaction(|views| {
             for (tree, key, value) in &puts {
-                let tree = match *tree {
-                    RUNS => runs,
-                    ACTIVE => active,
-                    NODES => nodes,
-                    SNAPSHOTS => snapshots,
-                    _ => outbox,
-                };
+                let view = &views[*tree];
                 match value {
-                    Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
-                    None => tree.remove(key.as_slice())?,
+                    Some(v) => view.insert(key.as_slice(), v.as_slice())?,
+                    None => view.remove(key.as_slice())?,
                 };
             }
             Ok::<_, ConflictableTransactionError<()>>(())
@@ -221,12 +286,6 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
             TransactionError::Abort(()) => Error::Commit("transaction aborted".into()),
         })
 }
-
-const RUNS: usize = 0;
-const ACTIVE: usize = 1;
-const NODES: usize = 2;
-const SNAPSHOTS: usize = 3;
-const OUTBOX: usize = 4;
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(serde_json::from_slice(bytes)?)
@@ -243,7 +302,7 @@ impl Store for SledStore {
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {
         self.trees
-            .runs
+            .get(T::RUNS)
             .get(keys::run(tenant, run))?
             .map(|v| decode(&v))
             .transpose()
@@ -251,7 +310,7 @@ impl Store for SledStore {
 
     fn nodes(&self, tenant: &str, run: &str) -> Result<Vec<NodeRecord>> {
         self.trees
-            .nodes
+            .get(T::NODES)
             .scan_prefix(keys::nodes_of(tenant, run))
             .map(|kv| decode(&kv?.1))
             .collect()
@@ -259,9 +318,9 @@ impl Store for SledStore {
 
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
         let mut runs = Vec::new();
-        for key in self.trees.active.iter().keys() {
+        for key in self.trees.get(T::ACTIVE).iter().keys() {
             let key = key?;
-            match self.trees.runs.get(&key)? {
+            match self.trees.get(T::RUNS).get(&key)? {
                 Some(v) => runs.push(decode(&v)?),
                 None => {
                     return Err(Error::Corrupt(format!(
@@ -284,7 +343,7 @@ impl Store for SledStore {
             }
         };
         self.trees
-            .runs
+            .get(T::RUNS)
             .range(start..end)
             .rev()
             .take(limit)
@@ -294,7 +353,7 @@ impl Store for SledStore {
 
     fn snapshot(&self, flow: &str, version: &str) -> Result<Option<FlowSnapshot>> {
         self.trees
-            .snapshots
+            .get(T::SNAPSHOTS)
             .get(keys::snapshot(flow, version))?
             .map(|v| decode(&v))
             .transpose()
@@ -302,10 +361,116 @@ impl Store for SledStore {
 
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>> {
         self.trees
-            .outbox
+            .get(T::OUTBOX)
             .iter()
             .values()
             .map(|v| decode(&v?))
             .collect()
+    }
+
+    fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>> {
+        match self.trees.get(T::BY_ID).get(keys::by_id(run))? {
+            Some(tenant) => self.run(&String::from_utf8_lossy(&tenant), run),
+            None => Ok(None),
+        }
+    }
+
+    fn list_all_runs(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        keep: &dyn Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>> {
+        let ids = self.trees.get(T::BY_ID);
+        let iter = match after {
+            Some(after) => ids.range(..keys::by_id(after)),
+            None => ids.range::<&[u8], _>(..),
+        };
+        let mut out = Vec::new();
+        for kv in iter.rev().take(scan) {
+            let (id, tenant) = kv?;
+            let Some(run) = self.run(
+                &String::from_utf8_lossy(&tenant),
+                &String::from_utf8_lossy(&id),
+            )?
+            else {
+                continue;
+            };
+            if keep(&run) {
+                out.push(run);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>> {
+        self.trees
+            .get(T::DEDUPE)
+            .get(keys::trigger_item(trigger, key))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn dedupes_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TriggerKey, String)>> {
+        let mut out = Vec::new();
+        for kv in self.trees.get(T::DEDUPE).iter() {
+            let (key, value) = kv?;
+            let record: DedupeRecord = decode(&value)?;
+            if record.at >= before {
+                continue;
+            }
+            let mut parts = key.splitn(4, |b| *b == 0);
+            let mut next =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let (tenant, flow, trigger, item) = (next(), next(), next(), next());
+            out.push((
+                TriggerKey {
+                    tenant,
+                    flow,
+                    trigger,
+                },
+                item,
+            ));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn cron_fired(&self, trigger: &TriggerKey) -> Result<Option<DateTime<Utc>>> {
+        self.trees
+            .get(T::CRON)
+            .get(keys::trigger(trigger))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>> {
+        let prefix = keys::trigger_items(trigger);
+        self.trees
+            .get(T::SEEN)
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((keys::item_of(&k, prefix.len()), decode(&v)?))
+            })
+            .collect()
+    }
+
+    fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>> {
+        self.trees
+            .get(T::CURSORS)
+            .get(keys::trigger(trigger))?
+            .map(|v| decode(&v))
+            .transpose()
     }
 }

@@ -7,7 +7,12 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use crate::records::{DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::records::{
+    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+};
 use crate::{Error, Result};
 
 /// One write of a commit.
@@ -28,6 +33,27 @@ pub enum Write {
     Delivery(DeliveryRecord),
     /// A confirmed delivery leaves the outbox.
     RemoveDelivery(String),
+    /// Remember a webhook's dedupe key.
+    Dedupe {
+        trigger: TriggerKey,
+        key: String,
+        record: DedupeRecord,
+    },
+    /// Forget a dedupe key (its retention ended).
+    RemoveDedupe { trigger: TriggerKey, key: String },
+    /// The last instant a cron trigger fired.
+    CronFired {
+        trigger: TriggerKey,
+        at: DateTime<Utc>,
+    },
+    /// What a poll trigger saw of a record; `None` forgets it (deleted).
+    Seen {
+        trigger: TriggerKey,
+        key: String,
+        record: Option<SeenRecord>,
+    },
+    /// The cursor a poll trigger's next request uses.
+    Cursor { trigger: TriggerKey, cursor: Value },
 }
 
 /// Writes applied together or not at all: a node's result, the run's next
@@ -53,6 +79,11 @@ impl Commit {
             run: run.to_owned(),
             record,
         });
+        self
+    }
+
+    pub fn with(mut self, write: Write) -> Self {
+        self.writes.push(write);
         self
     }
 
@@ -123,4 +154,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every delivery in the outbox, pending and dead, ordered by id.
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>>;
+
+    /// A run by id alone, whatever its tenant.
+    fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>>;
+
+    /// Runs of all tenants, newest first, starting after the run id `after`.
+    /// `keep` filters; at most `scan` runs are looked at, so a filter that
+    /// matches little cannot make one call read everything.
+    fn list_all_runs(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        keep: &dyn Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>>;
+
+    fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>>;
+
+    /// Dedupe keys remembered before `before`, at most `limit`.
+    fn dedupes_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TriggerKey, String)>>;
+
+    fn cron_fired(&self, trigger: &TriggerKey) -> Result<Option<DateTime<Utc>>>;
+
+    /// Everything a poll trigger has seen, by record key.
+    fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>>;
+
+    fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>>;
 }

@@ -10,12 +10,18 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
-    Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, MemoryStore, NodeRecord,
-    NodeStatus, RunRecord, RunStatus, SledStore, Store, Write,
+    Commit, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
+    MemoryStore, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, SledStore, Store,
+    TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
 const RUNS: &[&str] = &["0190-a", "0190-b", "0190-b1", "0191-c"];
+
+/// Run ids are unique across tenants (they are UUIDv7s in weir).
+fn run_id(t: usize, r: usize) -> String {
+    format!("{}-t{t}", RUNS[r])
+}
 const NODES: &[&str] = &["a", "b", "loop[0].c", "loop[10].c"];
 
 fn status() -> impl Strategy<Value = RunStatus> {
@@ -43,11 +49,12 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
 fn run_record() -> impl Strategy<Value = RunRecord> {
     (0..TENANTS.len(), 0..RUNS.len(), status(), any::<i32>()).prop_map(|(t, r, status, n)| {
         RunRecord {
-            id: RUNS[r].into(),
+            id: run_id(t, r),
             tenant: TENANTS[t].into(),
             flow: "f".into(),
             flow_version: "v1".into(),
             trigger: "hook".into(),
+            concurrency_key: None,
             attempt: 1,
             status,
             event: json!({"n": n}),
@@ -57,6 +64,25 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             finished_at: None,
         }
     })
+}
+
+const FLOWS: &[&str] = &["f", "f2"];
+
+fn trigger() -> impl Strategy<Value = TriggerKey> {
+    (0..TENANTS.len(), 0..FLOWS.len(), 0..2u8)
+        .prop_map(|(t, f, g)| TriggerKey::new(TENANTS[t], FLOWS[f], &format!("t{g}")))
+}
+
+fn all_triggers() -> Vec<TriggerKey> {
+    let mut out = Vec::new();
+    for t in TENANTS {
+        for f in FLOWS {
+            for g in 0..2 {
+                out.push(TriggerKey::new(t, f, &format!("t{g}")));
+            }
+        }
+    }
+    out
 }
 
 fn write() -> impl Strategy<Value = Write> {
@@ -76,7 +102,7 @@ fn write() -> impl Strategy<Value = Write> {
                 record.output = Some(json!([attempts]));
                 Write::Node {
                     tenant: TENANTS[t].into(),
-                    run: RUNS[r].into(),
+                    run: run_id(t, r),
                     record,
                 }
             }),
@@ -110,6 +136,35 @@ fn write() -> impl Strategy<Value = Write> {
             next_attempt_at: None,
         })),
         (0..3u8).prop_map(|d| Write::RemoveDelivery(format!("run:{d}"))),
+        (trigger(), 0..3u8, 0..3i64).prop_map(|(trigger, k, at)| Write::Dedupe {
+            trigger,
+            key: format!("k{k}\0x"),
+            record: DedupeRecord {
+                run: format!("r{k}"),
+                event: "e".into(),
+                at: Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap()
+            },
+        }),
+        (trigger(), 0..3u8).prop_map(|(trigger, k)| Write::RemoveDedupe {
+            trigger,
+            key: format!("k{k}\0x")
+        }),
+        (trigger(), 0..100i64).prop_map(|(trigger, at)| Write::CronFired {
+            trigger,
+            at: Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap()
+        }),
+        (trigger(), 0..3u8, prop::option::of(0..3u8)).prop_map(|(trigger, k, v)| Write::Seen {
+            trigger,
+            key: format!("item{k}"),
+            record: v.map(|v| SeenRecord {
+                version: json!(v),
+                item: json!({"id": k, "v": v})
+            }),
+        }),
+        (trigger(), any::<u16>()).prop_map(|(trigger, c)| Write::Cursor {
+            trigger,
+            cursor: json!({"page": c})
+        }),
     ]
 }
 
@@ -130,8 +185,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn assert_same(sled: &dyn Store, model: &dyn Store) {
-    for tenant in TENANTS {
-        for run in RUNS {
+    for (t, tenant) in TENANTS.iter().enumerate() {
+        for r in 0..RUNS.len() {
+            let run = &run_id(t, r);
             assert_eq!(
                 sled.run(tenant, run).unwrap(),
                 model.run(tenant, run).unwrap()
@@ -153,6 +209,54 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
     assert_eq!(
         sled.unfinished_runs().unwrap(),
         model.unfinished_runs().unwrap()
+    );
+    for t in 0..TENANTS.len() {
+        for r in 0..RUNS.len() {
+            let run = &run_id(t, r);
+            assert_eq!(
+                sled.run_by_id(run).unwrap().map(|r| r.id),
+                model.run_by_id(run).unwrap().map(|r| r.id)
+            );
+        }
+    }
+    let failed = |r: &RunRecord| r.status == RunStatus::Failed;
+    for after in [None, Some("0190-b-t1")] {
+        let ids = |runs: Vec<RunRecord>| {
+            runs.into_iter()
+                .map(|r| (r.tenant, r.id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(sled.list_all_runs(after, 3, 100, &|_| true).unwrap()),
+            ids(model.list_all_runs(after, 3, 100, &|_| true).unwrap())
+        );
+        assert_eq!(
+            ids(sled.list_all_runs(after, 10, 100, &failed).unwrap()),
+            ids(model.list_all_runs(after, 10, 100, &failed).unwrap())
+        );
+    }
+    for trigger in all_triggers() {
+        assert_eq!(
+            sled.cron_fired(&trigger).unwrap(),
+            model.cron_fired(&trigger).unwrap()
+        );
+        assert_eq!(sled.seen(&trigger).unwrap(), model.seen(&trigger).unwrap());
+        assert_eq!(
+            sled.cursor(&trigger).unwrap(),
+            model.cursor(&trigger).unwrap()
+        );
+        for k in 0..3 {
+            let key = format!("k{k}\0x");
+            assert_eq!(
+                sled.dedupe(&trigger, &key).unwrap(),
+                model.dedupe(&trigger, &key).unwrap()
+            );
+        }
+    }
+    let before = Utc.timestamp_opt(1_700_000_001, 0).unwrap();
+    assert_eq!(
+        sled.dedupes_before(before, 100).unwrap(),
+        model.dedupes_before(before, 100).unwrap()
     );
     assert_eq!(sled.deliveries().unwrap(), model.deliveries().unwrap());
     for v in 0..3 {

@@ -262,16 +262,24 @@ impl Weir {
     /// Starts `weir ARGS...` in `dir`; `label` names its output files
     /// (`dir/label.stdout`, `dir/label.stderr`).
     pub fn spawn(dir: &Path, label: &str, args: &[&str]) -> Self {
+        Self::spawn_with(dir, label, args, &[("WEIR_LOG", "warn")])
+    }
+
+    /// [`Weir::spawn`] with environment variables.
+    pub fn spawn_with(dir: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stdout = dir.join(format!("{label}.stdout"));
         let stderr = dir.join(format!("{label}.stderr"));
         let file = |p: &Path| std::fs::File::create(p).expect("create an output file");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .args(args)
             .current_dir(dir)
-            // Warnings (like "node failed; will retry") go to stderr; tests
-            // read them.
-            .env("WEIR_LOG", "warn")
             .env_remove("WEIR_FLOWS")
+            .env_remove("WEIR_DATA")
+            .env_remove("WEIR_LISTEN")
             // Requests to the test server must not go through a proxy.
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy")
@@ -310,6 +318,19 @@ impl Weir {
                 self.stderr()
             );
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
     }
 
     /// `kill -9` and reap the process.
@@ -372,5 +393,63 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
             "timed out after {timeout:?} waiting until {what}"
         );
         std::thread::sleep(POLL);
+    }
+}
+
+/// A `weir serve` on 127.0.0.1:0, with its flows in `DIR/flows` and its
+/// data in `DIR/data`.
+pub struct Daemon {
+    pub weir: Weir,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub flows: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until it logs the address it serves on.
+    pub fn start(dir: &Path, label: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let flows = dir.join("flows");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&flows).expect("create the flows folder");
+        let mut args = vec![
+            "serve",
+            "--flows",
+            flows.to_str().expect("utf-8 path"),
+            "--data",
+            data.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut all_env = vec![("WEIR_LOG", "info")];
+        all_env.extend_from_slice(env);
+        let mut weir = Weir::spawn_with(dir, label, &args, &all_env);
+        let mut address = None;
+        wait_until(
+            "the daemon logs its address",
+            Duration::from_secs(20),
+            || {
+                weir.assert_running();
+                let log = weir.stderr();
+                address = log
+                    .lines()
+                    .find(|l| l.contains("weir is serving"))
+                    .and_then(|l| l.split("address=").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned);
+                address.is_some()
+            },
+        );
+        Self {
+            weir,
+            base: format!("http://{}", address.expect("an address")),
+            flows,
+            data,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 }

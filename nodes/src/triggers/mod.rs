@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cron;
 pub mod poll;
+pub mod verify;
 pub mod webhook;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -2,6 +2,8 @@
 
 mod graph;
 mod run;
+mod runs;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: serves webhooks and the API, runs cron and poll triggers.
+    Serve(serve::ServeArgs),
     /// Check flow files without running anything; exit 1 if any is invalid.
     Validate {
         /// Flow files or folders (default: ./flows).
@@ -28,6 +32,8 @@ pub enum Command {
     },
     /// Run one event through a flow, in this process, and print each node.
     Run(run::RunArgs),
+    /// List, show, retry and cancel runs of a running daemon.
+    Runs(runs::RunsArgs),
     /// Print a flow's DAG as Graphviz DOT or Mermaid.
     Graph {
         flow_file: PathBuf,
@@ -51,18 +57,23 @@ pub mod exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let default_log = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn,weir::flow=info",
+    };
+    init_logging(default_log);
     match cli.command {
+        Command::Serve(args) => serve::main(args),
+        Command::Runs(args) => runs::main(args),
         Command::Validate { paths } => validate::validate(paths),
         Command::Graph { flow_file, format } => graph::graph(&flow_file, format),
         Command::Run(args) => run::main(args),
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,weir::flow=info"));
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -44,6 +44,67 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// A new run: what [`Engine::admit`] writes.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub run_id: String,
+    pub tenant: String,
+    pub trigger: String,
+    pub event: Value,
+    /// Waits for its turn under the flow's `concurrency` limit.
+    pub queued: bool,
+    pub concurrency_key: Option<String>,
+    /// Written in the same commit as the run.
+    pub writes: Vec<Write>,
+}
+
+/// A handle on a run being driven.
+#[derive(Debug)]
+pub struct RunControl {
+    cancel: tokio::sync::watch::Sender<bool>,
+    /// Nodes working or ready (not sleeping on a timer).
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self {
+            cancel: tokio::sync::watch::Sender::new(false),
+            busy: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks the run to stop: it ends `cancelled` at its next step.
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Resolves once the run is asked to stop.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancel.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Whether a node is working (not only timers waiting).
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn set_busy(&self, n: usize) {
+        self.busy.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// How the engine commits.
 #[derive(Clone, Debug, Default)]
 pub struct EngineOptions {
@@ -83,6 +144,11 @@ impl Engine {
         &self.clock
     }
 
+    /// A new run id: UUIDv7 text, so ids sort by creation time.
+    pub fn new_run_id() -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+
     /// Creates a run of `flow` for `event` and writes it, with the flow's
     /// snapshot, to disk. Returns once both are durable; [`Engine::drive`]
     /// then runs it.
@@ -93,27 +159,57 @@ impl Engine {
         trigger: &str,
         event: Value,
     ) -> Result<RunRecord> {
-        if flow.trigger(trigger).is_none() {
-            return Err(EngineError::UnknownTrigger {
-                flow: flow.id.clone(),
-                trigger: trigger.to_owned(),
-            });
-        }
-        let now = self.clock.now();
-        let run = RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
+        let admission = Admission {
+            run_id: Self::new_run_id(),
             tenant: tenant.to_owned(),
+            trigger: trigger.to_owned(),
+            event,
+            queued: false,
+            concurrency_key: None,
+            writes: Vec::new(),
+        };
+        self.admit(flow, admission).await
+    }
+
+    /// Writes a new run (and the flow's snapshot, and the admission's other
+    /// writes: a dedupe key, a cron instant, a poll's seen record) in one
+    /// commit, and returns once it is on disk: the moment an event may be
+    /// acknowledged.
+    pub async fn admit(&self, flow: &Arc<Flow>, admission: Admission) -> Result<RunRecord> {
+        let run = self.new_run(flow, &admission);
+        let mut commit = self.admission_commit(flow, &run);
+        commit.writes.extend(admission.writes);
+        self.store.commit(commit).await?;
+        Ok(run)
+    }
+
+    /// The run record an admission creates.
+    pub fn new_run(&self, flow: &Arc<Flow>, a: &Admission) -> RunRecord {
+        let now = self.clock.now();
+        RunRecord {
+            id: a.run_id.clone(),
+            tenant: a.tenant.clone(),
             flow: flow.id.clone(),
             flow_version: flow.version.clone(),
-            trigger: trigger.to_owned(),
+            trigger: a.trigger.clone(),
+            concurrency_key: a.concurrency_key.clone(),
             attempt: 1,
-            status: RunStatus::Running,
-            event,
+            status: if a.queued {
+                RunStatus::Queued
+            } else {
+                RunStatus::Running
+            },
+            event: a.event.clone(),
             error: None,
             created_at: now,
-            started_at: Some(now),
+            started_at: (!a.queued).then_some(now),
             finished_at: None,
-        };
+        }
+    }
+
+    /// The commit that creates `run`: its record, and the flow's snapshot if
+    /// this engine has not written it yet.
+    pub fn admission_commit(&self, flow: &Arc<Flow>, run: &RunRecord) -> Commit {
         let mut commit = Commit::new();
         if self.remember(flow) {
             commit.push(Write::Snapshot(FlowSnapshot {
@@ -124,7 +220,39 @@ impl Engine {
             }));
         }
         commit.push(Write::Run(run.clone()));
-        self.store.commit(commit).await?;
+        commit
+    }
+
+    /// A queued run's turn has come: it becomes `running` (on disk).
+    pub async fn promote(&self, mut run: RunRecord) -> Result<RunRecord> {
+        run.status = RunStatus::Running;
+        run.started_at = Some(self.clock.now());
+        self.store.commit(Commit::new().run(run.clone())).await?;
+        Ok(run)
+    }
+
+    /// A failed run gets another attempt: its failed nodes run again, its
+    /// finished ones keep their outputs. `queued`: it waits for its turn.
+    pub async fn retry(&self, mut run: RunRecord, queued: bool) -> Result<RunRecord> {
+        run.status = if queued {
+            RunStatus::Queued
+        } else {
+            RunStatus::Running
+        };
+        run.attempt += 1;
+        run.error = None;
+        run.finished_at = None;
+        self.store.commit(Commit::new().run(run.clone())).await?;
+        Ok(run)
+    }
+
+    /// Marks a run that is not being driven (queued, or left unfinished) as
+    /// cancelled.
+    pub async fn cancel_stored(&self, mut run: RunRecord) -> Result<RunRecord> {
+        run.status = RunStatus::Cancelled;
+        run.error = Some("cancelled".into());
+        run.finished_at = Some(self.clock.now());
+        self.store.commit(Commit::new().run(run.clone())).await?;
         Ok(run)
     }
 
@@ -142,7 +270,7 @@ impl Engine {
 
     /// The flow version a run started on: in memory, or read back from its
     /// snapshot.
-    fn flow_of(&self, run: &RunRecord) -> Result<Arc<Flow>> {
+    pub fn flow_of(&self, run: &RunRecord) -> Result<Arc<Flow>> {
         let key = (run.flow.clone(), run.flow_version.clone());
         if let Some(flow) = self
             .flows
@@ -178,9 +306,17 @@ impl Engine {
     /// Drives a run until it finishes, resuming from its node records if it
     /// ran before. Returns the finished run, which is on disk.
     pub async fn drive(&self, run: RunRecord) -> Result<RunRecord> {
+        self.drive_with(run, Arc::new(RunControl::new())).await
+    }
+
+    /// [`Engine::drive`], with a handle to cancel the run and to see whether
+    /// it is busy or only waiting on timers.
+    pub async fn drive_with(&self, run: RunRecord, control: Arc<RunControl>) -> Result<RunRecord> {
         let flow = self.flow_of(&run)?;
         let records = self.store.nodes(&run.tenant, &run.id)?;
-        runner::Runner::new(self, flow, run, records).run().await
+        runner::Runner::new(self, flow, run, records, control)
+            .run()
+            .await
     }
 
     /// The runs that did not finish before the last stop, oldest first.

@@ -54,6 +54,39 @@ pub fn load_file(path: &Path) -> Result<Flow, LoadError> {
 /// Reads every `*.yaml`/`*.yml` file in the given files and folders (a
 /// folder's files in name order). Flow ids must be unique across them.
 pub fn load_paths(paths: &[PathBuf]) -> (Vec<Flow>, Vec<LoadError>) {
+    let (files, mut errors) = flow_files(paths);
+    let mut flows: Vec<Flow> = Vec::new();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(flow) => match ids.get(&flow.id) {
+                Some(first) => errors.push(duplicate_id(&flow, first)),
+                None => {
+                    ids.insert(flow.id.clone(), flow.file.clone());
+                    flows.push(flow);
+                }
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    (flows, errors)
+}
+
+/// The error for a flow whose id another file, `first`, already has.
+pub fn duplicate_id(flow: &Flow, first: &str) -> LoadError {
+    LoadError::one(
+        &flow.file,
+        id_pos(&flow.source),
+        format!(
+            "duplicate flow id `{}`: {first} has it too; flow ids must be unique across the flows folder",
+            flow.id
+        ),
+    )
+}
+
+/// The flow files among `paths`: files as given, and each folder's
+/// `*.yaml`/`*.yml` files in name order.
+pub fn flow_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<LoadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -79,25 +112,7 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Flow>, Vec<LoadError>) {
             files.push(path.clone());
         }
     }
-    let mut flows: Vec<Flow> = Vec::new();
-    let mut ids: HashMap<String, String> = HashMap::new();
-    for file in files {
-        match load_file(&file) {
-            Ok(flow) => match ids.get(&flow.id) {
-                Some(first) => errors.push(LoadError::one(
-                    &flow.file,
-                    id_pos(&flow.source),
-                    format!("duplicate flow id `{}`: {first} has it too; flow ids must be unique across the flows folder", flow.id),
-                )),
-                None => {
-                    ids.insert(flow.id.clone(), flow.file.clone());
-                    flows.push(flow);
-                }
-            },
-            Err(e) => errors.push(e),
-        }
-    }
-    (flows, errors)
+    (files, errors)
 }
 
 /// Where the `id:` value of a valid flow stands.

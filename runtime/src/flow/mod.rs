@@ -5,7 +5,7 @@ mod graph;
 mod load;
 
 pub use graph::{Edge, Graph};
-pub use load::{LoadError, load_file, load_paths, load_source};
+pub use load::{LoadError, duplicate_id, flow_files, load_file, load_paths, load_source};
 
 use rhai::Dynamic;
 use serde_json::Value;

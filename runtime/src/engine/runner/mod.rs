@@ -16,7 +16,7 @@ mod node;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -31,7 +31,7 @@ use weir_storage::{
     Ticket, Write,
 };
 
-use crate::engine::{Engine, Result, scope};
+use crate::engine::{Engine, Result, RunControl, scope};
 use crate::flow::Flow;
 use frame::Frame;
 
@@ -53,6 +53,8 @@ impl fmt::Display for Failure {
 enum FrameEnd {
     Done(Value),
     Failed(Failure),
+    /// The run was cancelled.
+    Cancelled,
 }
 
 /// How one attempt of a node ended.
@@ -90,6 +92,7 @@ pub(super) struct Runner<'e> {
     /// Nodes ready or working (not sleeping), and nodes sleeping; the run
     /// is `waiting` when only sleepers are left.
     work: Mutex<(usize, usize)>,
+    control: Arc<RunControl>,
 }
 
 impl<'e> Runner<'e> {
@@ -98,6 +101,7 @@ impl<'e> Runner<'e> {
         flow: std::sync::Arc<Flow>,
         run: RunRecord,
         records: Vec<NodeRecord>,
+        control: Arc<RunControl>,
     ) -> Self {
         Self {
             engine,
@@ -106,6 +110,7 @@ impl<'e> Runner<'e> {
             records: records.into_iter().map(|r| (r.key.clone(), r)).collect(),
             tickets: Mutex::new(Vec::new()),
             work: Mutex::new((0, 0)),
+            control,
         }
     }
 
@@ -132,6 +137,10 @@ impl<'e> Runner<'e> {
                 FrameEnd::Failed(failure) => {
                     run.status = RunStatus::Failed;
                     run.error = Some(failure.to_string());
+                }
+                FrameEnd::Cancelled => {
+                    run.status = RunStatus::Cancelled;
+                    run.error = Some("cancelled".into());
                 }
             }
             self.engine
@@ -192,12 +201,15 @@ impl<'e> Runner<'e> {
     // ---- run status: running ↔ waiting -------------------------------------
 
     fn work_started(&self) {
-        self.work.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        work.0 += 1;
+        self.control.set_busy(work.0);
     }
 
     fn work_ended(&self) {
         let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
         work.0 = work.0.saturating_sub(1);
+        self.control.set_busy(work.0);
     }
 
     /// A node goes to sleep; the run's new record if it is now `waiting`.
@@ -205,6 +217,7 @@ impl<'e> Runner<'e> {
         let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
         work.0 = work.0.saturating_sub(1);
         work.1 += 1;
+        self.control.set_busy(work.0);
         (work.0 == 0)
             .then(|| self.set_status(RunStatus::Waiting))
             .flatten()
@@ -215,6 +228,7 @@ impl<'e> Runner<'e> {
         let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
         work.1 = work.1.saturating_sub(1);
         work.0 += 1;
+        self.control.set_busy(work.0);
         self.set_status(RunStatus::Running)
     }
 

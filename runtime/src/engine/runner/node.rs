@@ -30,11 +30,21 @@ impl<'e> Runner<'e> {
             }
             loop {
                 while let Some(i) = frame.ready.pop_front() {
+                    if self.control.is_cancelled() {
+                        return Ok(FrameEnd::Cancelled);
+                    }
                     if let Some(failure) = self.step(&mut frame, i, &mut inflight).await? {
                         return Ok(FrameEnd::Failed(failure));
                     }
                 }
-                let Some(event) = inflight.next().await else {
+                if inflight.is_empty() {
+                    break;
+                }
+                let event = tokio::select! {
+                    event = inflight.next() => event,
+                    () = self.control.cancelled() => return Ok(FrameEnd::Cancelled),
+                };
+                let Some(event) = event else {
                     break;
                 };
                 let failure = match event? {
@@ -289,6 +299,8 @@ impl<'e> Runner<'e> {
                         self.work_started();
                         return Ok(Event::Finished(i, Done::Error(NodeError::Invalid(message))));
                     }
+                    // The frame around sees the cancellation too.
+                    FrameEnd::Cancelled => std::future::pending::<()>().await,
                 }
                 n += 1;
             }
@@ -336,6 +348,7 @@ impl<'e> Runner<'e> {
                     self.commit_node(record, None, delivery).await?;
                 }
                 self.work_ended();
+                crate::metrics::node_executed(node.kind.type_name(), "succeeded");
                 Ok(self.resolved_ok(frame, i, output, dynamic))
             }
             Done::Fail(message) => {
@@ -376,6 +389,7 @@ impl<'e> Runner<'e> {
                     record.output = Some(json!({"error": message}));
                 }
                 warn!(node = %node.id, attempts, error = %message, "node failed");
+                crate::metrics::node_executed(node.kind.type_name(), "failed");
                 self.commit_node(record, None, None).await?;
                 self.work_ended();
                 if node.on_error == OnError::Fail {

@@ -5,6 +5,14 @@
 //! days the Quartz way (1 = Sunday) and needs a seconds field, so schedules
 //! are translated: the day-of-week field is expanded into day names, which
 //! mean the same in both.
+//!
+//! The crate only matches local times; which real instants fire (Vixie
+//! cron's rules across daylight-saving changes, and its OR of the two day
+//! fields) is worked out in [`instants`].
+
+mod instants;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 
@@ -16,12 +24,20 @@ use crate::reader::Options;
 pub struct Cron {
     /// The schedule as written.
     pub schedule_text: String,
-    /// The schedule in the `cron` crate's syntax.
-    pub schedule: cron::Schedule,
     /// The IANA time zone the schedule is read in (default UTC).
     pub timezone: Tz,
     /// What to do with instants missed while the daemon was down.
     pub catch_up: CatchUp,
+    /// The schedule in the `cron` crate's syntax, matched against local
+    /// times. When both day fields are restricted a day matches if either
+    /// does, which the crate cannot say: then this one has day-of-week `*`,
+    /// `or_weekdays` has day-of-month `*`, and the schedule is their union.
+    schedule: cron::Schedule,
+    or_weekdays: Option<cron::Schedule>,
+    /// The hour field names fixed hours (no `*`, no step): across DST a
+    /// skipped time fires at the end of the gap and a repeated one once.
+    /// Otherwise every real instant whose local time matches fires.
+    fixed_hour: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,15 +58,18 @@ impl Cron {
         let schedule = o.required_str("schedule");
         let timezone = match o.str("timezone") {
             None => Some(Tz::UTC),
-            Some((name, pos)) => {
-                match Tz::from_str(name) {
-                    Ok(tz) => Some(tz),
-                    Err(_) => {
-                        o.error(pos, format!("unknown time zone `{name}`; use an IANA name like Europe/Berlin or UTC"));
-                        None
-                    }
+            Some((name, pos)) => match Tz::from_str(name) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    o.error(
+                        pos,
+                        format!(
+                            "unknown time zone `{name}`; use an IANA name like Europe/Berlin or UTC"
+                        ),
+                    );
+                    None
                 }
-            }
+            },
         };
         let catch_up = match o.str("catch_up") {
             None | Some(("skip", _)) => CatchUp::Skip,
@@ -65,20 +84,38 @@ impl Cron {
             }
         };
         let (text, pos) = schedule?;
-        let parsed = to_cron_crate(text)
-            .and_then(|t| cron::Schedule::from_str(&t).map_err(|e| format!("{e}")));
-        let schedule = match parsed {
-            Ok(s) => s,
+        match Self::new(text, timezone.unwrap_or(Tz::UTC), catch_up) {
+            Ok(cron) => timezone.map(|_| cron),
             Err(e) => {
                 o.error(pos, format!("invalid cron schedule `{text}`: {e}"));
-                return None;
+                None
             }
+        }
+    }
+
+    /// A trigger firing on `text` (crontab syntax) read in `timezone`. The
+    /// error says what is wrong with the schedule.
+    pub fn new(text: &str, timezone: Tz, catch_up: CatchUp) -> Result<Self, String> {
+        let t = translate(text)?;
+        let parse = |fields: &[String]| {
+            cron::Schedule::from_str(&fields.join(" ")).map_err(|e| format!("{e}"))
         };
-        Some(Self {
+        let (schedule, or_weekdays) = if t.dom_restricted && t.dow_restricted {
+            let mut any_weekday = t.fields.clone();
+            any_weekday[5] = "*".into();
+            let mut any_day = t.fields.clone();
+            any_day[3] = "*".into();
+            (parse(&any_weekday)?, Some(parse(&any_day)?))
+        } else {
+            (parse(&t.fields)?, None)
+        };
+        Ok(Self {
             schedule_text: text.to_owned(),
-            schedule,
-            timezone: timezone?,
+            timezone,
             catch_up,
+            schedule,
+            or_weekdays,
+            fixed_hour: t.fixed_hour,
         })
     }
 }
@@ -86,7 +123,27 @@ impl Cron {
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 /// Translates a crontab schedule into the `cron` crate's syntax.
+///
+/// The crate ANDs the two day fields; weir ORs them when both are
+/// restricted, which one translated schedule cannot say (see [`Cron`]).
 pub fn to_cron_crate(text: &str) -> Result<String, String> {
+    translate(text).map(|t| t.fields.join(" "))
+}
+
+/// A schedule in the crate's syntax, and what its crontab text says about
+/// day matching and DST.
+struct Translated {
+    /// seconds, minutes, hours, day of month, month, day of week.
+    fields: Vec<String>,
+    /// Day-of-month does not start with `*` or `?` (Vixie cron's test).
+    dom_restricted: bool,
+    /// Day-of-week does not start with `*` or `?`.
+    dow_restricted: bool,
+    /// The hour field has neither `*` nor a step.
+    fixed_hour: bool,
+}
+
+fn translate(text: &str) -> Result<Translated, String> {
     let text = match text.trim() {
         "@yearly" | "@annually" => "0 0 1 1 *",
         "@monthly" => "0 0 1 * *",
@@ -109,8 +166,17 @@ pub fn to_cron_crate(text: &str) -> Result<String, String> {
             ));
         }
     };
+    let restricted = |f: &str| !(f.starts_with('*') || f.starts_with('?'));
+    let dom_restricted = restricted(&fields[3]);
+    let dow_restricted = restricted(&fields[5]);
+    let fixed_hour = !fields[2].contains(['*', '/', '?']);
     fields[5] = day_of_week(&fields[5])?;
-    Ok(fields.join(" "))
+    Ok(Translated {
+        fields,
+        dom_restricted,
+        dow_restricted,
+        fixed_hour,
+    })
 }
 
 /// Expands a crontab day-of-week field into day names.
@@ -173,45 +239,4 @@ fn day(text: &str) -> Result<usize, String> {
     DAYS.iter()
         .position(|d| d.eq_ignore_ascii_case(text))
         .ok_or_else(|| format!("`{text}` is not a day of week (0-7 or SUN-SAT)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crontab_numbering_becomes_day_names() {
-        assert_eq!(to_cron_crate("0 3 * * *").unwrap(), "0 0 3 * * *");
-        assert_eq!(
-            to_cron_crate("0 3 * * 1-5").unwrap(),
-            "0 0 3 * * MON,TUE,WED,THU,FRI"
-        );
-        assert_eq!(to_cron_crate("0 3 * * 0").unwrap(), "0 0 3 * * SUN");
-        assert_eq!(to_cron_crate("0 3 * * 7").unwrap(), "0 0 3 * * SUN");
-        assert_eq!(
-            to_cron_crate("0 3 * * 5-7").unwrap(),
-            "0 0 3 * * SUN,FRI,SAT"
-        );
-        assert_eq!(
-            to_cron_crate("0 3 * * */2").unwrap(),
-            "0 0 3 * * SUN,TUE,THU,SAT"
-        );
-        assert_eq!(
-            to_cron_crate("0 3 * * mon,WED").unwrap(),
-            "0 0 3 * * MON,WED"
-        );
-        assert_eq!(to_cron_crate("*/5 * * * * *").unwrap(), "*/5 * * * * *");
-        assert_eq!(to_cron_crate("@daily").unwrap(), "0 0 0 * * *");
-        assert!(to_cron_crate("0 3 * *").unwrap_err().contains("4 fields"));
-        assert!(to_cron_crate("0 3 * * 8").is_err());
-    }
-
-    #[test]
-    fn translated_schedules_fire_on_the_crontab_day() {
-        use chrono::{Datelike, TimeZone, Utc};
-        let s = cron::Schedule::from_str(&to_cron_crate("0 9 * * 1").unwrap()).unwrap();
-        let start = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
-        let next = s.after(&start).next().unwrap();
-        assert_eq!(next.weekday(), chrono::Weekday::Mon);
-    }
 }

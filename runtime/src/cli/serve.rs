@@ -1,0 +1,91 @@
+//! `weir serve [--flows DIR] [--data DIR] [--listen ADDR] [--amqp URL]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::exit;
+use crate::daemon::{self, Config};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The flows folder.
+    #[arg(long, env = "WEIR_FLOWS", default_value = "flows")]
+    pub flows: PathBuf,
+    /// The data folder (created if missing).
+    #[arg(long, env = "WEIR_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// The address to listen on; port 0 picks a free one (the log says which).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The AMQP broker deliveries go to, like amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "WEIR_AMQP_URL")]
+    pub amqp: Option<String>,
+    /// How long running nodes may take to finish at shutdown.
+    #[arg(long, env = "WEIR_GRACE", default_value = "10s", value_parser = duration)]
+    pub grace: Duration,
+    /// Unfinished runs past which webhooks are refused with 429.
+    #[arg(long, env = "WEIR_MAX_BACKLOG", default_value_t = 50_000)]
+    pub max_backlog: usize,
+    /// How long webhook dedupe keys are remembered.
+    #[arg(long, env = "WEIR_DEDUPE_RETENTION", default_value = "24h", value_parser = duration)]
+    pub dedupe_retention: Duration,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    weir_nodes::units::parse_duration(text)
+}
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    let config = Config {
+        flows: args.flows,
+        data: args.data,
+        listen: args.listen,
+        amqp: args.amqp,
+        grace: args.grace,
+        max_backlog: args.max_backlog,
+        dedupe_retention: args.dedupe_retention,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(daemon::serve(config, shutdown_signal(), |_| {})) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "weir serve failed");
+            eprintln!("weir: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("signal received");
+}

@@ -1,0 +1,39 @@
+//! Health, readiness and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::metrics;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready: the daemon only listens once its storage is open and its flows
+/// are loaded, so answering at all means ready.
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "status": "ready",
+        "flows": app.registry.all().len(),
+        "flow_errors": app.registry.errors().len(),
+        "unfinished_runs": app.runs.backlog(),
+    }))
+}
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    metrics::backlog(app.runs.backlog());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see SPEC §4 for the API")
+}

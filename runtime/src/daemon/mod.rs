@@ -1,0 +1,178 @@
+//! `weir serve`: the daemon. It opens the data folder, loads the flows
+//! folder, resumes unfinished runs, and serves webhooks and the API; it runs
+//! cron schedules and pollers, reloads flow files when they change, and
+//! stops gracefully on SIGTERM or SIGINT.
+//!
+//! - [`registry`]: the flows being served, reloaded on change
+//! - [`runs`]: admission, concurrency keys, run tasks, cancel and retry
+//! - [`triggers`]: cron and poll tasks, webhook dedupe
+//! - [`http`]: the HTTP edge
+
+pub mod http;
+pub mod registry;
+pub mod runs;
+pub mod triggers;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use weir_storage::SledStore;
+
+use crate::engine::{Clock, Engine, EngineOptions};
+use registry::Registry;
+use runs::Runs;
+use triggers::{DedupeLocks, Schedules, Triggers};
+
+/// How the daemon runs (`weir serve` flags and `WEIR_*` variables).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub flows: PathBuf,
+    pub data: PathBuf,
+    pub listen: String,
+    pub amqp: Option<String>,
+    /// How long running nodes may take to finish at shutdown.
+    pub grace: Duration,
+    /// Unfinished runs past which webhooks are refused with 429.
+    pub max_backlog: usize,
+    /// How long webhook dedupe keys are remembered.
+    pub dedupe_retention: Duration,
+}
+
+/// Runs the daemon until `shutdown` resolves. `bound` learns the address it
+/// listens on.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    if !config.flows.is_dir() {
+        anyhow::bail!(
+            "the flows folder {} does not exist; create it or pass --flows DIR",
+            config.flows.display()
+        );
+    }
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
+    let store = SledStore::open(&config.data)?;
+    let registry = Arc::new(Registry::load(&config.flows));
+    info!(flows = registry.all().len(), errors = registry.errors().len(), dir = %config.flows.display(), "flows loaded");
+    if config.amqp.is_none() {
+        warn!("no AMQP URL (--amqp or WEIR_AMQP_URL): AMQP deliveries wait in the outbox");
+    }
+    let engine = Engine::new(store.clone(), Clock::new(), EngineOptions::default());
+    let runs = Runs::new(engine, registry.clone(), config.max_backlog);
+    let resumed = runs.resume_all()?;
+    let schedules = Arc::new(Schedules::default());
+    let triggers = Triggers::new(runs.clone(), registry.clone(), schedules.clone());
+    let state = Arc::new(http::AppState {
+        registry: registry.clone(),
+        runs: runs.clone(),
+        metrics: crate::metrics::install(),
+        dedupe_retention: config.dedupe_retention,
+        dedupe_locks: DedupeLocks::default(),
+        schedules,
+    });
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    info!(address = %addr, resumed, "weir is serving");
+    bound(addr);
+
+    triggers.start_all();
+    let watcher = reload::watch(registry.clone(), triggers.clone());
+    let expiry = tokio::spawn(triggers::expire_dedupe(
+        runs.clone(),
+        config.dedupe_retention,
+        Duration::from_secs(600),
+    ));
+
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server stopped")?;
+
+    info!("shutting down: no new events; letting running nodes finish");
+    drop(watcher);
+    expiry.abort();
+    triggers.stop_all().await;
+    runs.shutdown(config.grace).await;
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+mod reload {
+    //! Reloads flow files when the flows folder changes.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use notify::{RecursiveMode, Watcher};
+    use tracing::warn;
+
+    use super::registry::Registry;
+    use super::triggers::Triggers;
+
+    /// How long changes settle before a reload (editors write in steps).
+    const SETTLE: Duration = Duration::from_millis(200);
+    /// A reload also happens this often, in case an event was missed.
+    const RESCAN: Duration = Duration::from_secs(1);
+
+    /// Watches the folder; dropping the result stops watching.
+    pub fn watch(
+        registry: Arc<Registry>,
+        triggers: Arc<Triggers>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        });
+        let watcher = match watcher {
+            Ok(mut w) => match w.watch(registry.dir(), RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the flows folder; rescanning it every second instead");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot watch the flows folder; rescanning it every second instead");
+                None
+            }
+        };
+        let watching = watcher.is_some();
+        tokio::spawn(async move {
+            loop {
+                let event = if watching {
+                    tokio::time::timeout(RESCAN * 5, rx.recv()).await
+                } else {
+                    tokio::time::sleep(RESCAN).await;
+                    Ok(Some(()))
+                };
+                if let Ok(None) = event {
+                    return; // the watcher was dropped
+                }
+                tokio::time::sleep(SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                let registry = registry.clone();
+                let changes = tokio::task::spawn_blocking(move || registry.reload()).await;
+                if let Ok(changes) = changes
+                    && !changes.is_empty()
+                {
+                    triggers.apply(&changes).await;
+                }
+            }
+        });
+        watcher
+    }
+}

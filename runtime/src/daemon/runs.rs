@@ -1,0 +1,484 @@
+//! The daemon's runs: admission (backlog limit, flow `concurrency` keys),
+//! one task per run being driven, queues of runs waiting for their key,
+//! cancel, retry, waiting for a run to finish, and resuming at start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::Scope;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tracing::{error, info, warn};
+use weir_nodes::script::to_dynamic;
+use weir_storage::{RunRecord, RunStatus, Write};
+
+use super::registry::Registry;
+use crate::engine::{Admission, Engine, EngineError, RunControl};
+use crate::flow::Flow;
+use crate::metrics;
+
+/// Why a run was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("too many unfinished runs ({0}); try again later")]
+    Overloaded(usize),
+    #[error("the flow's concurrency key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Why a run could not be cancelled or retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no run {0}")]
+    NotFound(String),
+    #[error("run {id} is {status}; {what}")]
+    Conflict {
+        id: String,
+        status: &'static str,
+        what: &'static str,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+struct Live {
+    control: Arc<RunControl>,
+    done: watch::Receiver<Option<RunRecord>>,
+    abort: AbortHandle,
+}
+
+/// Runs of one (tenant, flow, concurrency key).
+#[derive(Default)]
+struct Slot {
+    running: u32,
+    queue: VecDeque<RunRecord>,
+}
+
+type SlotKey = (String, String, String);
+
+pub struct Runs {
+    engine: Arc<Engine>,
+    registry: Arc<Registry>,
+    live: Mutex<HashMap<String, Live>>,
+    slots: Mutex<HashMap<SlotKey, Slot>>,
+    /// Admitted and not finished: driven or queued.
+    backlog: AtomicUsize,
+    max_backlog: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Runs {
+    pub fn new(engine: Arc<Engine>, registry: Arc<Registry>, max_backlog: usize) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            registry,
+            live: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            backlog: AtomicUsize::new(0),
+            max_backlog,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Unfinished runs held: being driven or queued.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    pub fn is_overloaded(&self) -> bool {
+        self.backlog() >= self.max_backlog
+    }
+
+    /// The concurrency key of an event, if the flow has a `concurrency`.
+    fn concurrency_key(
+        flow: &Flow,
+        tenant: &str,
+        event: &Value,
+    ) -> Result<Option<String>, AdmitError> {
+        let Some(c) = &flow.concurrency else {
+            return Ok(None);
+        };
+        let Some(expr) = &c.key else {
+            // A limit without a key holds for all runs of the flow.
+            return Ok(Some(String::new()));
+        };
+        let mut scope = Scope::new();
+        scope.push_constant_dynamic("event", to_dynamic(event));
+        scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
+        scope.push_constant("tenant", tenant.to_owned());
+        scope.push_constant("flow", flow.id.clone());
+        let value = expr
+            .eval(&mut scope, None)
+            .map_err(|e| AdmitError::Key(e.to_string()))?;
+        let json = weir_nodes::script::to_json(&value).map_err(AdmitError::Key)?;
+        Ok(Some(match json {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }))
+    }
+
+    fn limit_of(&self, flow_id: &str) -> u32 {
+        self.registry
+            .get(flow_id)
+            .and_then(|f| f.concurrency.as_ref().map(|c| c.limit))
+            .unwrap_or(1)
+    }
+
+    /// Admits a run: durable when this returns. It starts at once, or waits
+    /// its turn if its concurrency key is at its limit.
+    pub async fn admit(
+        self: &Arc<Self>,
+        flow: &Arc<Flow>,
+        tenant: &str,
+        trigger: &str,
+        event: Value,
+        writes: impl FnOnce(&str) -> Vec<Write>,
+    ) -> Result<RunRecord, AdmitError> {
+        let backlog = self.backlog.fetch_add(1, Ordering::Relaxed);
+        if backlog >= self.max_backlog {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return Err(AdmitError::Overloaded(backlog));
+        }
+        let key = match Self::concurrency_key(flow, tenant, &event) {
+            Ok(key) => key,
+            Err(e) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let run_id = Engine::new_run_id();
+        let writes = writes(&run_id);
+        let mut admission = Admission {
+            run_id,
+            tenant: tenant.to_owned(),
+            trigger: trigger.to_owned(),
+            event,
+            queued: false,
+            concurrency_key: key.clone(),
+            writes,
+        };
+        // Decide, in arrival order, whether it runs now or waits.
+        let run = match &key {
+            None => self.engine.new_run(flow, &admission),
+            Some(key) => {
+                let limit = flow.concurrency.as_ref().map_or(1, |c| c.limit);
+                let mut slots = lock(&self.slots);
+                let slot = slots
+                    .entry((tenant.to_owned(), flow.id.clone(), key.clone()))
+                    .or_default();
+                admission.queued = slot.running >= limit;
+                let run = self.engine.new_run(flow, &admission);
+                if admission.queued {
+                    slot.queue.push_back(run.clone());
+                } else {
+                    slot.running += 1;
+                }
+                run
+            }
+        };
+        let mut commit = self.engine.admission_commit(flow, &run);
+        commit.writes.extend(admission.writes);
+        if let Err(e) = self.engine.store().commit(commit).await {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            if run.status == RunStatus::Running {
+                self.release_slot(&run);
+            } else {
+                self.unqueue(&run.id);
+            }
+            return Err(AdmitError::Engine(e.into()));
+        }
+        metrics::run_admitted(&run);
+        if run.status == RunStatus::Running {
+            self.launch(run.clone());
+        }
+        Ok(run)
+    }
+
+    /// Drives a run in its own task.
+    fn launch(self: &Arc<Self>, run: RunRecord) {
+        let control = Arc::new(RunControl::new());
+        let (done_tx, done_rx) = watch::channel(None);
+        let id = run.id.clone();
+        let this = self.clone();
+        let task_control = control.clone();
+        // Registered before the task can finish and remove it.
+        let mut live = lock(&self.live);
+        let handle = tokio::spawn(async move {
+            let started = run.clone();
+            let result = this.engine.drive_with(run, task_control).await;
+            let finished = match result {
+                Ok(run) => run,
+                Err(e) => {
+                    error!(run_id = %started.id, error = %e, "run could not be driven; it stays unfinished until the next start");
+                    started
+                }
+            };
+            this.finished(&finished);
+            let _ = done_tx.send(Some(finished));
+        });
+        live.insert(
+            id,
+            Live {
+                control,
+                done: done_rx,
+                abort: handle.abort_handle(),
+            },
+        );
+    }
+
+    /// A driven run ended (finished, or stopped by an error).
+    fn finished(self: &Arc<Self>, run: &RunRecord) {
+        lock(&self.live).remove(&run.id);
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
+        if run.status.is_finished() {
+            metrics::run_finished(run);
+        }
+        self.release_slot(run);
+    }
+
+    /// Frees a run's concurrency slot and starts the next queued run of it.
+    fn release_slot(self: &Arc<Self>, run: &RunRecord) {
+        let Some(key) = &run.concurrency_key else {
+            return;
+        };
+        let slot_key = (run.tenant.clone(), run.flow.clone(), key.clone());
+        let limit = self.limit_of(&run.flow);
+        let mut next = Vec::new();
+        {
+            let mut slots = lock(&self.slots);
+            if let Some(slot) = slots.get_mut(&slot_key) {
+                slot.running = slot.running.saturating_sub(1);
+                while slot.running < limit {
+                    let Some(queued) = slot.queue.pop_front() else {
+                        break;
+                    };
+                    slot.running += 1;
+                    next.push(queued);
+                }
+                if slot.running == 0 && slot.queue.is_empty() {
+                    slots.remove(&slot_key);
+                }
+            }
+        }
+        for queued in next {
+            self.start_queued(queued);
+        }
+    }
+
+    fn start_queued(self: &Arc<Self>, queued: RunRecord) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.engine.promote(queued.clone()).await {
+                Ok(run) => this.launch(run),
+                Err(e) => {
+                    error!(run_id = %queued.id, error = %e, "cannot start a queued run");
+                    this.backlog.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Takes a queued run out of its queue; true if it was there.
+    fn unqueue(&self, id: &str) -> bool {
+        let mut slots = lock(&self.slots);
+        for slot in slots.values_mut() {
+            if let Some(i) = slot.queue.iter().position(|r| r.id == id) {
+                slot.queue.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Resumes every unfinished run found on disk: queued ones wait for
+    /// their key again, in arrival order; the others are driven.
+    pub fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let runs = self.engine.unfinished()?;
+        let count = runs.len();
+        let mut to_launch = Vec::new();
+        let mut to_start = Vec::new();
+        {
+            let mut slots = lock(&self.slots);
+            for run in runs {
+                self.backlog.fetch_add(1, Ordering::Relaxed);
+                match &run.concurrency_key {
+                    None => to_launch.push(run),
+                    Some(key) => {
+                        let slot = slots
+                            .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
+                            .or_default();
+                        if run.status == RunStatus::Queued {
+                            slot.queue.push_back(run);
+                        } else {
+                            slot.running += 1;
+                            to_launch.push(run);
+                        }
+                    }
+                }
+            }
+            for ((_, flow, _), slot) in slots.iter_mut() {
+                let limit = self
+                    .registry
+                    .get(flow)
+                    .and_then(|f| f.concurrency.as_ref().map(|c| c.limit))
+                    .unwrap_or(1);
+                while slot.running < limit {
+                    let Some(queued) = slot.queue.pop_front() else {
+                        break;
+                    };
+                    slot.running += 1;
+                    to_start.push(queued);
+                }
+            }
+        }
+        for run in to_launch {
+            self.launch(run);
+        }
+        for run in to_start {
+            self.start_queued(run);
+        }
+        if count > 0 {
+            info!(runs = count, "resuming unfinished runs");
+        }
+        Ok(count)
+    }
+
+    /// Waits up to `timeout` for a run to finish; `None` if it did not (or
+    /// is not being driven here).
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Option<RunRecord> {
+        let mut done = lock(&self.live).get(id).map(|l| l.done.clone())?;
+        let waited = tokio::time::timeout(timeout, done.wait_for(|r| r.is_some())).await;
+        match waited {
+            Ok(Ok(run)) => run.clone(),
+            _ => None,
+        }
+    }
+
+    /// Cancels a live or queued run.
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<RunRecord, ControlError> {
+        let live = lock(&self.live)
+            .get(id)
+            .map(|l| (l.control.clone(), l.done.clone()));
+        if let Some((control, mut done)) = live {
+            control.cancel();
+            if let Ok(run) = done.wait_for(|r| r.is_some()).await
+                && let Some(run) = run.clone()
+            {
+                return Ok(run);
+            }
+        }
+        let run = self
+            .engine
+            .store()
+            .run_by_id(id)
+            .map_err(EngineError::from)?
+            .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
+        if run.status.is_finished() {
+            return Err(ControlError::Conflict {
+                id: id.to_owned(),
+                status: run.status.as_str(),
+                what: "only a live run can be cancelled",
+            });
+        }
+        if self.unqueue(id) {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        let run = self.engine.cancel_stored(run).await?;
+        metrics::run_finished(&run);
+        Ok(run)
+    }
+
+    /// Runs a failed run again from its failed nodes.
+    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<RunRecord, ControlError> {
+        let run = self
+            .engine
+            .store()
+            .run_by_id(id)
+            .map_err(EngineError::from)?
+            .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
+        if run.status != RunStatus::Failed {
+            return Err(ControlError::Conflict {
+                id: id.to_owned(),
+                status: run.status.as_str(),
+                what: "only a failed run can be retried",
+            });
+        }
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        let queued = match &run.concurrency_key {
+            None => false,
+            Some(key) => {
+                let limit = self.limit_of(&run.flow);
+                let mut slots = lock(&self.slots);
+                let slot = slots
+                    .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
+                    .or_default();
+                if slot.running >= limit {
+                    true
+                } else {
+                    slot.running += 1;
+                    false
+                }
+            }
+        };
+        let run = match self.engine.retry(run.clone(), queued).await {
+            Ok(run) => run,
+            Err(e) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
+                if !queued {
+                    self.release_slot(&run);
+                }
+                return Err(e.into());
+            }
+        };
+        if queued {
+            if let Some(key) = &run.concurrency_key {
+                let mut slots = lock(&self.slots);
+                let slot = slots
+                    .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
+                    .or_default();
+                slot.queue.push_back(run.clone());
+            }
+        } else {
+            self.launch(run.clone());
+        }
+        Ok(run)
+    }
+
+    /// Waits until no run is working (runs that only wait on timers do not
+    /// count), at most `grace`; then stops every run task. What they did is
+    /// on disk; they resume at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy = lock(&self.live)
+                .values()
+                .filter(|l| l.control.is_busy())
+                .count();
+            if busy == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    busy,
+                    "grace period over; stopping runs that are still working"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for live in lock(&self.live).values() {
+            live.abort.abort();
+        }
+    }
+}

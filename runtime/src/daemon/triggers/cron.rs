@@ -1,0 +1,135 @@
+//! A cron trigger for one tenant: fires each instant of its schedule. The
+//! instant it fired is written in the same commit as the run it started, so
+//! no instant fires twice, across crashes too; instants missed while the
+//! daemon was down are handled by `catch_up`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use weir_nodes::TriggerKind;
+use weir_nodes::triggers::cron::{CatchUp, MAX_CATCH_UP};
+use weir_storage::{Commit, TriggerKey, Write};
+
+use super::{Schedules, sleep_or_stop};
+use crate::daemon::runs::{AdmitError, Runs};
+use crate::engine::Engine;
+use crate::flow::Flow;
+
+pub(super) async fn run(
+    runs: Arc<Runs>,
+    schedules: Arc<Schedules>,
+    flow: Arc<Flow>,
+    index: usize,
+    tenant: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let trigger = &flow.triggers[index];
+    let TriggerKind::Cron(cron) = &trigger.kind else {
+        return;
+    };
+    let key = TriggerKey::new(&tenant, &flow.id, &trigger.id);
+    let engine = runs.engine().clone();
+    let last = match engine.store().cron_fired(&key) {
+        Ok(last) => last,
+        Err(e) => {
+            warn!(flow = %flow.id, trigger = %trigger.id, tenant, error = %e, "cannot read when the cron trigger last fired; it does not run");
+            return;
+        }
+    };
+    let now = engine.clock().now();
+    if let Some(last) = last {
+        let missed = cron.fires_between(last, now, MAX_CATCH_UP);
+        let catch_up: Vec<DateTime<Utc>> = match cron.catch_up {
+            CatchUp::Skip => Vec::new(),
+            CatchUp::Latest => missed.last().copied().into_iter().collect(),
+            CatchUp::All => missed,
+        };
+        for at in catch_up {
+            if !fire(&runs, &flow, &trigger.id, &tenant, &key, at, &mut stop).await {
+                return;
+            }
+        }
+    }
+    let mut from = now.max(last.unwrap_or(now));
+    loop {
+        let Some(at) = cron.next_after(from) else {
+            schedules.set(&flow.id, &trigger.id, None);
+            return;
+        };
+        schedules.set(&flow.id, &trigger.id, Some(at));
+        if sleep_or_stop(&runs, at, &mut stop).await {
+            return;
+        }
+        if !fire(&runs, &flow, &trigger.id, &tenant, &key, at, &mut stop).await {
+            return;
+        }
+        from = at;
+    }
+}
+
+/// The event of a cron instant.
+pub(crate) fn event(trigger: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Value {
+    let mut event =
+        weir_nodes::triggers::event_base("schedule", &Engine::new_run_id(), trigger, now);
+    event.insert(
+        "scheduled_at".into(),
+        json!(at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    );
+    Value::Object(event)
+}
+
+/// Starts the run of instant `at`, retrying while the daemon is overloaded
+/// or the disk fails; false if told to stop first.
+async fn fire(
+    runs: &Arc<Runs>,
+    flow: &Arc<Flow>,
+    trigger: &str,
+    tenant: &str,
+    key: &TriggerKey,
+    at: DateTime<Utc>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let now = runs.engine().clock().now();
+        let fired = Write::CronFired {
+            trigger: key.clone(),
+            at,
+        };
+        match runs
+            .admit(flow, tenant, trigger, event(trigger, at, now), |_| {
+                vec![fired]
+            })
+            .await
+        {
+            Ok(run) => {
+                crate::metrics::event_received(&flow.id, trigger);
+                debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, scheduled_at = %at, "cron fired");
+                return true;
+            }
+            Err(AdmitError::Key(e)) => {
+                // Deterministic: trying again would fail the same way.
+                warn!(flow = %flow.id, trigger, tenant, scheduled_at = %at, error = %e, "cron instant skipped: the flow's concurrency key does not evaluate");
+                let fired = Write::CronFired {
+                    trigger: key.clone(),
+                    at,
+                };
+                let _ = runs
+                    .engine()
+                    .store()
+                    .commit(Commit::new().with(fired))
+                    .await;
+                return true;
+            }
+            Err(e) => {
+                warn!(flow = %flow.id, trigger, tenant, scheduled_at = %at, error = %e, "cron instant not started yet; trying again in 1s");
+                let retry_at = now + chrono::Duration::seconds(1);
+                if sleep_or_stop(runs, retry_at, stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}

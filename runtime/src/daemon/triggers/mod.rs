@@ -1,0 +1,225 @@
+//! The triggers the daemon runs itself: cron schedules and pollers, one task
+//! per (tenant, flow, trigger), restarted when their flow changes; and the
+//! locks and expiry of webhook dedupe keys.
+
+mod cron;
+mod poll;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use weir_nodes::TriggerKind;
+use weir_storage::{Commit, TriggerKey, Write};
+
+use super::registry::{Changes, Registry};
+use super::runs::Runs;
+use crate::flow::Flow;
+
+/// Striped locks: one webhook request per (trigger, dedupe key) at a time.
+pub struct DedupeLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for DedupeLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl DedupeLocks {
+    pub async fn lock(&self, trigger: &TriggerKey, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        trigger.hash(&mut h);
+        key.hash(&mut h);
+        let i = (h.finish() as usize) % self.stripes.len();
+        self.stripes[i].lock().await
+    }
+}
+
+/// When each cron trigger fires next, by (flow, trigger).
+#[derive(Default)]
+pub struct Schedules {
+    next: RwLock<HashMap<(String, String), DateTime<Utc>>>,
+}
+
+impl Schedules {
+    pub fn next_fire_at(&self, flow: &str, trigger: &str) -> Option<DateTime<Utc>> {
+        self.next
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(flow.to_owned(), trigger.to_owned()))
+            .copied()
+    }
+
+    fn set(&self, flow: &str, trigger: &str, at: Option<DateTime<Utc>>) {
+        let mut next = self.next.write().unwrap_or_else(|e| e.into_inner());
+        let key = (flow.to_owned(), trigger.to_owned());
+        match at {
+            Some(at) => next.insert(key, at),
+            None => next.remove(&key),
+        };
+    }
+}
+
+/// A trigger task and the switch that stops it (between firings, never in
+/// the middle of one).
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+pub struct Triggers {
+    runs: Arc<Runs>,
+    registry: Arc<Registry>,
+    schedules: Arc<Schedules>,
+    tasks: Mutex<HashMap<String, Vec<Task>>>,
+}
+
+/// Sleeps until `at` or until told to stop; true if told to stop.
+async fn sleep_or_stop(runs: &Runs, at: DateTime<Utc>, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = runs.engine().clock().sleep_until(at) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+impl Triggers {
+    pub fn new(runs: Arc<Runs>, registry: Arc<Registry>, schedules: Arc<Schedules>) -> Arc<Self> {
+        Arc::new(Self {
+            runs,
+            registry,
+            schedules,
+            tasks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the tasks of every serving flow.
+    pub fn start_all(self: &Arc<Self>) {
+        for flow in self.registry.all() {
+            self.start_flow(&flow);
+        }
+    }
+
+    fn start_flow(self: &Arc<Self>, flow: &Arc<Flow>) {
+        let mut tasks = Vec::new();
+        for (index, trigger) in flow.triggers.iter().enumerate() {
+            if !matches!(trigger.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
+                continue;
+            }
+            for tenant in &flow.tenants {
+                let (stop, stop_rx) = watch::channel(false);
+                let (runs, flow, tenant) = (self.runs.clone(), flow.clone(), tenant.clone());
+                let handle = match &trigger.kind {
+                    TriggerKind::Cron(_) => {
+                        let schedules = self.schedules.clone();
+                        tokio::spawn(cron::run(runs, schedules, flow, index, tenant, stop_rx))
+                    }
+                    _ => tokio::spawn(poll::run(runs, flow, index, tenant, stop_rx)),
+                };
+                tasks.push(Task { stop, handle });
+            }
+        }
+        if !tasks.is_empty() {
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(flow.id.clone(), tasks);
+        }
+    }
+
+    /// Stops a flow's tasks and waits for them to end.
+    async fn stop_flow(&self, id: &str) {
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for task in tasks.unwrap_or_default() {
+            task.stop.send_replace(true);
+            let _ = task.handle.await;
+        }
+        let stale: Vec<(String, String)> = self
+            .schedules
+            .next
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|(flow, _)| flow == id)
+            .cloned()
+            .collect();
+        for (flow, trigger) in stale {
+            self.schedules.set(&flow, &trigger, None);
+        }
+    }
+
+    /// Restarts the tasks of changed flows, stops removed ones, starts new.
+    pub async fn apply(self: &Arc<Self>, changes: &Changes) {
+        for id in changes.changed.iter().chain(&changes.removed) {
+            self.stop_flow(id).await;
+        }
+        for id in changes.changed.iter().chain(&changes.added) {
+            if let Some(flow) = self.registry.get(id) {
+                self.start_flow(&flow);
+            }
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        let ids: Vec<String> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.stop_flow(&id).await;
+        }
+    }
+}
+
+/// Forgets webhook dedupe keys older than `retention`, every `every`.
+pub async fn expire_dedupe(runs: Arc<Runs>, retention: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let engine = runs.engine();
+        let before =
+            engine.clock().now() - chrono::Duration::from_std(retention).unwrap_or_default();
+        loop {
+            let old = match engine.store().dedupes_before(before, 10_000) {
+                Ok(old) => old,
+                Err(e) => {
+                    warn!(error = %e, "cannot list expired dedupe keys");
+                    break;
+                }
+            };
+            if old.is_empty() {
+                break;
+            }
+            let n = old.len();
+            let mut commit = Commit::new();
+            for (trigger, key) in old {
+                commit.push(Write::RemoveDedupe { trigger, key });
+            }
+            if let Err(e) = engine.store().commit(commit).await {
+                warn!(error = %e, "cannot forget expired dedupe keys");
+                break;
+            }
+            info!(keys = n, "expired webhook dedupe keys forgotten");
+            if n < 10_000 {
+                break;
+            }
+        }
+    }
+}
