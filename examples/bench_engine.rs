@@ -148,6 +148,7 @@ async fn engine_bench(flow: &Arc<Flow>, rounds: usize, runs_at_64: usize) {
             "durable each step",
             EngineOptions {
                 durable_each_step: true,
+                ..EngineOptions::default()
             },
         ),
     ] {

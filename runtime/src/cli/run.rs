@@ -197,6 +197,7 @@ async fn execute(
     let store = SledStore::open(&dir)?;
     let options = EngineOptions {
         durable_each_step: args.durable_each_step,
+        park_after: None,
     };
     let engine = Engine::new(store.clone(), Clock::new(), options);
     let mut all_ok = true;

@@ -65,7 +65,12 @@ pub async fn serve(
     if config.amqp.is_none() {
         warn!("no AMQP URL (--amqp or WEIR_AMQP_URL): AMQP deliveries wait in the outbox");
     }
-    let engine = Engine::new(store.clone(), Clock::new(), EngineOptions::default());
+    let options = EngineOptions {
+        // Runs that only wait on timers leave memory until they are due.
+        park_after: Some(Duration::from_secs(2)),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(store.clone(), Clock::new(), options);
     let runs = Runs::new(engine, registry.clone(), config.max_backlog);
     let resumed = runs.resume_all()?;
     let schedules = Arc::new(Schedules::default());

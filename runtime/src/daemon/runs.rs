@@ -2,14 +2,15 @@
 //! one task per run being driven, queues of runs waiting for their key,
 //! cancel, retry, waiting for a run to finish, and resuming at start.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rhai::Scope;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 use weir_nodes::script::to_dynamic;
@@ -66,25 +67,93 @@ pub struct Runs {
     registry: Arc<Registry>,
     live: Mutex<HashMap<String, Live>>,
     slots: Mutex<HashMap<SlotKey, Slot>>,
-    /// Admitted and not finished: driven or queued.
+    /// Unfinished runs held in memory: driven, waiting to be, or queued.
+    /// Parked runs (only timers left) are on disk alone and do not count.
     backlog: AtomicUsize,
     max_backlog: usize,
+    /// How many runs are driven at once; the others wait for a permit.
+    permits: Arc<Semaphore>,
+    /// Parked runs by wake time.
+    parked: Mutex<BTreeMap<(DateTime<Utc>, String), ()>>,
+    parked_changed: Notify,
 }
+
+/// How many runs are driven at once.
+pub const MAX_DRIVEN: usize = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Runs {
+    /// Must be called within a Tokio runtime: it starts the task that wakes
+    /// parked runs.
     pub fn new(engine: Arc<Engine>, registry: Arc<Registry>, max_backlog: usize) -> Arc<Self> {
-        Arc::new(Self {
+        let runs = Arc::new(Self {
             engine,
             registry,
             live: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             backlog: AtomicUsize::new(0),
             max_backlog,
-        })
+            permits: Arc::new(Semaphore::new(MAX_DRIVEN)),
+            parked: Mutex::new(BTreeMap::new()),
+            parked_changed: Notify::new(),
+        });
+        tokio::spawn(Self::wake_parked(runs.clone()));
+        runs
+    }
+
+    /// Runs parked, waiting for their timers.
+    pub fn parked(&self) -> usize {
+        lock(&self.parked).len()
+    }
+
+    fn park(&self, run: &RunRecord, at: DateTime<Utc>) {
+        lock(&self.parked).insert((at, run.id.clone()), ());
+        self.parked_changed.notify_one();
+    }
+
+    /// Takes a run out of the parked set; true if it was there.
+    fn unpark(&self, id: &str) -> bool {
+        let mut parked = lock(&self.parked);
+        let key = parked.keys().find(|(_, r)| r == id).cloned();
+        key.is_some_and(|k| parked.remove(&k).is_some())
+    }
+
+    /// Drives parked runs again when their timers are due. Lives as long
+    /// as the process (the daemon's `Runs` does too).
+    async fn wake_parked(runs: Arc<Self>) {
+        loop {
+            let next = lock(&runs.parked).keys().next().map(|(at, _)| *at);
+            let wait = match next {
+                Some(at) => runs.engine.clock().until(at),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = runs.parked_changed.notified() => continue,
+            }
+            let now = runs.engine.clock().now();
+            let due: Vec<String> = {
+                let mut parked = lock(&runs.parked);
+                let later = parked.split_off(&(now, String::from("\u{10FFFF}")));
+                let due = std::mem::replace(&mut *parked, later);
+                due.into_keys().map(|(_, id)| id).collect()
+            };
+            for id in due {
+                match runs.engine.store().run_by_id(&id) {
+                    Ok(Some(run)) if !run.status.is_finished() => {
+                        runs.backlog.fetch_add(1, Ordering::Relaxed);
+                        runs.launch(run);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!(run_id = %id, error = %e, "cannot read a parked run; it resumes at the next start")
+                    }
+                }
+            }
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -214,18 +283,24 @@ impl Runs {
         let task_control = control.clone();
         // Registered before the task can finish and remove it.
         let mut live = lock(&self.live);
+        let permits = self.permits.clone();
         let handle = tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
             let started = run.clone();
-            let result = this.engine.drive_with(run, task_control).await;
-            let finished = match result {
+            let result = this.engine.drive_with(run, task_control.clone()).await;
+            let ended = match result {
                 Ok(run) => run,
                 Err(e) => {
                     error!(run_id = %started.id, error = %e, "run could not be driven; it stays unfinished until the next start");
                     started
                 }
             };
-            this.finished(&finished);
-            let _ = done_tx.send(Some(finished));
+            this.ended(&ended, task_control.parked_until());
+            if ended.status.is_finished() {
+                let _ = done_tx.send(Some(ended));
+            }
         });
         live.insert(
             id,
@@ -237,14 +312,18 @@ impl Runs {
         );
     }
 
-    /// A driven run ended (finished, or stopped by an error).
-    fn finished(self: &Arc<Self>, run: &RunRecord) {
+    /// A driven run ended: finished, parked until `parked`, or stopped by
+    /// an error (it stays unfinished, holding its concurrency slot, until
+    /// the next start).
+    fn ended(self: &Arc<Self>, run: &RunRecord, parked: Option<DateTime<Utc>>) {
         lock(&self.live).remove(&run.id);
         self.backlog.fetch_sub(1, Ordering::Relaxed);
         if run.status.is_finished() {
             metrics::run_finished(run);
+            self.release_slot(run);
+        } else if let Some(at) = parked {
+            self.park(run, at);
         }
-        self.release_slot(run);
     }
 
     /// Frees a run's concurrency slot and starts the next queued run of it.
@@ -354,14 +433,32 @@ impl Runs {
         Ok(count)
     }
 
-    /// Waits up to `timeout` for a run to finish; `None` if it did not (or
-    /// is not being driven here).
+    /// Waits up to `timeout` for a run to finish; `None` if it did not.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<RunRecord> {
-        let mut done = lock(&self.live).get(id).map(|l| l.done.clone())?;
-        let waited = tokio::time::timeout(timeout, done.wait_for(|r| r.is_some())).await;
-        match waited {
-            Ok(Ok(run)) => run.clone(),
-            _ => None,
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // A parked run comes back as a new live entry: look again.
+            let live = lock(&self.live).get(id).map(|l| l.done.clone());
+            match live {
+                Some(mut done) => {
+                    if let Ok(Ok(run)) =
+                        tokio::time::timeout_at(deadline, done.wait_for(|r| r.is_some())).await
+                    {
+                        return run.clone();
+                    }
+                }
+                None => {
+                    if let Ok(Some(run)) = self.engine.store().run_by_id(id) {
+                        if run.status.is_finished() {
+                            return Some(run);
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -391,11 +488,15 @@ impl Runs {
                 what: "only a live run can be cancelled",
             });
         }
+        let was_parked = self.unpark(id);
         if self.unqueue(id) {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
         }
         let run = self.engine.cancel_stored(run).await?;
         metrics::run_finished(&run);
+        if was_parked {
+            self.release_slot(&run);
+        }
         Ok(run)
     }
 

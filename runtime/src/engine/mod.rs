@@ -64,6 +64,7 @@ pub struct RunControl {
     cancel: tokio::sync::watch::Sender<bool>,
     /// Nodes working or ready (not sleeping on a timer).
     busy: std::sync::atomic::AtomicUsize,
+    parked: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Default for RunControl {
@@ -77,7 +78,18 @@ impl RunControl {
         Self {
             cancel: tokio::sync::watch::Sender::new(false),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            parked: std::sync::Mutex::new(None),
         }
+    }
+
+    /// If the run parked (see [`EngineOptions::park_after`]): when to drive
+    /// it again.
+    pub fn parked_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_parked(&self, at: chrono::DateTime<chrono::Utc>) {
+        *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
 
     /// Asks the run to stop: it ends `cancelled` at its next step.
@@ -114,6 +126,10 @@ pub struct EngineOptions {
     /// disk before any side effect (an `http` request, a timer) and before a
     /// run is reported finished, which is all SPEC §3.2 asks.
     pub durable_each_step: bool,
+    /// Let a run leave memory when all it waits for are timers, the earliest
+    /// more than this far away; it is driven again from its records when the
+    /// timer is due ([`RunControl::parked_until`]). `None`: never.
+    pub park_after: Option<std::time::Duration>,
 }
 
 /// Starts and drives runs over a [`Store`].

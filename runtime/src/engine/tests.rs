@@ -738,6 +738,7 @@ async fn durable_each_step_gives_the_same_results() {
         Clock::new(),
         EngineOptions {
             durable_each_step: true,
+            ..EngineOptions::default()
         },
     );
     let f = flow(
@@ -746,4 +747,108 @@ async fn durable_each_step_gives_the_same_results() {
     let (run, nodes) = run_on(&engine, &f, json!({})).await;
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(output(&nodes, "b"), json!({"m": 2}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_on_a_long_timer_parks_and_resumes_from_its_records() {
+    let store = Arc::new(MemoryStore::new());
+    let options = EngineOptions {
+        park_after: Some(Duration::from_secs(2)),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(store.clone(), Clock::new(), options);
+    let f = flow(
+        r#"  - {id: first, type: map, mapping: {n: 1}, next: pause}
+  - {id: pause, type: delay, for: 10m, next: after}
+  - {id: after, type: map, mapping: {n: nodes.first.n + 1, until: nodes.pause.until}}
+"#,
+    );
+    let event = json!({"type": "webhook", "id": "ev1", "trigger": "hook", "body": {}});
+    let run = engine.start(&f, "default", "hook", event).await.unwrap();
+    let control = Arc::new(RunControl::new());
+    let parked = engine.drive_with(run, control.clone()).await.unwrap();
+    // It left the engine with only its timer to wait for, on disk.
+    assert_eq!(parked.status, RunStatus::Waiting);
+    let records: HashMap<_, _> = store
+        .nodes("default", &parked.id)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.key.clone(), n))
+        .collect();
+    let wake_at = records["pause"].wake_at.unwrap();
+    assert_eq!(control.parked_until(), Some(wake_at));
+    assert_eq!(
+        store.run("default", &parked.id).unwrap().unwrap().status,
+        RunStatus::Waiting
+    );
+
+    // When the timer is due, driving it again finishes it from its records.
+    tokio::time::sleep(engine.clock().until(wake_at)).await;
+    let done = engine.drive(parked).await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    let records: HashMap<_, _> = store
+        .nodes("default", &done.id)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.key.clone(), n))
+        .collect();
+    assert_eq!(records["first"].attempts, 1);
+    assert_eq!(records["pause"].attempts, 1);
+    assert_eq!(output(&records, "after")["n"], json!(2));
+    assert_eq!(
+        output(&records, "after")["until"]
+            .as_str()
+            .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap()),
+        Some(wake_at.into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_a_short_timer_does_not_park() {
+    let store = Arc::new(MemoryStore::new());
+    let options = EngineOptions {
+        park_after: Some(Duration::from_secs(2)),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(store.clone(), Clock::new(), options);
+    let f = flow("  - {id: pause, type: delay, for: 1s}\n");
+    let event = json!({"type": "webhook", "id": "ev1", "trigger": "hook", "body": {}});
+    let run = engine.start(&f, "default", "hook", event).await.unwrap();
+    let control = Arc::new(RunControl::new());
+    let done = engine.drive_with(run, control.clone()).await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(control.parked_until(), None);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_stops_at_its_next_step() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = engine_on(store.clone());
+    let f = flow(
+        "  - {id: pause, type: delay, for: 10m, next: after}\n  - {id: after, type: map, mapping: {v: 1}}\n",
+    );
+    let event = json!({"type": "webhook", "id": "ev1", "trigger": "hook", "body": {}});
+    let run = engine.start(&f, "default", "hook", event).await.unwrap();
+    let control = Arc::new(RunControl::new());
+    let task = {
+        let (engine, control) = (engine.clone(), control.clone());
+        tokio::spawn(async move { engine.drive_with(run, control).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    control.cancel();
+    let done = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Cancelled);
+    let stored = store.run("default", &done.id).unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Cancelled);
+    assert!(
+        !store
+            .nodes("default", &done.id)
+            .unwrap()
+            .iter()
+            .any(|n| n.key == "after")
+    );
 }

@@ -35,6 +35,15 @@ use crate::engine::{Engine, Result, RunControl, scope};
 use crate::flow::Flow;
 use frame::Frame;
 
+/// What the nodes of a run are doing.
+#[derive(Default)]
+struct Work {
+    /// Ready or working.
+    active: usize,
+    /// Sleeping until these times (a multiset).
+    sleeping: std::collections::BTreeMap<DateTime<Utc>, usize>,
+}
+
 /// Why a run (or a loop iteration) failed: the node and its message.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -89,9 +98,11 @@ pub(super) struct Runner<'e> {
     records: HashMap<String, NodeRecord>,
     /// Commits submitted and not yet known to be on disk.
     tickets: Mutex<Vec<Ticket>>,
-    /// Nodes ready or working (not sleeping), and nodes sleeping; the run
+    /// Nodes ready or working, and the wake times of nodes sleeping; the run
     /// is `waiting` when only sleepers are left.
-    work: Mutex<(usize, usize)>,
+    work: Mutex<Work>,
+    /// Signalled when a node's timer is on disk and nothing else works.
+    idle: tokio::sync::Notify,
     control: Arc<RunControl>,
 }
 
@@ -109,7 +120,8 @@ impl<'e> Runner<'e> {
             run: Mutex::new(run),
             records: records.into_iter().map(|r| (r.key.clone(), r)).collect(),
             tickets: Mutex::new(Vec::new()),
-            work: Mutex::new((0, 0)),
+            work: Mutex::new(Work::default()),
+            idle: tokio::sync::Notify::new(),
             control,
         }
     }
@@ -127,7 +139,20 @@ impl<'e> Runner<'e> {
             }
             let scope = scope::for_run(&self.flow, &run);
             let frame = Frame::new(&self.flow.graph, String::new(), Vec::new(), scope);
-            let end = self.run_frame(frame).await?;
+            let end = match self.engine.options.park_after {
+                None => self.run_frame(frame).await?,
+                Some(after) => tokio::select! {
+                    end = self.run_frame(frame) => end?,
+                    at = self.park_when_idle(after) => {
+                        // Every timer is on disk: the run can leave memory
+                        // and resume from its records at `at`.
+                        self.sync().await?;
+                        self.control.set_parked(at);
+                        debug!(until = %at, "run parked");
+                        return Ok(self.run_record());
+                    }
+                },
+            };
             self.sync().await?;
             let mut run = self.run_record();
             let now = self.engine.clock.now();
@@ -200,36 +225,71 @@ impl<'e> Runner<'e> {
 
     // ---- run status: running ↔ waiting -------------------------------------
 
+    fn work(&self) -> std::sync::MutexGuard<'_, Work> {
+        self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn work_started(&self) {
-        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        work.0 += 1;
-        self.control.set_busy(work.0);
+        let mut work = self.work();
+        work.active += 1;
+        self.control.set_busy(work.active);
     }
 
     fn work_ended(&self) {
-        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        work.0 = work.0.saturating_sub(1);
-        self.control.set_busy(work.0);
+        let mut work = self.work();
+        work.active = work.active.saturating_sub(1);
+        self.control.set_busy(work.active);
     }
 
-    /// A node goes to sleep; the run's new record if it is now `waiting`.
-    fn sleep_started(&self) -> Option<RunRecord> {
-        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        work.0 = work.0.saturating_sub(1);
-        work.1 += 1;
-        self.control.set_busy(work.0);
-        (work.0 == 0)
+    /// A node goes to sleep until `wake_at`; the run's new record if it is
+    /// now `waiting`.
+    fn sleep_started(&self, wake_at: DateTime<Utc>) -> Option<RunRecord> {
+        let mut work = self.work();
+        work.active = work.active.saturating_sub(1);
+        *work.sleeping.entry(wake_at).or_default() += 1;
+        self.control.set_busy(work.active);
+        (work.active == 0)
             .then(|| self.set_status(RunStatus::Waiting))
             .flatten()
     }
 
+    /// A sleeping node's timer is on disk: the run may park if nothing else
+    /// works.
+    fn timer_on_disk(&self) {
+        if self.work().active == 0 {
+            self.idle.notify_one();
+        }
+    }
+
     /// A node wakes; the run's new record if it was `waiting`.
-    fn sleep_ended(&self) -> Option<RunRecord> {
-        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        work.1 = work.1.saturating_sub(1);
-        work.0 += 1;
-        self.control.set_busy(work.0);
+    fn sleep_ended(&self, wake_at: DateTime<Utc>) -> Option<RunRecord> {
+        let mut work = self.work();
+        if let Some(n) = work.sleeping.get_mut(&wake_at) {
+            *n -= 1;
+            if *n == 0 {
+                work.sleeping.remove(&wake_at);
+            }
+        }
+        work.active += 1;
+        self.control.set_busy(work.active);
         self.set_status(RunStatus::Running)
+    }
+
+    /// Resolves, with the earliest wake time, once only timers are left and
+    /// the earliest is more than `after` away.
+    async fn park_when_idle(&self, after: std::time::Duration) -> DateTime<Utc> {
+        loop {
+            self.idle.notified().await;
+            let work = self.work();
+            if work.active > 0 {
+                continue;
+            }
+            if let Some((&at, _)) = work.sleeping.iter().next() {
+                if self.engine.clock.until(at) > after {
+                    return at;
+                }
+            }
+        }
     }
 
     fn set_status(&self, status: RunStatus) -> Option<RunRecord> {

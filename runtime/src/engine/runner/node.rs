@@ -102,7 +102,8 @@ impl<'e> Runner<'e> {
                     if let Some(wake_at) = recorded.wake_at {
                         frame.state[i].record = recorded.clone();
                         // Its waiting record (and the run's status) is on disk.
-                        let _ = self.sleep_started();
+                        let _ = self.sleep_started(wake_at);
+                        self.timer_on_disk();
                         let is_delay = matches!(node.kind, NodeKind::Delay(_));
                         inflight.push(Box::pin(self.wake(i, wake_at, is_delay)));
                         return Ok(None);
@@ -199,10 +200,11 @@ impl<'e> Runner<'e> {
                 let record = &mut frame.state[i].record;
                 record.status = NodeStatus::Waiting;
                 record.wake_at = Some(wake_at);
-                let run = self.sleep_started();
+                let run = self.sleep_started(wake_at);
                 self.commit_node(record, run, None).await?;
                 // The timer must be on disk before it is relied on.
                 self.sync().await?;
+                self.timer_on_disk();
                 inflight.push(Box::pin(self.wake(i, wake_at, true)));
             }
             NodeKind::ForEach(fe) => {
@@ -243,7 +245,7 @@ impl<'e> Runner<'e> {
     /// Sleeps until `wake_at`; a delay then finishes, a retry attempts again.
     async fn wake(&self, i: usize, wake_at: DateTime<Utc>, is_delay: bool) -> Result<Event> {
         self.engine.clock.sleep_until(wake_at).await;
-        if let Some(run) = self.sleep_ended() {
+        if let Some(run) = self.sleep_ended(wake_at) {
             self.submit(Commit::new().run(run)).await?;
         }
         Ok(if is_delay {
@@ -374,9 +376,10 @@ impl<'e> Runner<'e> {
                     record.status = NodeStatus::Waiting;
                     record.error = Some(message);
                     record.wake_at = Some(wake_at);
-                    let run = self.sleep_started();
+                    let run = self.sleep_started(wake_at);
                     self.commit_node(record, run, None).await?;
                     self.sync().await?;
+                    self.timer_on_disk();
                     inflight.push(Box::pin(self.wake(i, wake_at, false)));
                     return Ok(None);
                 }
