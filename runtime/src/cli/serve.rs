@@ -24,7 +24,10 @@ pub struct ServeArgs {
     /// How long running nodes may take to finish at shutdown.
     #[arg(long, env = "WEIR_GRACE", default_value = "10s", value_parser = duration)]
     pub grace: Duration,
-    /// Unfinished runs past which webhooks are refused with 429.
+    /// Unfinished runs held in memory (working, or waiting for their turn)
+    /// past which new events are refused (webhooks answer 429). Runs that
+    /// only wait on a timer more than 2s away are parked on disk and do not
+    /// count.
     #[arg(long, env = "WEIR_MAX_BACKLOG", default_value_t = 50_000)]
     pub max_backlog: usize,
     /// How long webhook dedupe keys are remembered.

@@ -448,11 +448,10 @@ impl Runs {
                     }
                 }
                 None => {
-                    if let Ok(Some(run)) = self.engine.store().run_by_id(id) {
-                        if run.status.is_finished() {
+                    if let Ok(Some(run)) = self.engine.store().run_by_id(id)
+                        && run.status.is_finished() {
                             return Some(run);
                         }
-                    }
                 }
             }
             if tokio::time::Instant::now() >= deadline {

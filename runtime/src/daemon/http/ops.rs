@@ -22,7 +22,8 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Json<Value> {
         "status": "ready",
         "flows": app.registry.all().len(),
         "flow_errors": app.registry.errors().len(),
-        "unfinished_runs": app.runs.backlog(),
+        "backlog": app.runs.backlog(),
+        "parked": app.runs.parked(),
     }))
 }
 

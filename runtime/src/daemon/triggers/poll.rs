@@ -158,8 +158,10 @@ async fn poll_once(
         None => Value::Null,
     };
 
-    let mut changes = Vec::new();
-    let mut present = HashSet::new();
+    // A record listed more than once in one answer (overlapping pages, a
+    // change feed) counts once, as its last listing says.
+    let mut listed: Vec<(String, Value, Value, Value)> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
     for item in items {
         let mut item_scope =
             Poll::item_scope(&item, &flow.vars_dynamic, tenant, &flow.id, &flow.version);
@@ -167,6 +169,17 @@ async fn poll_once(
             .identify(&item, &mut item_scope)
             .map_err(|e| e.to_string())?;
         let k = text_key(&key_value);
+        match position.get(&k) {
+            Some(&i) => listed[i] = (k, key_value, version, item),
+            None => {
+                position.insert(k.clone(), listed.len());
+                listed.push((k, key_value, version, item));
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    let mut present = HashSet::new();
+    for (k, key_value, version, item) in listed {
         present.insert(k.clone());
         let kind = match seen.get(&k) {
             None => "created",

@@ -35,6 +35,9 @@ use crate::engine::{Engine, Result, RunControl, scope};
 use crate::flow::Flow;
 use frame::Frame;
 
+/// A run's pending commit is committed once it holds this many writes.
+const MAX_PENDING_WRITES: usize = 512;
+
 /// What the nodes of a run are doing.
 #[derive(Default)]
 struct Work {
@@ -96,6 +99,8 @@ pub(super) struct Runner<'e> {
     run: Mutex<RunRecord>,
     /// Records of a resumed run, by key.
     records: HashMap<String, NodeRecord>,
+    /// Writes not committed yet (see [`Self::submit`]).
+    pending: Mutex<Commit>,
     /// Commits submitted and not yet known to be on disk.
     tickets: Mutex<Vec<Ticket>>,
     /// Nodes ready or working, and the wake times of nodes sleeping; the run
@@ -119,6 +124,7 @@ impl<'e> Runner<'e> {
             flow,
             run: Mutex::new(run),
             records: records.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            pending: Mutex::new(Commit::new()),
             tickets: Mutex::new(Vec::new()),
             work: Mutex::new(Work::default()),
             idle: tokio::sync::Notify::new(),
@@ -153,7 +159,6 @@ impl<'e> Runner<'e> {
                     }
                 },
             };
-            self.sync().await?;
             let mut run = self.run_record();
             let now = self.engine.clock.now();
             run.finished_at = Some(now);
@@ -168,10 +173,9 @@ impl<'e> Runner<'e> {
                     run.error = Some("cancelled".into());
                 }
             }
-            self.engine
-                .store
-                .commit(Commit::new().run(run.clone()))
-                .await?;
+            // The run's end shares a commit with its last nodes' results.
+            self.submit(Commit::new().run(run.clone())).await?;
+            self.sync().await?;
             debug!(status = run.status.as_str(), "run finished");
             Ok(run)
         }
@@ -180,11 +184,22 @@ impl<'e> Runner<'e> {
     }
 
     /// Submits a commit; waits for the disk if every step must be durable.
+    ///
+    /// Otherwise the writes wait in this run's pending commit: pure nodes
+    /// may be recomputed after a crash (SPEC §3.2), so their results need
+    /// not reach the disk one by one; everything pending is committed, as
+    /// one commit, at the next point that needs the disk ([`Self::sync`]).
     async fn submit(&self, commit: Commit) -> Result<()> {
-        let ticket = self.engine.store.commit(commit);
         if self.engine.options.durable_each_step {
-            ticket.await?;
-        } else {
+            return Ok(self.engine.store.commit(commit).await?);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.writes.extend(commit.writes);
+        if pending.writes.len() >= MAX_PENDING_WRITES {
+            // A long loop: commit in slices rather than one huge commit.
+            let full = std::mem::take(&mut *pending);
+            drop(pending);
+            let ticket = self.engine.store.commit(full);
             self.tickets
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -193,8 +208,17 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
-    /// Waits until every commit submitted so far is on disk.
+    /// Commits what is pending and waits until every commit so far is on
+    /// disk.
     async fn sync(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if !pending.is_empty() {
+            let ticket = self.engine.store.commit(pending);
+            self.tickets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ticket);
+        }
         let tickets = std::mem::take(&mut *self.tickets.lock().unwrap_or_else(|e| e.into_inner()));
         for ticket in tickets {
             ticket.await?;
@@ -284,11 +308,10 @@ impl<'e> Runner<'e> {
             if work.active > 0 {
                 continue;
             }
-            if let Some((&at, _)) = work.sleeping.iter().next() {
-                if self.engine.clock.until(at) > after {
+            if let Some((&at, _)) = work.sleeping.iter().next()
+                && self.engine.clock.until(at) > after {
                     return at;
                 }
-            }
         }
     }
 
