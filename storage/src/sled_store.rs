@@ -1,6 +1,6 @@
 //! The [`Store`] on sled, with group commit.
 //!
-//! Every commit goes through one committer task. It takes all commits waiting
+//! Every commit goes through one committer thread. It takes all commits waiting
 //! in its queue, applies them in one multi-tree transaction, calls
 //! `Db::flush` once on a blocking thread, and then wakes every waiter it
 //! covered. One flush costs about as much as a single small write (~0.2 ms on
@@ -88,8 +88,8 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir` and starts its committer task.
-    /// Must be called within a Tokio runtime.
+    /// Opens (or creates) the database in `dir` and starts its committer
+    /// thread.
     pub fn open(dir: &Path) -> Result<Arc<Self>> {
         let db = sled::Config::new()
             .path(dir)
@@ -107,7 +107,11 @@ impl SledStore {
         ));
         let (queue, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
-        tokio::spawn(committer(db.clone(), trees.clone(), stats.clone(), rx));
+        let (db2, trees2, stats2) = (db.clone(), trees.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("weir-committer".into())
+            .spawn(move || committer(db2, trees2, stats2, rx))
+            .map_err(|e| Error::Commit(format!("cannot start the committer thread: {e}")))?;
         Ok(Arc::new(Self {
             trees,
             stats,
@@ -141,15 +145,23 @@ impl SledStore {
     }
 }
 
-async fn committer(
-    db: Db,
-    trees: Trees,
-    stats: Arc<Stats>,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-) {
+/// The committer's loop, on its own thread: it blocks on the queue, takes
+/// everything waiting (up to [`MAX_GROUP`]), applies and flushes it, wakes
+/// the waiters, and starts over.
+fn committer(db: Db, trees: Trees, stats: Arc<Stats>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut group = Vec::new();
     let mut closing = None;
-    while closing.is_none() && rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    while closing.is_none() {
+        match rx.blocking_recv() {
+            Some(first) => group.push(first),
+            None => break,
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
         let mut commits = Vec::with_capacity(group.len());
         let mut waiters = Vec::with_capacity(group.len());
         for pending in group.drain(..) {
@@ -161,17 +173,10 @@ async fn committer(
                 Pending::Close(done) => closing = Some(done),
             }
         }
-        let (db, trees) = (db.clone(), trees.clone());
         if commits.is_empty() {
             continue;
         }
-        let result = tokio::task::spawn_blocking(move || {
-            apply(&trees, &commits)?;
-            db.flush()?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Commit(format!("committer thread panicked: {e}"))));
+        let result = apply(&trees, &commits).and_then(|()| Ok(db.flush().map(|_| ())?));
         stats
             .commits
             .fetch_add(waiters.len() as u64, Ordering::Relaxed);

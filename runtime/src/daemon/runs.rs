@@ -145,7 +145,7 @@ impl Runs {
                 match runs.engine.store().run_by_id(&id) {
                     Ok(Some(run)) if !run.status.is_finished() => {
                         runs.backlog.fetch_add(1, Ordering::Relaxed);
-                        runs.launch(run);
+                        runs.launch(run, false);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -269,13 +269,13 @@ impl Runs {
         }
         metrics::run_admitted(&run);
         if run.status == RunStatus::Running {
-            self.launch(run.clone());
+            self.launch(run.clone(), true);
         }
         Ok(run)
     }
 
-    /// Drives a run in its own task.
-    fn launch(self: &Arc<Self>, run: RunRecord) {
+    /// Drives a run in its own task. `fresh`: it has no node records yet.
+    fn launch(self: &Arc<Self>, run: RunRecord, fresh: bool) {
         let control = Arc::new(RunControl::new());
         let (done_tx, done_rx) = watch::channel(None);
         let id = run.id.clone();
@@ -289,7 +289,11 @@ impl Runs {
                 return;
             };
             let started = run.clone();
-            let result = this.engine.drive_with(run, task_control.clone()).await;
+            let result = if fresh {
+                this.engine.drive_new(run, task_control.clone()).await
+            } else {
+                this.engine.drive_with(run, task_control.clone()).await
+            };
             let ended = match result {
                 Ok(run) => run,
                 Err(e) => {
@@ -359,7 +363,11 @@ impl Runs {
         let this = self.clone();
         tokio::spawn(async move {
             match this.engine.promote(queued.clone()).await {
-                Ok(run) => this.launch(run),
+                // A retried run may wait in a queue too: it has records.
+                Ok(run) => {
+                    let fresh = run.attempt == 1;
+                    this.launch(run, fresh)
+                }
                 Err(e) => {
                     error!(run_id = %queued.id, error = %e, "cannot start a queued run");
                     this.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -422,7 +430,7 @@ impl Runs {
             }
         }
         for run in to_launch {
-            self.launch(run);
+            self.launch(run, false);
         }
         for run in to_start {
             self.start_queued(run);
@@ -449,9 +457,10 @@ impl Runs {
                 }
                 None => {
                     if let Ok(Some(run)) = self.engine.store().run_by_id(id)
-                        && run.status.is_finished() {
-                            return Some(run);
-                        }
+                        && run.status.is_finished()
+                    {
+                        return Some(run);
+                    }
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -550,7 +559,7 @@ impl Runs {
                 slot.queue.push_back(run.clone());
             }
         } else {
-            self.launch(run.clone());
+            self.launch(run.clone(), false);
         }
         Ok(run)
     }

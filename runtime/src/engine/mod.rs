@@ -335,6 +335,16 @@ impl Engine {
             .await
     }
 
+    /// [`Engine::drive_with`] for a run that has never been driven (just
+    /// admitted, or promoted from its queue): there are no node records to
+    /// read back.
+    pub async fn drive_new(&self, run: RunRecord, control: Arc<RunControl>) -> Result<RunRecord> {
+        let flow = self.flow_of(&run)?;
+        runner::Runner::new(self, flow, run, Vec::new(), control)
+            .run()
+            .await
+    }
+
     /// The runs that did not finish before the last stop, oldest first.
     pub fn unfinished(&self) -> Result<Vec<RunRecord>> {
         let mut runs = self.store.unfinished_runs()?;

@@ -309,9 +309,10 @@ impl<'e> Runner<'e> {
                 continue;
             }
             if let Some((&at, _)) = work.sleeping.iter().next()
-                && self.engine.clock.until(at) > after {
-                    return at;
-                }
+                && self.engine.clock.until(at) > after
+            {
+                return at;
+            }
         }
     }
 
