@@ -8,6 +8,7 @@
 //! cargo run --release -p weir-runtime --example loadgen -- \
 //!     --url http://127.0.0.1:8080/hooks/default/bench/hook --concurrency 64 --seconds 10
 //! cargo run --release -p weir-runtime --example loadgen -- --url ... --rate 5000 --seconds 10
+//! cargo run --release -p weir-runtime --example loadgen -- --url ... --requests 100000 --seconds 600
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ struct Args {
     concurrency: usize,
     seconds: f64,
     rate: Option<f64>,
+    /// Stop after this many requests (closed loop only).
+    requests: Option<u64>,
     body: String,
 }
 
@@ -47,6 +50,7 @@ fn parse_args() -> Args {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10.0),
         rate: get("--rate").and_then(|v| v.parse().ok()),
+        requests: get("--requests").and_then(|v| v.parse().ok()),
         body,
     }
 }
@@ -106,10 +110,18 @@ async fn main() {
     match args.rate {
         None => {
             let mut workers = Vec::new();
+            let sent = Arc::new(AtomicU64::new(0));
             for _ in 0..args.concurrency {
-                let (client, args, stats) = (client.clone(), args.clone(), stats.clone());
+                let (client, args, stats, sent) =
+                    (client.clone(), args.clone(), stats.clone(), sent.clone());
                 workers.push(tokio::spawn(async move {
                     while Instant::now() < deadline {
+                        if args
+                            .requests
+                            .is_some_and(|n| sent.fetch_add(1, Ordering::Relaxed) >= n)
+                        {
+                            break;
+                        }
                         one(&client, &args, &stats).await;
                     }
                 }));

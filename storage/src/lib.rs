@@ -16,8 +16,8 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, NodeRecord,
-    NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
+    NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Store, Ticket, Write};
@@ -26,9 +26,13 @@ pub use store::{Commit, Store, Ticket, Write};
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum Error {
     #[error(
-        "cannot open the data directory {path}: {source}; check that it is writable and not used by another weir process"
+        "cannot open the data directory {path} (is it writable, and not used by another weir process?)"
     )]
-    Open { path: String, source: sled::Error },
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("a stored record does not decode: {0}")]

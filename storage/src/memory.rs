@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
+    TriggerKey,
 };
 use crate::store::{Commit, Store, Ticket, Write};
 use crate::{Error, Result};
@@ -132,6 +133,14 @@ impl Store for MemoryStore {
             .values()
             .filter(|r| !r.status.is_finished())
             .cloned()
+            .collect())
+    }
+
+    fn active_runs(&self) -> Result<Vec<ActiveRun>> {
+        Ok(self
+            .unfinished_runs()?
+            .iter()
+            .map(ActiveRun::from)
             .collect())
     }
 

@@ -231,3 +231,27 @@ impl TriggerKey {
         }
     }
 }
+
+/// What the index of unfinished runs keeps of each: enough to rebuild
+/// concurrency queues at start without reading every run record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRun {
+    pub tenant: String,
+    pub id: String,
+    pub flow: String,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+}
+
+impl From<&RunRecord> for ActiveRun {
+    fn from(run: &RunRecord) -> Self {
+        Self {
+            tenant: run.tenant.clone(),
+            id: run.id.clone(),
+            flow: run.flow.clone(),
+            status: run.status,
+            concurrency_key: run.concurrency_key.clone(),
+        }
+    }
+}

@@ -25,10 +25,14 @@ use tracing::error;
 
 use crate::keys;
 use crate::records::{
-    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
+    TriggerKey,
 };
 use crate::store::{Commit, Store, Ticket, Write};
 use crate::{Error, Result};
+
+/// The most memory sled's page cache uses.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// How many commits the committer takes into one transaction and flush at most.
 const MAX_GROUP: usize = 1024;
@@ -94,6 +98,8 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // sled's default cache is 1 GiB; this bounds the daemon's memory.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| Error::Open {
                 path: dir.display().to_string(),
@@ -212,7 +218,9 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
             Write::Run(run) => {
                 let key = keys::run(&run.tenant, &run.id);
                 puts.push((T::RUNS, key.clone(), Some(serde_json::to_vec(run)?)));
-                let active = (!run.status.is_finished()).then(Vec::new);
+                let active = (!run.status.is_finished())
+                    .then(|| serde_json::to_vec(&ActiveRun::from(run)))
+                    .transpose()?;
                 puts.push((T::ACTIVE, key, active));
                 puts.push((
                     T::BY_ID,
@@ -332,6 +340,26 @@ impl Store for SledStore {
                         "active run without record: {key:?}"
                     )));
                 }
+            }
+        }
+        Ok(runs)
+    }
+
+    fn active_runs(&self) -> Result<Vec<ActiveRun>> {
+        let mut runs = Vec::new();
+        for kv in self.trees.get(T::ACTIVE).iter() {
+            let (key, value) = kv?;
+            match decode::<ActiveRun>(&value) {
+                Ok(active) => runs.push(active),
+                // Written before the index kept anything: read the record.
+                Err(_) => match self.trees.get(T::RUNS).get(&key)? {
+                    Some(v) => runs.push(ActiveRun::from(&decode::<RunRecord>(&v)?)),
+                    None => {
+                        return Err(Error::Corrupt(format!(
+                            "active run without record: {key:?}"
+                        )));
+                    }
+                },
             }
         }
         Ok(runs)

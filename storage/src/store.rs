@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
+    TriggerKey,
 };
 use crate::{Error, Result};
 
@@ -146,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every run that has not finished, oldest first within a tenant.
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>>;
+
+    /// The same runs as [`Store::unfinished_runs`], from the index alone:
+    /// cheap enough to read at start with many runs on disk.
+    fn active_runs(&self) -> Result<Vec<ActiveRun>>;
 
     /// Runs of a tenant, newest first, starting after the run id `after`.
     fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;

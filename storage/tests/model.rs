@@ -210,6 +210,7 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
         sled.unfinished_runs().unwrap(),
         model.unfinished_runs().unwrap()
     );
+    assert_eq!(sled.active_runs().unwrap(), model.active_runs().unwrap());
     for t in 0..TENANTS.len() {
         for r in 0..RUNS.len() {
             let run = &run_id(t, r);

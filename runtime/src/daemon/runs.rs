@@ -53,11 +53,27 @@ struct Live {
     abort: AbortHandle,
 }
 
+/// A run waiting for its concurrency key: in memory (admitted while this
+/// daemon ran), or on disk (found at start).
+enum Queued {
+    Run(RunRecord),
+    OnDisk(String),
+}
+
+impl Queued {
+    fn id(&self) -> &str {
+        match self {
+            Self::Run(run) => &run.id,
+            Self::OnDisk(id) => id,
+        }
+    }
+}
+
 /// Runs of one (tenant, flow, concurrency key).
 #[derive(Default)]
 struct Slot {
     running: u32,
-    queue: VecDeque<RunRecord>,
+    queue: VecDeque<Queued>,
 }
 
 type SlotKey = (String, String, String);
@@ -249,7 +265,7 @@ impl Runs {
                 admission.queued = slot.running >= limit;
                 let run = self.engine.new_run(flow, &admission);
                 if admission.queued {
-                    slot.queue.push_back(run.clone());
+                    slot.queue.push_back(Queued::Run(run.clone()));
                 } else {
                     slot.running += 1;
                 }
@@ -359,9 +375,29 @@ impl Runs {
         }
     }
 
-    fn start_queued(self: &Arc<Self>, queued: RunRecord) {
+    fn start_queued(self: &Arc<Self>, queued: Queued) {
         let this = self.clone();
         tokio::spawn(async move {
+            let queued = match queued {
+                Queued::Run(run) => run,
+                Queued::OnDisk(id) => match this.engine.store().run_by_id(&id) {
+                    Ok(Some(run)) if run.status == RunStatus::Queued => {
+                        this.backlog.fetch_add(1, Ordering::Relaxed);
+                        run
+                    }
+                    Ok(_) => {
+                        // Cancelled meanwhile: the next one may go.
+                        if let Ok(Some(run)) = this.engine.store().run_by_id(&id) {
+                            this.release_slot(&run);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        error!(run_id = %id, error = %e, "cannot read a queued run; it starts at the next start");
+                        return;
+                    }
+                },
+            };
             match this.engine.promote(queued.clone()).await {
                 // A retried run may wait in a queue too: it has records.
                 Ok(run) => {
@@ -380,7 +416,7 @@ impl Runs {
     fn unqueue(&self, id: &str) -> bool {
         let mut slots = lock(&self.slots);
         for slot in slots.values_mut() {
-            if let Some(i) = slot.queue.iter().position(|r| r.id == id) {
+            if let Some(i) = slot.queue.iter().position(|q| q.id() == id) {
                 slot.queue.remove(i);
                 return true;
             }
@@ -389,27 +425,28 @@ impl Runs {
     }
 
     /// Resumes every unfinished run found on disk: queued ones wait for
-    /// their key again, in arrival order; the others are driven.
+    /// their key again, in arrival order; the others are driven. Only the
+    /// index of unfinished runs is read here; the runs themselves are read
+    /// and driven in the background, a bounded number at a time, so the
+    /// daemon serves at once and its memory stays bounded.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let runs = self.engine.unfinished()?;
+        let mut runs = self.engine.store().active_runs()?;
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
         let count = runs.len();
-        let mut to_launch = Vec::new();
+        let mut to_drive = VecDeque::new();
         let mut to_start = Vec::new();
         {
             let mut slots = lock(&self.slots);
             for run in runs {
-                self.backlog.fetch_add(1, Ordering::Relaxed);
-                match &run.concurrency_key {
-                    None => to_launch.push(run),
+                match run.concurrency_key {
+                    None => to_drive.push_back(run.id),
                     Some(key) => {
-                        let slot = slots
-                            .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
-                            .or_default();
+                        let slot = slots.entry((run.tenant, run.flow, key)).or_default();
                         if run.status == RunStatus::Queued {
-                            slot.queue.push_back(run);
+                            slot.queue.push_back(Queued::OnDisk(run.id));
                         } else {
                             slot.running += 1;
-                            to_launch.push(run);
+                            to_drive.push_back(run.id);
                         }
                     }
                 }
@@ -429,16 +466,33 @@ impl Runs {
                 }
             }
         }
-        for run in to_launch {
-            self.launch(run, false);
-        }
-        for run in to_start {
-            self.start_queued(run);
+        for queued in to_start {
+            self.start_queued(queued);
         }
         if count > 0 {
             info!(runs = count, "resuming unfinished runs");
+            tokio::spawn(self.clone().feed(to_drive));
         }
         Ok(count)
+    }
+
+    /// Drives resumed runs, keeping at most [`MAX_DRIVEN`] in memory.
+    async fn feed(self: Arc<Self>, mut ids: VecDeque<String>) {
+        while let Some(id) = ids.pop_front() {
+            while lock(&self.live).len() >= MAX_DRIVEN {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            match self.engine.store().run_by_id(&id) {
+                Ok(Some(run)) if !run.status.is_finished() => {
+                    self.backlog.fetch_add(1, Ordering::Relaxed);
+                    self.launch(run, false);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    error!(run_id = %id, error = %e, "cannot read an unfinished run; it resumes at the next start")
+                }
+            }
+        }
     }
 
     /// Waits up to `timeout` for a run to finish; `None` if it did not.
@@ -556,7 +610,7 @@ impl Runs {
                 let slot = slots
                     .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
                     .or_default();
-                slot.queue.push_back(run.clone());
+                slot.queue.push_back(Queued::Run(run.clone()));
             }
         } else {
             self.launch(run.clone(), false);
