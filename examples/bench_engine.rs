@@ -15,6 +15,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+// The allocator of the `weir` binary, so the figures match it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
