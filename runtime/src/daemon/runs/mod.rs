@@ -1,19 +1,25 @@
 //! The daemon's runs: admission (backlog limit, flow `concurrency` keys),
 //! one task per run being driven, queues of runs waiting for their key,
 //! cancel, retry, waiting for a run to finish, and resuming at start.
+//!
+//! - `queue`: concurrency keys: who runs, who waits
+//! - `resume`: resuming at start, parking runs that only wait on timers
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod queue;
+mod resume;
+
+use queue::{Queued, Slot, SlotKey};
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rhai::Scope;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::AbortHandle;
-use tracing::{error, info, warn};
-use weir_nodes::script::to_dynamic;
+use tracing::{error, warn};
 use weir_storage::{RunRecord, RunStatus, Write};
 
 use super::registry::Registry;
@@ -52,31 +58,6 @@ struct Live {
     done: watch::Receiver<Option<RunRecord>>,
     abort: AbortHandle,
 }
-
-/// A run waiting for its concurrency key: in memory (admitted while this
-/// daemon ran), or on disk (found at start).
-enum Queued {
-    Run(RunRecord),
-    OnDisk(String),
-}
-
-impl Queued {
-    fn id(&self) -> &str {
-        match self {
-            Self::Run(run) => &run.id,
-            Self::OnDisk(id) => id,
-        }
-    }
-}
-
-/// Runs of one (tenant, flow, concurrency key).
-#[derive(Default)]
-struct Slot {
-    running: u32,
-    queue: VecDeque<Queued>,
-}
-
-type SlotKey = (String, String, String);
 
 pub struct Runs {
     engine: Arc<Engine>,
@@ -120,58 +101,6 @@ impl Runs {
         runs
     }
 
-    /// Runs parked, waiting for their timers.
-    pub fn parked(&self) -> usize {
-        lock(&self.parked).len()
-    }
-
-    fn park(&self, run: &RunRecord, at: DateTime<Utc>) {
-        lock(&self.parked).insert((at, run.id.clone()), ());
-        self.parked_changed.notify_one();
-    }
-
-    /// Takes a run out of the parked set; true if it was there.
-    fn unpark(&self, id: &str) -> bool {
-        let mut parked = lock(&self.parked);
-        let key = parked.keys().find(|(_, r)| r == id).cloned();
-        key.is_some_and(|k| parked.remove(&k).is_some())
-    }
-
-    /// Drives parked runs again when their timers are due. Lives as long
-    /// as the process (the daemon's `Runs` does too).
-    async fn wake_parked(runs: Arc<Self>) {
-        loop {
-            let next = lock(&runs.parked).keys().next().map(|(at, _)| *at);
-            let wait = match next {
-                Some(at) => runs.engine.clock().until(at),
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = runs.parked_changed.notified() => continue,
-            }
-            let now = runs.engine.clock().now();
-            let due: Vec<String> = {
-                let mut parked = lock(&runs.parked);
-                let later = parked.split_off(&(now, String::from("\u{10FFFF}")));
-                let due = std::mem::replace(&mut *parked, later);
-                due.into_keys().map(|(_, id)| id).collect()
-            };
-            for id in due {
-                match runs.engine.store().run_by_id(&id) {
-                    Ok(Some(run)) if !run.status.is_finished() => {
-                        runs.backlog.fetch_add(1, Ordering::Relaxed);
-                        runs.launch(run, false);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        error!(run_id = %id, error = %e, "cannot read a parked run; it resumes at the next start")
-                    }
-                }
-            }
-        }
-    }
-
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -183,41 +112,6 @@ impl Runs {
 
     pub fn is_overloaded(&self) -> bool {
         self.backlog() >= self.max_backlog
-    }
-
-    /// The concurrency key of an event, if the flow has a `concurrency`.
-    fn concurrency_key(
-        flow: &Flow,
-        tenant: &str,
-        event: &Value,
-    ) -> Result<Option<String>, AdmitError> {
-        let Some(c) = &flow.concurrency else {
-            return Ok(None);
-        };
-        let Some(expr) = &c.key else {
-            // A limit without a key holds for all runs of the flow.
-            return Ok(Some(String::new()));
-        };
-        let mut scope = Scope::new();
-        scope.push_constant_dynamic("event", to_dynamic(event));
-        scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
-        scope.push_constant("tenant", tenant.to_owned());
-        scope.push_constant("flow", flow.id.clone());
-        let value = expr
-            .eval(&mut scope, None)
-            .map_err(|e| AdmitError::Key(e.to_string()))?;
-        let json = weir_nodes::script::to_json(&value).map_err(AdmitError::Key)?;
-        Ok(Some(match json {
-            Value::String(s) => s,
-            other => other.to_string(),
-        }))
-    }
-
-    fn limit_of(&self, flow_id: &str) -> u32 {
-        self.registry
-            .get(flow_id)
-            .and_then(|f| f.concurrency.as_ref().map(|c| c.limit))
-            .unwrap_or(1)
     }
 
     /// Admits a run: durable when this returns. It starts at once, or waits
@@ -265,7 +159,7 @@ impl Runs {
                 admission.queued = slot.running >= limit;
                 let run = self.engine.new_run(flow, &admission);
                 if admission.queued {
-                    slot.queue.push_back(Queued::Run(run.clone()));
+                    slot.queue.push_back(Queued::Run(Box::new(run.clone())));
                 } else {
                     slot.running += 1;
                 }
@@ -343,155 +237,6 @@ impl Runs {
             self.release_slot(run);
         } else if let Some(at) = parked {
             self.park(run, at);
-        }
-    }
-
-    /// Frees a run's concurrency slot and starts the next queued run of it.
-    fn release_slot(self: &Arc<Self>, run: &RunRecord) {
-        let Some(key) = &run.concurrency_key else {
-            return;
-        };
-        let slot_key = (run.tenant.clone(), run.flow.clone(), key.clone());
-        let limit = self.limit_of(&run.flow);
-        let mut next = Vec::new();
-        {
-            let mut slots = lock(&self.slots);
-            if let Some(slot) = slots.get_mut(&slot_key) {
-                slot.running = slot.running.saturating_sub(1);
-                while slot.running < limit {
-                    let Some(queued) = slot.queue.pop_front() else {
-                        break;
-                    };
-                    slot.running += 1;
-                    next.push(queued);
-                }
-                if slot.running == 0 && slot.queue.is_empty() {
-                    slots.remove(&slot_key);
-                }
-            }
-        }
-        for queued in next {
-            self.start_queued(queued);
-        }
-    }
-
-    fn start_queued(self: &Arc<Self>, queued: Queued) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let queued = match queued {
-                Queued::Run(run) => run,
-                Queued::OnDisk(id) => match this.engine.store().run_by_id(&id) {
-                    Ok(Some(run)) if run.status == RunStatus::Queued => {
-                        this.backlog.fetch_add(1, Ordering::Relaxed);
-                        run
-                    }
-                    Ok(_) => {
-                        // Cancelled meanwhile: the next one may go.
-                        if let Ok(Some(run)) = this.engine.store().run_by_id(&id) {
-                            this.release_slot(&run);
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        error!(run_id = %id, error = %e, "cannot read a queued run; it starts at the next start");
-                        return;
-                    }
-                },
-            };
-            match this.engine.promote(queued.clone()).await {
-                // A retried run may wait in a queue too: it has records.
-                Ok(run) => {
-                    let fresh = run.attempt == 1;
-                    this.launch(run, fresh)
-                }
-                Err(e) => {
-                    error!(run_id = %queued.id, error = %e, "cannot start a queued run");
-                    this.backlog.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-
-    /// Takes a queued run out of its queue; true if it was there.
-    fn unqueue(&self, id: &str) -> bool {
-        let mut slots = lock(&self.slots);
-        for slot in slots.values_mut() {
-            if let Some(i) = slot.queue.iter().position(|q| q.id() == id) {
-                slot.queue.remove(i);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Resumes every unfinished run found on disk: queued ones wait for
-    /// their key again, in arrival order; the others are driven. Only the
-    /// index of unfinished runs is read here; the runs themselves are read
-    /// and driven in the background, a bounded number at a time, so the
-    /// daemon serves at once and its memory stays bounded.
-    pub fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let mut runs = self.engine.store().active_runs()?;
-        runs.sort_by(|a, b| a.id.cmp(&b.id));
-        let count = runs.len();
-        let mut to_drive = VecDeque::new();
-        let mut to_start = Vec::new();
-        {
-            let mut slots = lock(&self.slots);
-            for run in runs {
-                match run.concurrency_key {
-                    None => to_drive.push_back(run.id),
-                    Some(key) => {
-                        let slot = slots.entry((run.tenant, run.flow, key)).or_default();
-                        if run.status == RunStatus::Queued {
-                            slot.queue.push_back(Queued::OnDisk(run.id));
-                        } else {
-                            slot.running += 1;
-                            to_drive.push_back(run.id);
-                        }
-                    }
-                }
-            }
-            for ((_, flow, _), slot) in slots.iter_mut() {
-                let limit = self
-                    .registry
-                    .get(flow)
-                    .and_then(|f| f.concurrency.as_ref().map(|c| c.limit))
-                    .unwrap_or(1);
-                while slot.running < limit {
-                    let Some(queued) = slot.queue.pop_front() else {
-                        break;
-                    };
-                    slot.running += 1;
-                    to_start.push(queued);
-                }
-            }
-        }
-        for queued in to_start {
-            self.start_queued(queued);
-        }
-        if count > 0 {
-            info!(runs = count, "resuming unfinished runs");
-            tokio::spawn(self.clone().feed(to_drive));
-        }
-        Ok(count)
-    }
-
-    /// Drives resumed runs, keeping at most [`MAX_DRIVEN`] in memory.
-    async fn feed(self: Arc<Self>, mut ids: VecDeque<String>) {
-        while let Some(id) = ids.pop_front() {
-            while lock(&self.live).len() >= MAX_DRIVEN {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            match self.engine.store().run_by_id(&id) {
-                Ok(Some(run)) if !run.status.is_finished() => {
-                    self.backlog.fetch_add(1, Ordering::Relaxed);
-                    self.launch(run, false);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    error!(run_id = %id, error = %e, "cannot read an unfinished run; it resumes at the next start")
-                }
-            }
         }
     }
 
@@ -610,7 +355,7 @@ impl Runs {
                 let slot = slots
                     .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
                     .or_default();
-                slot.queue.push_back(Queued::Run(run.clone()));
+                slot.queue.push_back(Queued::Run(Box::new(run.clone())));
             }
         } else {
             self.launch(run.clone(), false);

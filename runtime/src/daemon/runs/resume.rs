@@ -1,0 +1,140 @@
+//! Resuming at start, and parking: runs whose only work left is timers
+//! leave memory and are driven again from disk when the time comes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info};
+use weir_storage::{RunRecord, RunStatus};
+
+use super::queue::Queued;
+use super::{MAX_DRIVEN, Runs, lock};
+use crate::engine::EngineError;
+
+impl Runs {
+    /// Runs parked, waiting for their timers.
+    pub fn parked(&self) -> usize {
+        lock(&self.parked).len()
+    }
+
+    pub(super) fn park(&self, run: &RunRecord, at: DateTime<Utc>) {
+        lock(&self.parked).insert((at, run.id.clone()), ());
+        self.parked_changed.notify_one();
+    }
+
+    /// Takes a run out of the parked set; true if it was there.
+    pub(super) fn unpark(&self, id: &str) -> bool {
+        let mut parked = lock(&self.parked);
+        let key = parked.keys().find(|(_, r)| r == id).cloned();
+        key.is_some_and(|k| parked.remove(&k).is_some())
+    }
+
+    /// Drives parked runs again when their timers are due. Lives as long
+    /// as the process (the daemon's `Runs` does too).
+    pub(super) async fn wake_parked(runs: Arc<Self>) {
+        loop {
+            let next = lock(&runs.parked).keys().next().map(|(at, _)| *at);
+            let wait = match next {
+                Some(at) => runs.engine.clock().until(at),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = runs.parked_changed.notified() => continue,
+            }
+            let now = runs.engine.clock().now();
+            let due: Vec<String> = {
+                let mut parked = lock(&runs.parked);
+                let later = parked.split_off(&(now, String::from("\u{10FFFF}")));
+                let due = std::mem::replace(&mut *parked, later);
+                due.into_keys().map(|(_, id)| id).collect()
+            };
+            for id in due {
+                match runs.engine.store().run_by_id(&id) {
+                    Ok(Some(run)) if !run.status.is_finished() => {
+                        runs.backlog.fetch_add(1, Ordering::Relaxed);
+                        runs.launch(run, false);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!(run_id = %id, error = %e, "cannot read a parked run; it resumes at the next start")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resumes every unfinished run found on disk: queued ones wait for
+    /// their key again, in arrival order; the others are driven. Only the
+    /// index of unfinished runs is read here; the runs themselves are read
+    /// and driven in the background, a bounded number at a time, so the
+    /// daemon serves at once and its memory stays bounded.
+    pub fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let mut runs = self.engine.store().active_runs()?;
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
+        let count = runs.len();
+        let mut to_drive = VecDeque::new();
+        let mut to_start = Vec::new();
+        {
+            let mut slots = lock(&self.slots);
+            for run in runs {
+                match run.concurrency_key {
+                    None => to_drive.push_back(run.id),
+                    Some(key) => {
+                        let slot = slots.entry((run.tenant, run.flow, key)).or_default();
+                        if run.status == RunStatus::Queued {
+                            slot.queue.push_back(Queued::OnDisk(run.id));
+                        } else {
+                            slot.running += 1;
+                            to_drive.push_back(run.id);
+                        }
+                    }
+                }
+            }
+            for ((_, flow, _), slot) in slots.iter_mut() {
+                let limit = self
+                    .registry
+                    .get(flow)
+                    .and_then(|f| f.concurrency.as_ref().map(|c| c.limit))
+                    .unwrap_or(1);
+                while slot.running < limit {
+                    let Some(queued) = slot.queue.pop_front() else {
+                        break;
+                    };
+                    slot.running += 1;
+                    to_start.push(queued);
+                }
+            }
+        }
+        for queued in to_start {
+            self.start_queued(queued);
+        }
+        if count > 0 {
+            info!(runs = count, "resuming unfinished runs");
+            tokio::spawn(self.clone().feed(to_drive));
+        }
+        Ok(count)
+    }
+
+    /// Drives resumed runs, keeping at most [`MAX_DRIVEN`] in memory.
+    pub(super) async fn feed(self: Arc<Self>, mut ids: VecDeque<String>) {
+        while let Some(id) = ids.pop_front() {
+            while lock(&self.live).len() >= MAX_DRIVEN {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            match self.engine.store().run_by_id(&id) {
+                Ok(Some(run)) if !run.status.is_finished() => {
+                    self.backlog.fetch_add(1, Ordering::Relaxed);
+                    self.launch(run, false);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    error!(run_id = %id, error = %e, "cannot read an unfinished run; it resumes at the next start")
+                }
+            }
+        }
+    }
+}
