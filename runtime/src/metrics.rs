@@ -27,6 +27,14 @@ pub fn install() -> PrometheusHandle {
                             0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
                         ],
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("weir_outbox_confirm_seconds".into()),
+                        &[
+                            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0,
+                        ],
+                    )
                 });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
@@ -75,4 +83,27 @@ pub fn node_executed(node_type: &'static str, status: &'static str) {
 
 pub fn backlog(runs: usize) {
     gauge!("weir_runs_unfinished").set(runs as f64);
+}
+
+/// Pending deliveries and the age of the oldest, per target (`amqp`, `http`).
+pub fn outbox(target: &'static str, pending: usize, oldest_seconds: f64) {
+    gauge!("weir_outbox_pending", "target" => target).set(pending as f64);
+    gauge!("weir_outbox_oldest_pending_seconds", "target" => target).set(oldest_seconds);
+}
+
+pub fn delivery_published(target: &'static str) {
+    counter!("weir_outbox_published_total", "target" => target).increment(1);
+}
+
+pub fn delivery_confirmed(target: &'static str) {
+    counter!("weir_outbox_confirmed_total", "target" => target).increment(1);
+}
+
+/// From publishing an AMQP message to its publisher confirm.
+pub fn confirm_latency(seconds: f64) {
+    histogram!("weir_outbox_confirm_seconds").record(seconds);
+}
+
+pub fn broker_connected(connected: bool) {
+    gauge!("weir_amqp_connected").set(if connected { 1.0 } else { 0.0 });
 }

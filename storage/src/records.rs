@@ -195,6 +195,21 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Deliveries of one lane leave in order, one at a time: the run's id,
+    /// or `tenant/flow/key` for runs sharing a concurrency key.
+    #[serde(default)]
+    pub lane: String,
+    /// The order of this delivery among its run's.
+    #[serde(default)]
+    pub seq: u32,
+    /// Attempts before the delivery is dead (the node's `retry`); `None`:
+    /// retried until it goes through.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// The broker returned the last attempt: no queue is bound to its
+    /// routing key.
+    #[serde(default)]
+    pub unroutable: bool,
 }
 
 /// A webhook's dedupe key, remembered for the retention window.

@@ -134,6 +134,10 @@ fn write() -> impl Strategy<Value = Write> {
             last_error: None,
             created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
             next_attempt_at: None,
+            lane: "run".into(),
+            seq: u32::from(d),
+            max_attempts: None,
+            unroutable: dead,
         })),
         (0..3u8).prop_map(|d| Write::RemoveDelivery(format!("run:{d}"))),
         (trigger(), 0..3u8, 0..3i64).prop_map(|(trigger, k, at)| Write::Dedupe {

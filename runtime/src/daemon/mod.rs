@@ -9,6 +9,7 @@
 //! - [`http`]: the HTTP edge
 
 pub mod http;
+pub mod outbox;
 pub mod registry;
 pub mod runs;
 pub mod triggers;
@@ -70,7 +71,11 @@ pub async fn serve(
         park_after: Some(Duration::from_secs(2)),
         ..EngineOptions::default()
     };
-    let engine = Engine::new(store.clone(), Clock::new(), options);
+    let clock = Clock::new();
+    let engine = Engine::new(store.clone(), clock.clone(), options);
+    let (deliveries, incoming) = tokio::sync::mpsc::unbounded_channel();
+    engine.set_outbox(deliveries);
+    let outbox = outbox::Outbox::start(store.clone(), clock, config.amqp.clone(), incoming)?;
     let runs = Runs::new(engine, registry.clone(), config.max_backlog);
     let resumed = runs.resume_all()?;
     let schedules = Arc::new(Schedules::default());
@@ -82,6 +87,7 @@ pub async fn serve(
         dedupe_retention: config.dedupe_retention,
         dedupe_locks: DedupeLocks::default(),
         schedules,
+        outbox: outbox.clone(),
     });
 
     let listener = TcpListener::bind(&config.listen)
@@ -109,6 +115,7 @@ pub async fn serve(
     expiry.abort();
     triggers.stop_all().await;
     runs.shutdown(config.grace).await;
+    outbox.stop();
     store.close().await;
     info!("stopped");
     Ok(())

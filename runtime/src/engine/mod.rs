@@ -140,6 +140,8 @@ pub struct Engine {
     /// Loaded flows by (id, version): the ones runs started on, and the ones
     /// read back from snapshots for resumed runs.
     flows: Mutex<HashMap<(String, String), Arc<Flow>>>,
+    /// Where deliveries go once they are on disk (the daemon's outbox).
+    outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<weir_storage::DeliveryRecord>>>,
 }
 
 impl Engine {
@@ -149,7 +151,22 @@ impl Engine {
             clock,
             options,
             flows: Mutex::new(HashMap::new()),
+            outbox: Mutex::new(None),
         })
+    }
+
+    /// Hands every delivery, once it is on disk, to `outbox`.
+    pub fn set_outbox(
+        &self,
+        outbox: tokio::sync::mpsc::UnboundedSender<weir_storage::DeliveryRecord>,
+    ) {
+        *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(outbox);
+    }
+
+    pub(crate) fn hand_to_outbox(&self, delivery: weir_storage::DeliveryRecord) {
+        if let Some(tx) = &*self.outbox.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(delivery);
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

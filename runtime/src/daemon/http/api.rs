@@ -296,3 +296,23 @@ pub async fn retry_run(
     let run = app.runs.retry(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(run_with_nodes(&app, &run)?)).into_response())
 }
+
+/// `GET /api/v1/outbox`: per target, the connection, pending and dead
+/// counts, the oldest pending age and the last error; and the dead
+/// deliveries.
+pub async fn outbox(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(app.outbox.view().map_err(ApiError::internal)?))
+}
+
+/// `POST /api/v1/outbox/{id}/retry`: a dead delivery goes out again.
+pub async fn retry_delivery(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = app.outbox.retry(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(&d).unwrap_or(Value::Null)),
+    )
+        .into_response())
+}

@@ -32,6 +32,7 @@ pub struct AppState {
     pub dedupe_locks: DedupeLocks,
     /// `next_fire_at` of cron triggers, for the flows API.
     pub schedules: Arc<super::triggers::Schedules>,
+    pub outbox: Arc<super::outbox::Outbox>,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
@@ -46,6 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{run}", get(api::show_run))
         .route("/api/v1/runs/{run}/cancel", post(api::cancel_run))
         .route("/api/v1/runs/{run}/retry", post(api::retry_run))
+        .route("/api/v1/outbox", get(api::outbox))
+        .route("/api/v1/outbox/{id}/retry", post(api::retry_delivery))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     Router::new()
         // Each webhook trigger enforces its own `max_body`.
@@ -150,6 +153,17 @@ impl From<crate::daemon::runs::ControlError> for ApiError {
             ControlError::NotFound(_) => Self::not_found(e.to_string()),
             ControlError::Conflict { .. } => Self::conflict(e.to_string()),
             ControlError::Engine(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::daemon::outbox::OutboxError> for ApiError {
+    fn from(e: crate::daemon::outbox::OutboxError) -> Self {
+        use crate::daemon::outbox::OutboxError;
+        match e {
+            OutboxError::NotFound(_) => Self::not_found(e.to_string()),
+            OutboxError::NotDead(_) => Self::conflict(e.to_string()),
+            OutboxError::Storage(e) => Self::internal(e),
         }
     }
 }

@@ -29,6 +29,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Json<Value> {
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     metrics::backlog(app.runs.backlog());
+    app.outbox.publish_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -101,6 +101,10 @@ pub(super) struct Runner<'e> {
     records: HashMap<String, NodeRecord>,
     /// Writes not committed yet (see [`Self::submit`]).
     pending: Mutex<Commit>,
+    /// Deliveries written, to hand to the outbox once they are on disk.
+    deliveries: Mutex<Vec<DeliveryRecord>>,
+    /// How many deliveries this run made, for their order.
+    delivery_seq: std::sync::atomic::AtomicU32,
     /// Commits submitted and not yet known to be on disk.
     tickets: Mutex<Vec<Ticket>>,
     /// Nodes ready or working, and the wake times of nodes sleeping; the run
@@ -125,6 +129,8 @@ impl<'e> Runner<'e> {
             run: Mutex::new(run),
             records: records.into_iter().map(|r| (r.key.clone(), r)).collect(),
             pending: Mutex::new(Commit::new()),
+            deliveries: Mutex::new(Vec::new()),
+            delivery_seq: std::sync::atomic::AtomicU32::new(0),
             tickets: Mutex::new(Vec::new()),
             work: Mutex::new(Work::default()),
             idle: tokio::sync::Notify::new(),
@@ -223,6 +229,11 @@ impl<'e> Runner<'e> {
         for ticket in tickets {
             ticket.await?;
         }
+        let deliveries =
+            std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|e| e.into_inner()));
+        for d in deliveries {
+            self.engine.hand_to_outbox(d);
+        }
         Ok(())
     }
 
@@ -242,6 +253,10 @@ impl<'e> Runner<'e> {
             commit.push(Write::Run(run));
         }
         if let Some(d) = delivery {
+            self.deliveries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(d.clone());
             commit.push(Write::Delivery(d));
         }
         self.submit(commit).await
@@ -380,6 +395,15 @@ impl<'e> Runner<'e> {
             last_error: None,
             created_at: now,
             next_attempt_at: None,
+            lane: match &run.concurrency_key {
+                Some(key) => format!("{}/{}/{key}", run.tenant, run.flow),
+                None => run.id.clone(),
+            },
+            seq: self
+                .delivery_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            max_attempts: (node.retry.max_attempts > 1).then_some(node.retry.max_attempts),
+            unroutable: false,
         }
     }
 }

@@ -1,0 +1,282 @@
+//! The AMQP target: one connection and one channel with publisher confirms,
+//! kept open by a task that reconnects with exponential backoff and jitter.
+//! lapin does not reconnect by itself; a publish in flight when the
+//! connection drops fails, and the outbox sends it again (same
+//! `message_id`) once the connection is back.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use weir_storage::{DeliveryRecord, DeliveryTarget};
+
+use super::{Failure, message};
+
+/// The longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a publish may wait for its confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    /// Exchanges declared (or found) on this channel.
+    declared: Mutex<HashSet<String>>,
+}
+
+pub struct Amqp {
+    url: String,
+    link: Mutex<Option<Arc<Link>>>,
+    connected: AtomicBool,
+    /// Signalled when the link breaks (the keeper reconnects) or comes up.
+    changed: Notify,
+    last_error: Mutex<Option<String>>,
+}
+
+fn redacted(url: &str) -> String {
+    // amqp://user:password@host → amqp://user:***@host
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Amqp {
+    /// Starts the task that keeps a connection to `url` open.
+    pub fn start(url: String, on_change: Arc<Notify>) -> Arc<Self> {
+        let amqp = Arc::new(Self {
+            url,
+            link: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            changed: Notify::new(),
+            last_error: Mutex::new(None),
+        });
+        tokio::spawn(amqp.clone().keep(on_change));
+        amqp
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// Connects, and connects again whenever the link breaks.
+    async fn keep(self: Arc<Self>, on_change: Arc<Notify>) {
+        let mut failures = 0u32;
+        loop {
+            match self.connect().await {
+                Ok(link) => {
+                    failures = 0;
+                    let link = Arc::new(link);
+                    *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
+                    self.connected.store(true, Ordering::Relaxed);
+                    crate::metrics::broker_connected(true);
+                    info!(broker = %redacted(&self.url), "connected to the AMQP broker");
+                    on_change.notify_one();
+                    // Until a publish or a heartbeat finds it broken.
+                    while link.connection.status().connected() && link.channel.status().connected()
+                    {
+                        tokio::select! {
+                            () = self.changed.notified() => {}
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    self.connected.store(false, Ordering::Relaxed);
+                    crate::metrics::broker_connected(false);
+                    *self.link.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    let _ = link
+                        .connection
+                        .close(200, ShortString::from("weir reconnects"))
+                        .await;
+                    warn!(broker = %redacted(&self.url), "the AMQP connection broke; reconnecting");
+                    on_change.notify_one();
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.set_error(e.clone());
+                    if failures == 1 || failures.is_power_of_two() {
+                        warn!(broker = %redacted(&self.url), attempts = failures, error = %e, "cannot connect to the AMQP broker; deliveries wait in the outbox");
+                    }
+                    let base = Duration::from_millis(200)
+                        .saturating_mul(2u32.saturating_pow(failures.min(10)));
+                    let wait = base
+                        .min(MAX_BACKOFF)
+                        .mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, String> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("open a channel: {e}"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("enable publisher confirms: {e}"))?;
+        Ok(Link {
+            connection,
+            channel,
+            declared: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The link broke: the keeper reconnects.
+    fn broken(&self, link: &Link, why: &str) {
+        self.set_error(why.to_owned());
+        self.connected.store(false, Ordering::Relaxed);
+        let mut current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|l| std::ptr::eq(l.as_ref(), link))
+        {
+            *current = None;
+        }
+        drop(current);
+        self.changed.notify_one();
+    }
+
+    /// Publishes one delivery and waits for the broker's confirm.
+    pub async fn publish(&self, d: &DeliveryRecord) -> Result<(), Failure> {
+        let DeliveryTarget::Amqp {
+            exchange,
+            routing_key,
+            ..
+        } = &d.target
+        else {
+            return Err(Failure::dead("not an AMQP delivery"));
+        };
+        let Some(link) = self.link.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(Failure::retry(
+                self.last_error()
+                    .unwrap_or_else(|| "not connected to the AMQP broker".into()),
+            ));
+        };
+        let declared = link
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(exchange);
+        if !declared && !exchange.is_empty() {
+            let options = ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            let result = link
+                .channel
+                .exchange_declare(
+                    ShortString::from(exchange.as_str()),
+                    ExchangeKind::Topic,
+                    options,
+                    FieldTable::default(),
+                )
+                .await;
+            if let Err(e) = result {
+                // A refused declaration closes the channel: start over.
+                let message = format!(
+                    "cannot declare exchange `{exchange}` as a durable topic exchange: {e}; if it exists with another type or durability, delete it or deliver to another exchange"
+                );
+                self.broken(&link, &message);
+                return Err(Failure::retry(message));
+            }
+            link.declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(exchange.clone());
+        }
+        let (body, content_type) = message::body(d);
+        let started = Instant::now();
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let publish = link
+            .channel
+            .basic_publish(
+                ShortString::from(exchange.as_str()),
+                ShortString::from(routing_key.as_str()),
+                options,
+                &body,
+                message::properties(d, content_type),
+            )
+            .await;
+        let confirm = match publish {
+            Ok(confirm) => confirm,
+            Err(e) => {
+                let message = format!("publish: {e}");
+                self.broken(&link, &message);
+                return Err(Failure::retry(message));
+            }
+        };
+        crate::metrics::delivery_published("amqp");
+        let confirmation = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let message = format!("waiting for the publisher confirm: {e}");
+                self.broken(&link, &message);
+                return Err(Failure::retry(message));
+            }
+            Err(_) => {
+                let message = format!("no publisher confirm within {CONFIRM_TIMEOUT:?}");
+                self.broken(&link, &message);
+                return Err(Failure::retry(message));
+            }
+        };
+        crate::metrics::confirm_latency(started.elapsed().as_secs_f64());
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(Failure::unroutable(format!(
+                    "unroutable: the broker returned it ({} {}); no queue is bound to exchange `{exchange}` with routing key `{routing_key}`",
+                    returned.reply_code, returned.reply_text
+                )))
+            }
+            Confirmation::Nack(None) => {
+                Err(Failure::retry("the broker refused the message (nack)"))
+            }
+            Confirmation::NotRequested => Err(Failure::retry("publisher confirms are not enabled")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redacted("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+    }
+}

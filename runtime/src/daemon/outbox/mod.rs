@@ -1,0 +1,486 @@
+//! The outbox dispatcher: sends the deliveries `deliver` nodes wrote, and
+//! lets each leave the outbox only once the broker (publisher confirm) or
+//! the backend (HTTP 2xx) confirmed it.
+//!
+//! Deliveries are grouped in lanes — a run's deliveries, or those of runs
+//! sharing a concurrency key — and a lane sends one delivery at a time, in
+//! order; lanes go out concurrently (at most [`AMQP_WINDOW`] unconfirmed
+//! AMQP messages and [`HTTP_WINDOW`] HTTP requests at once). There is no
+//! order across lanes. A failed attempt is retried with exponential backoff
+//! and jitter; a delivery becomes dead after its node's `retry.max_attempts`
+//! (unbounded by default), or at once when an HTTP backend refuses it (4xx).
+//!
+//! - `amqp`: the broker connection, publishing with confirms
+//! - `http`: signed HTTP deliveries
+//! - `message`: what a delivery looks like on the wire
+
+mod amqp;
+mod http;
+pub mod message;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tracing::{debug, info, warn};
+use weir_storage::{Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, Store, Write};
+
+use crate::engine::Clock;
+
+/// Unconfirmed AMQP messages at once.
+pub const AMQP_WINDOW: usize = 256;
+/// HTTP deliveries in flight at once.
+pub const HTTP_WINDOW: usize = 64;
+/// The first wait after a failed attempt, and the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why an attempt failed, and what follows.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Try again later.
+    Retry,
+    /// Returned by the broker: no queue bound yet; try again later.
+    Unroutable,
+    /// The backend refused it: it will not go through by trying again.
+    Dead,
+}
+
+impl Failure {
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: FailureKind::Retry,
+        }
+    }
+
+    pub fn unroutable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: FailureKind::Unroutable,
+        }
+    }
+
+    pub fn dead(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: FailureKind::Dead,
+        }
+    }
+}
+
+fn target_name(d: &DeliveryRecord) -> &'static str {
+    match d.target {
+        DeliveryTarget::Amqp { .. } => "amqp",
+        DeliveryTarget::Http { .. } => "http",
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Pending deliveries by lane, oldest first.
+    lanes: HashMap<String, VecDeque<DeliveryRecord>>,
+    /// Lanes whose first delivery is due.
+    ready: VecDeque<String>,
+    /// Lanes whose first delivery waits for its next attempt.
+    timers: BTreeSet<(DateTime<Utc>, String)>,
+    /// Due AMQP lanes while the broker is not connected.
+    waiting_for_broker: Vec<String>,
+    /// Lanes with a delivery in flight.
+    busy: HashSet<String>,
+    /// Ids of pending deliveries.
+    known: HashSet<String>,
+    dead: HashMap<&'static str, usize>,
+    last_error: HashMap<&'static str, String>,
+    stopping: bool,
+}
+
+impl State {
+    fn schedule(&mut self, lane: &str, now: DateTime<Utc>) {
+        let Some(head) = self.lanes.get(lane).and_then(|q| q.front()) else {
+            self.lanes.remove(lane);
+            return;
+        };
+        match head.next_attempt_at {
+            Some(at) if at > now => {
+                self.timers.insert((at, lane.to_owned()));
+            }
+            _ => self.ready.push_back(lane.to_owned()),
+        }
+    }
+
+    fn add(&mut self, d: DeliveryRecord, now: DateTime<Utc>) {
+        if d.status != DeliveryStatus::Pending || !self.known.insert(d.id.clone()) {
+            return;
+        }
+        let lane = d.lane.clone();
+        let queue = self.lanes.entry(lane.clone()).or_default();
+        let first = queue.is_empty();
+        // Keep the lane in order: by run, then by the delivery's place in it.
+        let at = queue.partition_point(|q| (q.run.as_str(), q.seq) <= (d.run.as_str(), d.seq));
+        // The first delivery may be in flight: nothing goes before it.
+        let at = if self.busy.contains(&lane) {
+            at.max(1)
+        } else {
+            at
+        };
+        queue.insert(at, d);
+        if first && !self.busy.contains(&lane) {
+            self.schedule(&lane, now);
+        }
+    }
+}
+
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    state: Mutex<State>,
+    wake: Arc<Notify>,
+    amqp: Option<Arc<amqp::Amqp>>,
+    amqp_window: Arc<Semaphore>,
+    http_window: Arc<Semaphore>,
+}
+
+/// Why an outbox request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("no delivery {0}")]
+    NotFound(String),
+    #[error("delivery {0} is not dead; only dead deliveries can be retried")]
+    NotDead(String),
+    #[error(transparent)]
+    Storage(#[from] weir_storage::Error),
+}
+
+impl Outbox {
+    /// Loads the pending deliveries, connects to the broker (if `amqp_url`),
+    /// and starts sending; `incoming` brings new deliveries once they are on
+    /// disk.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        amqp_url: Option<String>,
+        mut incoming: mpsc::UnboundedReceiver<DeliveryRecord>,
+    ) -> Result<Arc<Self>, weir_storage::Error> {
+        let wake = Arc::new(Notify::new());
+        let amqp = amqp_url.map(|url| amqp::Amqp::start(url, wake.clone()));
+        let outbox = Arc::new(Self {
+            store: store.clone(),
+            clock: clock.clone(),
+            state: Mutex::new(State::default()),
+            wake,
+            amqp,
+            amqp_window: Arc::new(Semaphore::new(AMQP_WINDOW)),
+            http_window: Arc::new(Semaphore::new(HTTP_WINDOW)),
+        });
+        let mut pending = 0;
+        {
+            let now = clock.now();
+            let mut state = outbox.state();
+            for d in store.deliveries()? {
+                match d.status {
+                    DeliveryStatus::Pending => {
+                        pending += 1;
+                        state.add(d, now);
+                    }
+                    DeliveryStatus::Dead => *state.dead.entry(target_name(&d)).or_default() += 1,
+                }
+            }
+        }
+        if pending > 0 {
+            info!(
+                deliveries = pending,
+                "pending deliveries found in the outbox"
+            );
+        }
+        outbox.publish_gauges();
+        let intake = outbox.clone();
+        tokio::spawn(async move {
+            while let Some(d) = incoming.recv().await {
+                intake.add(d);
+            }
+        });
+        tokio::spawn(outbox.clone().dispatch());
+        Ok(outbox)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, d: DeliveryRecord) {
+        let target = target_name(&d);
+        if target == "amqp" && self.amqp.is_none() {
+            debug!(delivery = %d.id, "an AMQP delivery waits: no broker is configured (--amqp)");
+        }
+        self.state().add(d, self.clock.now());
+        self.publish_gauges();
+        self.wake.notify_one();
+    }
+
+    /// Sends what is due, then sleeps until something changes or the next
+    /// retry is due.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let next_timer = self.send_due();
+            let wait = next_timer.map_or(Duration::from_secs(3600), |at| self.clock.until(at));
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            if self.state().stopping {
+                return;
+            }
+        }
+    }
+
+    /// Starts every due delivery the windows allow; answers when the next
+    /// timer is due.
+    fn send_due(self: &Arc<Self>) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let connected = self.amqp.as_ref().is_some_and(|a| a.is_connected());
+        let mut state = self.state();
+        if state.stopping {
+            return None;
+        }
+        while let Some((at, _)) = state.timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, lane)) = state.timers.pop_first() {
+                state.ready.push_back(lane);
+            }
+        }
+        if connected && !state.waiting_for_broker.is_empty() {
+            let lanes = std::mem::take(&mut state.waiting_for_broker);
+            state.ready.extend(lanes);
+        }
+        let mut postponed = Vec::new();
+        while let Some(lane) = state.ready.pop_front() {
+            let Some(head) = state.lanes.get(&lane).and_then(|q| q.front()).cloned() else {
+                state.lanes.remove(&lane);
+                continue;
+            };
+            let permit = match &head.target {
+                DeliveryTarget::Amqp { .. } => {
+                    if !connected {
+                        state.waiting_for_broker.push(lane);
+                        continue;
+                    }
+                    self.amqp_window.clone().try_acquire_owned()
+                }
+                DeliveryTarget::Http { .. } => self.http_window.clone().try_acquire_owned(),
+            };
+            let Ok(permit) = permit else {
+                // Its window is full: after a completion wakes us.
+                postponed.push(lane);
+                continue;
+            };
+            state.busy.insert(lane.clone());
+            let this = self.clone();
+            tokio::spawn(async move {
+                let result = this.attempt(&head).await;
+                drop(permit);
+                this.settle(lane, head, result).await;
+            });
+        }
+        for lane in postponed.into_iter().rev() {
+            state.ready.push_front(lane);
+        }
+        state.timers.first().map(|(at, _)| *at)
+    }
+
+    async fn attempt(&self, d: &DeliveryRecord) -> Result<(), Failure> {
+        match &d.target {
+            DeliveryTarget::Amqp { .. } => match &self.amqp {
+                Some(amqp) => amqp.publish(d).await,
+                None => Err(Failure::retry(
+                    "no AMQP broker is configured (--amqp or WEIR_AMQP_URL)",
+                )),
+            },
+            DeliveryTarget::Http { .. } => http::post(d, self.clock.now()).await,
+        }
+    }
+
+    /// Records how an attempt went and schedules the lane's next delivery.
+    async fn settle(&self, lane: String, mut d: DeliveryRecord, result: Result<(), Failure>) {
+        let now = self.clock.now();
+        let target = target_name(&d);
+        let write = match &result {
+            Ok(()) => {
+                crate::metrics::delivery_confirmed(target);
+                debug!(delivery = %d.id, target, "delivered");
+                Write::RemoveDelivery(d.id.clone())
+            }
+            Err(failure) => {
+                d.attempts += 1;
+                d.last_error = Some(failure.message.clone());
+                d.unroutable = failure.kind == FailureKind::Unroutable;
+                let exhausted = d.max_attempts.is_some_and(|max| d.attempts >= max);
+                if failure.kind == FailureKind::Dead || exhausted {
+                    d.status = DeliveryStatus::Dead;
+                    d.next_attempt_at = None;
+                    warn!(delivery = %d.id, target, attempts = d.attempts, error = %failure.message, "delivery is dead; retry it with `weir outbox retry ID`");
+                } else {
+                    let exp = BACKOFF_FIRST
+                        .saturating_mul(2u32.saturating_pow(d.attempts.saturating_sub(1).min(16)));
+                    let wait = exp
+                        .min(BACKOFF_MAX)
+                        .mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    d.next_attempt_at =
+                        Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                    if d.attempts == 1 || d.attempts.is_power_of_two() {
+                        warn!(delivery = %d.id, target, attempts = d.attempts, error = %failure.message, "delivery failed; will retry");
+                    }
+                }
+                Write::Delivery(d.clone())
+            }
+        };
+        // Not waited for: a crash before this lands sends the delivery again
+        // (with the same id), which consumers dedupe.
+        let ticket = self.store.commit(Commit::new().with(write));
+        {
+            let mut state = self.state();
+            state.busy.remove(&lane);
+            if let Err(failure) = &result {
+                state.last_error.insert(target, failure.message.clone());
+            }
+            let queue = state.lanes.entry(lane.clone()).or_default();
+            match (&result, d.status) {
+                (Ok(()), _) | (Err(_), DeliveryStatus::Dead) => {
+                    queue.pop_front();
+                    state.known.remove(&d.id);
+                    if d.status == DeliveryStatus::Dead {
+                        *state.dead.entry(target).or_default() += 1;
+                    }
+                }
+                (Err(_), DeliveryStatus::Pending) => {
+                    if let Some(head) = queue.front_mut() {
+                        *head = d.clone();
+                    }
+                }
+            }
+            state.schedule(&lane, now);
+        }
+        self.publish_gauges();
+        self.wake.notify_one();
+        if let Err(e) = ticket.await {
+            warn!(delivery = %d.id, error = %e, "cannot record the delivery's state");
+        }
+    }
+
+    /// Pending count and oldest age per target.
+    fn pending_by_target(&self) -> HashMap<&'static str, (usize, Option<DateTime<Utc>>)> {
+        let state = self.state();
+        let mut out: HashMap<&'static str, (usize, Option<DateTime<Utc>>)> = HashMap::new();
+        for d in state.lanes.values().flatten() {
+            let entry = out.entry(target_name(d)).or_default();
+            entry.0 += 1;
+            entry.1 = Some(
+                entry
+                    .1
+                    .map_or(d.created_at, |t: DateTime<Utc>| t.min(d.created_at)),
+            );
+        }
+        out
+    }
+
+    /// Sets the outbox gauges.
+    pub fn publish_gauges(&self) {
+        let now = self.clock.now();
+        let pending = self.pending_by_target();
+        for target in ["amqp", "http"] {
+            let (n, oldest) = pending.get(target).copied().unwrap_or_default();
+            let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+            crate::metrics::outbox(target, n, age);
+        }
+    }
+
+    /// `GET /api/v1/outbox`.
+    pub fn view(&self) -> Result<Value, weir_storage::Error> {
+        let now = self.clock.now();
+        let pending = self.pending_by_target();
+        let (dead_counts, errors) = {
+            let state = self.state();
+            (state.dead.clone(), state.last_error.clone())
+        };
+        let targets: Vec<Value> = ["amqp", "http"]
+            .iter()
+            .map(|target| {
+                let (n, oldest) = pending.get(target).copied().unwrap_or_default();
+                let connected = match *target {
+                    "amqp" => self.amqp.as_ref().is_some_and(|a| a.is_connected()),
+                    _ => true,
+                };
+                let last_error = match *target {
+                    "amqp" if !connected => self
+                        .amqp
+                        .as_ref()
+                        .and_then(|a| a.last_error())
+                        .or_else(|| Some("no AMQP broker is configured (--amqp or WEIR_AMQP_URL)".into())),
+                    _ => errors.get(target).cloned(),
+                };
+                json!({
+                    "target": target,
+                    "connected": connected,
+                    "pending": n,
+                    "dead": dead_counts.get(target).copied().unwrap_or(0),
+                    "oldest_pending_age_s": oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+                    "last_error": last_error,
+                })
+            })
+            .collect();
+        let dead: Vec<Value> = self
+            .store
+            .deliveries()?
+            .into_iter()
+            .filter(|d| d.status == DeliveryStatus::Dead)
+            .take(1000)
+            .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null))
+            .collect();
+        Ok(json!({"targets": targets, "dead": dead}))
+    }
+
+    /// Sends a dead delivery again, from its first attempt.
+    pub async fn retry(&self, id: &str) -> Result<DeliveryRecord, OutboxError> {
+        let mut d = self
+            .store
+            .deliveries()?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| OutboxError::NotFound(id.to_owned()))?;
+        if d.status != DeliveryStatus::Dead {
+            return Err(OutboxError::NotDead(id.to_owned()));
+        }
+        d.status = DeliveryStatus::Pending;
+        d.attempts = 0;
+        d.next_attempt_at = None;
+        d.unroutable = false;
+        self.store
+            .commit(Commit::new().with(Write::Delivery(d.clone())))
+            .await?;
+        {
+            let mut state = self.state();
+            if let Some(n) = state.dead.get_mut(target_name(&d)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.add(d.clone());
+        Ok(d)
+    }
+
+    /// Stops sending; what was not confirmed stays in the outbox.
+    pub fn stop(&self) {
+        self.state().stopping = true;
+        self.wake.notify_one();
+    }
+}
