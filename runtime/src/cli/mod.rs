@@ -1,6 +1,7 @@
 //! The `weir` command.
 
 mod graph;
+mod outbox;
 mod run;
 mod runs;
 mod serve;
@@ -34,6 +35,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// List, show, retry and cancel runs of a running daemon.
     Runs(runs::RunsArgs),
+    /// The deliveries waiting in a running daemon's outbox.
+    Outbox(outbox::OutboxArgs),
     /// Print a flow's DAG as Graphviz DOT or Mermaid.
     Graph {
         flow_file: PathBuf,
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Runs(args) => runs::main(args),
+        Command::Outbox(args) => outbox::main(args),
         Command::Validate { paths } => validate::validate(paths),
         Command::Graph { flow_file, format } => graph::graph(&flow_file, format),
         Command::Run(args) => run::main(args),
