@@ -13,7 +13,11 @@
 //! ```
 //! Options: `--url` (default amqp://guest:guest@127.0.0.1:5672/%2f),
 //! `--exchange`, `--binding` (a topic pattern, default `#`), `--queue`,
-//! `--count N` (exit after N distinct messages), `--quiet`.
+//! `--count N` (exit after N distinct messages), `--delete` (delete the
+//! queue on exit), `--idle-exit SECONDS` (exit
+//! when nothing arrived for that long), `--quiet`, and `--latency FIELD`:
+//! report the latency from the Unix-microseconds timestamp in the payload's
+//! FIELD (set by `examples/loadgen.rs --stamp`) to consumption.
 
 use std::collections::HashSet;
 
@@ -40,7 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let binding = arg("--binding").unwrap_or_else(|| "#".into());
     let queue = arg("--queue").unwrap_or_else(|| format!("{exchange}.consumer"));
     let count: Option<usize> = arg("--count").and_then(|n| n.parse().ok());
+    let idle_exit: Option<f64> = arg("--idle-exit").and_then(|n| n.parse().ok());
+    let latency_field = arg("--latency");
     let quiet = std::env::args().any(|a| a == "--quiet");
+    let delete = std::env::args().any(|a| a == "--delete");
 
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
@@ -87,8 +94,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut seen = HashSet::new();
     let mut duplicates = 0usize;
-    while let Some(delivery) = consumer.next().await {
+    let mut latencies_us: Vec<i64> = Vec::new();
+    let mut first: Option<std::time::Instant> = None;
+    let mut last = std::time::Instant::now();
+    loop {
+        let next = match idle_exit {
+            Some(secs) => match tokio::time::timeout(
+                std::time::Duration::from_secs_f64(secs),
+                consumer.next(),
+            )
+            .await
+            {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => consumer.next().await,
+        };
+        let Some(delivery) = next else {
+            break;
+        };
         let delivery = delivery?;
+        first.get_or_insert_with(std::time::Instant::now);
+        last = std::time::Instant::now();
+        if let Some(field) = &latency_field {
+            let body: serde_json::Value =
+                serde_json::from_slice(&delivery.data).unwrap_or_default();
+            let body = if body.get("specversion").is_some() {
+                body["data"].clone()
+            } else {
+                body
+            };
+            if let Some(sent) = body.get(field).and_then(serde_json::Value::as_i64) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                latencies_us.push(now - sent);
+            }
+        }
         let id = delivery
             .properties
             .message_id()
@@ -127,5 +169,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{} distinct messages, {duplicates} duplicates skipped",
         seen.len()
     );
+    if let Some(first) = first {
+        let secs = (last - first).as_secs_f64().max(1e-3);
+        eprintln!("consumed {:.0} messages/s", seen.len() as f64 / secs);
+    }
+    if !latencies_us.is_empty() {
+        latencies_us.sort_unstable();
+        let p = |q: f64| {
+            latencies_us[((latencies_us.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
+        };
+        eprintln!(
+            "webhook sent → message consumed, ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(1.0)
+        );
+    }
     Ok(())
 }

@@ -26,6 +26,9 @@ struct Args {
     /// Stop after this many requests (closed loop only).
     requests: Option<u64>,
     body: String,
+    /// Put `"sent_us": <Unix microseconds>` into each body, for end-to-end
+    /// latency measured by the consumer.
+    stamp: bool,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
             .unwrap_or(10.0),
         rate: get("--rate").and_then(|v| v.parse().ok()),
         requests: get("--requests").and_then(|v| v.parse().ok()),
+        stamp: args.iter().any(|a| a == "--stamp"),
         body,
     }
 }
@@ -62,12 +66,25 @@ struct Stats {
     errors: u64,
 }
 
+fn body(args: &Args) -> String {
+    if !args.stamp {
+        return args.body.clone();
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    match args.body.trim_start().strip_prefix('{') {
+        Some(rest) => format!("{{\"sent_us\":{micros},{rest}"),
+        None => args.body.clone(),
+    }
+}
+
 async fn one(client: &reqwest::Client, args: &Args, stats: &Mutex<Stats>) {
     let start = Instant::now();
     let result = client
         .post(&args.url)
         .header("content-type", "application/json")
-        .body(args.body.clone())
+        .body(body(args))
         .send()
         .await;
     let status = match result {
