@@ -165,6 +165,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
+    if delete {
+        channel
+            .queue_delete(
+                queue.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+    }
     eprintln!(
         "{} distinct messages, {duplicates} duplicates skipped",
         seen.len()
