@@ -25,8 +25,12 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Link {
     connection: Connection,
+    /// Publishes, with confirms.
     channel: Channel,
-    /// Exchanges declared (or found) on this channel.
+    /// Declares exchanges. A refused declaration closes its channel; on a
+    /// channel of its own, that does not interrupt publishing.
+    declarer: tokio::sync::Mutex<Option<Channel>>,
+    /// Exchanges declared (or found) on this connection.
     declared: Mutex<HashSet<String>>,
 }
 
@@ -145,6 +149,7 @@ impl Amqp {
         Ok(Link {
             connection,
             channel,
+            declarer: tokio::sync::Mutex::new(None),
             declared: Mutex::new(HashSet::new()),
         })
     }
@@ -186,27 +191,7 @@ impl Amqp {
             .unwrap_or_else(|e| e.into_inner())
             .contains(exchange);
         if !declared && !exchange.is_empty() {
-            let options = ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            };
-            let result = link
-                .channel
-                .exchange_declare(
-                    ShortString::from(exchange.as_str()),
-                    ExchangeKind::Topic,
-                    options,
-                    FieldTable::default(),
-                )
-                .await;
-            if let Err(e) = result {
-                // A refused declaration closes the channel: start over.
-                let message = format!(
-                    "cannot declare exchange `{exchange}` as a durable topic exchange: {e}; if it exists with another type or durability, delete it or deliver to another exchange"
-                );
-                self.broken(&link, &message);
-                return Err(Failure::retry(message));
-            }
+            declare(&link, exchange).await?;
             link.declared
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -265,6 +250,41 @@ impl Amqp {
             Confirmation::NotRequested => Err(Failure::retry("publisher confirms are not enabled")),
         }
     }
+}
+
+/// Declares `exchange` as a durable topic exchange (a no-op if it exists as
+/// one), on the link's declaring channel.
+async fn declare(link: &Link, exchange: &str) -> Result<(), Failure> {
+    let mut declarer = link.declarer.lock().await;
+    let channel = match declarer.as_ref().filter(|c| c.status().connected()) {
+        Some(channel) => channel.clone(),
+        None => {
+            let channel =
+                link.connection.create_channel().await.map_err(|e| {
+                    Failure::retry(format!("open a channel to declare exchanges: {e}"))
+                })?;
+            *declarer = Some(channel.clone());
+            channel
+        }
+    };
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let result = channel
+        .exchange_declare(
+            ShortString::from(exchange),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await;
+    result.map_err(|e| {
+        *declarer = None;
+        Failure::retry(format!(
+            "cannot declare exchange `{exchange}` as a durable topic exchange: {e}; if it exists with another type or durability, delete it or deliver to another exchange"
+        ))
+    })
 }
 
 #[cfg(test)]
