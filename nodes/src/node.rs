@@ -99,6 +99,9 @@ pub struct Retry {
     pub initial: Duration,
     /// The longest wait (default 5m).
     pub max: Duration,
+    /// Whether `max_attempts` was written (a `deliver` node's default is to
+    /// retry without bound).
+    pub max_attempts_set: bool,
 }
 
 impl Default for Retry {
@@ -107,6 +110,7 @@ impl Default for Retry {
             max_attempts: 1,
             initial: Duration::from_secs(1),
             max: Duration::from_secs(300),
+            max_attempts_set: false,
         }
     }
 }
@@ -394,6 +398,7 @@ fn read_retry(o: &mut Options) -> Retry {
             r.error(value.pos, "`max_attempts` must be between 1 and 1000");
         } else {
             retry.max_attempts = n as u32;
+            retry.max_attempts_set = true;
         }
     }
     if let Some(backoff) = r.get("backoff") {
@@ -428,6 +433,7 @@ mod tests {
             max_attempts: 10,
             initial: Duration::from_secs(1),
             max: Duration::from_secs(10),
+            max_attempts_set: true,
         };
         assert_eq!(r.backoff(1, 1.0), Duration::from_secs(1));
         assert_eq!(r.backoff(2, 1.0), Duration::from_secs(2));

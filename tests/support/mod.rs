@@ -828,3 +828,280 @@ pub mod records {
 }
 
 // ==== end of the tests/serve_triggers.rs block ===============================
+
+// ==== for tests/deliver_http.rs ==============================================
+// A webhook backend that keeps every request's headers and raw body, in a
+// module of its own so that its names and imports cannot clash with other
+// blocks of this file.
+
+pub mod backend {
+    //! [`Backend`]: an HTTP server standing in for the backend of HTTP
+    //! deliveries. It records each request byte for byte (to check
+    //! signatures) and answers what the test scripts: a default status, a
+    //! queue of statuses for the next requests, or a rule; with a delay.
+
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::{Value, json};
+
+    /// One request the [`Backend`] received.
+    #[derive(Clone, Debug)]
+    pub struct Received {
+        pub path: String,
+        /// Every header as (lower-case name, value), in the order sent.
+        pub headers: Vec<(String, String)>,
+        /// The body, byte for byte.
+        pub body: Vec<u8>,
+        /// When it arrived.
+        pub at: Instant,
+        /// What the backend answered.
+        pub status: u16,
+        /// When the answer was sent (after the delay); `None` until then.
+        pub answered: Option<Instant>,
+    }
+
+    impl Received {
+        /// The value of header `name` (lower case); panics if it appears
+        /// more than once.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            let mut values = self
+                .headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str());
+            let first = values.next();
+            assert!(
+                values.next().is_none(),
+                "header `{name}` sent more than once: {:?}",
+                self.headers
+            );
+            first
+        }
+
+        /// The body as JSON; panics if it is not.
+        pub fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!(
+                    "the body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+        }
+
+        /// The `webhook-id` header (empty if absent).
+        pub fn webhook_id(&self) -> &str {
+            self.header("webhook-id").unwrap_or_default()
+        }
+    }
+
+    /// Decides a request's status from it and the requests before it.
+    pub type Rule = Arc<dyn Fn(&Received, &[Received]) -> u16 + Send + Sync>;
+
+    struct Inner {
+        status: u16,
+        next: VecDeque<u16>,
+        rule: Option<Rule>,
+        delay: Duration,
+        location: Option<String>,
+        seen: Vec<Received>,
+    }
+
+    #[derive(Clone)]
+    struct Shared(Arc<Mutex<Inner>>);
+
+    impl Shared {
+        fn lock(&self) -> MutexGuard<'_, Inner> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    /// An HTTP server on its own Tokio runtime. Any path answers
+    /// `{"received": n}` (n counts requests from 1; with the
+    /// [`Backend::set_location`] header, if set) with, in this order of
+    /// precedence: the [`Backend::set_rule`] rule's status, the next status
+    /// queued by [`Backend::answer_next`], or the [`Backend::set_status`]
+    /// status (200 at first); after the [`Backend::set_delay`] delay.
+    pub struct Backend {
+        addr: SocketAddr,
+        shared: Shared,
+        runtime: Option<tokio::runtime::Runtime>,
+    }
+
+    impl Backend {
+        pub fn start() -> Self {
+            Self::start_on("127.0.0.1:0".parse().unwrap())
+        }
+
+        /// A backend on a given address (see [`Backend::unused_address`]).
+        pub fn start_on(addr: SocketAddr) -> Self {
+            let listener = std::net::TcpListener::bind(addr)
+                .unwrap_or_else(|e| panic!("bind {addr} for the backend: {e}"));
+            listener
+                .set_nonblocking(true)
+                .expect("make the listener non-blocking");
+            let addr = listener.local_addr().expect("the listener's address");
+            let shared = Shared(Arc::new(Mutex::new(Inner {
+                status: 200,
+                next: VecDeque::new(),
+                rule: None,
+                delay: Duration::ZERO,
+                location: None,
+                seen: Vec::new(),
+            })));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("backend")
+                .enable_all()
+                .build()
+                .expect("start the backend's runtime");
+            let app = Router::new().fallback(answer).with_state(shared.clone());
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .expect("hand the listener to Tokio");
+                axum::serve(listener, app).await
+            });
+            Self {
+                addr,
+                shared,
+                runtime: Some(runtime),
+            }
+        }
+
+        /// An address on 127.0.0.1 where nothing listens (for now): a
+        /// request to it is refused until a backend starts there.
+        pub fn unused_address() -> SocketAddr {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            listener.local_addr().expect("the listener's address")
+        }
+
+        /// `http://127.0.0.1:PORT`.
+        pub fn base(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// `http://127.0.0.1:PORT{path}`.
+        pub fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        /// The status later requests get (when no rule or queued status
+        /// applies).
+        pub fn set_status(&self, status: u16) {
+            self.shared.lock().status = status;
+        }
+
+        /// The next requests get these statuses, one each, in order.
+        pub fn answer_next(&self, statuses: &[u16]) {
+            self.shared.lock().next.extend(statuses);
+        }
+
+        /// Later requests get the status `rule` gives them.
+        pub fn set_rule(
+            &self,
+            rule: impl Fn(&Received, &[Received]) -> u16 + Send + Sync + 'static,
+        ) {
+            self.shared.lock().rule = Some(Arc::new(rule));
+        }
+
+        /// How long later requests wait for their answer.
+        pub fn set_delay(&self, delay: Duration) {
+            self.shared.lock().delay = delay;
+        }
+
+        /// Later answers carry `Location: {location}` (for redirects).
+        pub fn set_location(&self, location: &str) {
+            self.shared.lock().location = Some(location.to_owned());
+        }
+
+        /// Every request so far, in arrival order.
+        pub fn received(&self) -> Vec<Received> {
+            self.shared.lock().seen.clone()
+        }
+
+        /// The requests answered 2xx so far, in arrival order.
+        pub fn confirmed(&self) -> Vec<Received> {
+            self.received()
+                .into_iter()
+                .filter(|r| (200..300).contains(&r.status))
+                .collect()
+        }
+
+        /// The requests so far with this `webhook-id`, in arrival order.
+        pub fn with_id(&self, id: &str) -> Vec<Received> {
+            self.received()
+                .into_iter()
+                .filter(|r| r.webhook_id() == id)
+                .collect()
+        }
+    }
+
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+
+    async fn answer(
+        State(shared): State<Shared>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let mut request = Received {
+            path: uri.path().to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+            at: Instant::now(),
+            status: 0,
+            answered: None,
+        };
+        let (index, delay, location) = {
+            let mut inner = shared.lock();
+            let status = match inner.rule.clone() {
+                Some(rule) => rule(&request, &inner.seen),
+                None => match inner.next.pop_front() {
+                    Some(status) => status,
+                    None => inner.status,
+                },
+            };
+            request.status = status;
+            inner.seen.push(request);
+            (inner.seen.len() - 1, inner.delay, inner.location.clone())
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let status = {
+            let mut inner = shared.lock();
+            let request = &mut inner.seen[index];
+            request.answered = Some(Instant::now());
+            request.status
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::Json(json!({"received": index + 1}));
+        match location {
+            Some(location) => (status, [("location", location)], body).into_response(),
+            None => (status, body).into_response(),
+        }
+    }
+}
+
+// ==== end of the tests/deliver_http.rs block =================================

@@ -20,6 +20,8 @@ fn client() -> &'static reqwest::Client {
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
+            // A redirect is not a confirmation: the backend did not take it.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             // Fails only if the TLS backend cannot start: nothing to do then.
             .expect("the HTTP client must initialise")
@@ -31,6 +33,16 @@ pub async fn post(d: &DeliveryRecord, now: chrono::DateTime<chrono::Utc>) -> Res
     let DeliveryTarget::Http { url, secret_env } = &d.target else {
         return Err(Failure::dead("not an HTTP delivery"));
     };
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        Ok(u) => {
+            return Err(Failure::dead(format!(
+                "`{url}`: the scheme `{}` is not supported; use http or https",
+                u.scheme()
+            )));
+        }
+        Err(e) => return Err(Failure::dead(format!("`{url}` is not a valid URL: {e}"))),
+    }
     let (body, content_type) = message::body(d);
     let timestamp = now.timestamp();
     let mut request = client()

@@ -345,14 +345,22 @@ impl Outbox {
                 Write::Delivery(d.clone())
             }
         };
-        // Not waited for: a crash before this lands sends the delivery again
-        // (with the same id), which consumers dedupe.
-        let ticket = self.store.commit(Commit::new().with(write));
+        // The outbox's state on disk first, then in memory, so the API never
+        // shows one before the other. (A crash before this lands sends the
+        // delivery again, with the same id, which consumers dedupe.)
+        if let Err(e) = self.store.commit(Commit::new().with(write)).await {
+            warn!(delivery = %d.id, error = %e, "cannot record the delivery's state");
+        }
         {
             let mut state = self.state();
             state.busy.remove(&lane);
-            if let Err(failure) = &result {
-                state.last_error.insert(target, failure.message.clone());
+            match &result {
+                Err(failure) => {
+                    state.last_error.insert(target, failure.message.clone());
+                }
+                Ok(()) => {
+                    state.last_error.remove(target);
+                }
             }
             let queue = state.lanes.entry(lane.clone()).or_default();
             match (&result, d.status) {
@@ -373,9 +381,6 @@ impl Outbox {
         }
         self.publish_gauges();
         self.wake.notify_one();
-        if let Err(e) = ticket.await {
-            warn!(delivery = %d.id, error = %e, "cannot record the delivery's state");
-        }
     }
 
     /// Pending count and oldest age per target.

@@ -402,7 +402,10 @@ impl<'e> Runner<'e> {
             seq: self
                 .delivery_seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            max_attempts: (node.retry.max_attempts > 1).then_some(node.retry.max_attempts),
+            max_attempts: node
+                .retry
+                .max_attempts_set
+                .then_some(node.retry.max_attempts),
             unroutable: false,
         }
     }
