@@ -85,6 +85,10 @@ pub fn backlog(runs: usize) {
     gauge!("weir_runs_unfinished").set(runs as f64);
 }
 
+pub fn outbox_pending(target: &'static str, pending: usize) {
+    gauge!("weir_outbox_pending", "target" => target).set(pending as f64);
+}
+
 /// Pending deliveries and the age of the oldest, per target (`amqp`, `http`).
 pub fn outbox(target: &'static str, pending: usize, oldest_seconds: f64) {
     gauge!("weir_outbox_pending", "target" => target).set(pending as f64);

@@ -99,6 +99,8 @@ struct State {
     busy: HashSet<String>,
     /// Ids of pending deliveries.
     known: HashSet<String>,
+    /// Pending deliveries per target.
+    pending: HashMap<&'static str, usize>,
     dead: HashMap<&'static str, usize>,
     last_error: HashMap<&'static str, String>,
     stopping: bool,
@@ -122,6 +124,7 @@ impl State {
         if d.status != DeliveryStatus::Pending || !self.known.insert(d.id.clone()) {
             return;
         }
+        *self.pending.entry(target_name(&d)).or_default() += 1;
         let lane = d.lane.clone();
         let queue = self.lanes.entry(lane.clone()).or_default();
         let first = queue.is_empty();
@@ -223,7 +226,7 @@ impl Outbox {
             debug!(delivery = %d.id, "an AMQP delivery waits: no broker is configured (--amqp)");
         }
         self.state().add(d, self.clock.now());
-        self.publish_gauges();
+        self.publish_counts();
         self.wake.notify_one();
     }
 
@@ -367,6 +370,9 @@ impl Outbox {
                 (Ok(()), _) | (Err(_), DeliveryStatus::Dead) => {
                     queue.pop_front();
                     state.known.remove(&d.id);
+                    if let Some(n) = state.pending.get_mut(target) {
+                        *n = n.saturating_sub(1);
+                    }
                     if d.status == DeliveryStatus::Dead {
                         *state.dead.entry(target).or_default() += 1;
                     }
@@ -379,11 +385,21 @@ impl Outbox {
             }
             state.schedule(&lane, now);
         }
-        self.publish_gauges();
+        self.publish_counts();
         self.wake.notify_one();
     }
 
-    /// Pending count and oldest age per target.
+    /// Sets the pending gauges from the counts kept as deliveries come and
+    /// go (cheap: called on every change).
+    fn publish_counts(&self) {
+        let pending = self.state().pending.clone();
+        for target in ["amqp", "http"] {
+            crate::metrics::outbox_pending(target, pending.get(target).copied().unwrap_or(0));
+        }
+    }
+
+    /// Pending count and oldest age per target (reads every pending
+    /// delivery: for the API and metrics scrapes, not per delivery).
     fn pending_by_target(&self) -> HashMap<&'static str, (usize, Option<DateTime<Utc>>)> {
         let state = self.state();
         let mut out: HashMap<&'static str, (usize, Option<DateTime<Utc>>)> = HashMap::new();
@@ -399,7 +415,7 @@ impl Outbox {
         out
     }
 
-    /// Sets the outbox gauges.
+    /// Sets the outbox gauges, the oldest pending age included.
     pub fn publish_gauges(&self) {
         let now = self.clock.now();
         let pending = self.pending_by_target();
