@@ -246,3 +246,48 @@ fn the_example_flows_are_valid() {
     );
     assert_eq!(done.code, Some(0), "{done}");
 }
+
+#[test]
+fn run_with_deliver_sends_the_deliveries_and_waits_for_them() {
+    let server = support::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(
+        dir.path(),
+        "d.yaml",
+        &format!(
+            "id: d\ntriggers: [{{id: t, type: api}}]\nnodes:\n  - {{id: out, type: deliver, target: http, url: '{}', secret_env: D_SECRET, payload: event.body}}\n",
+            server.url("/in")
+        ),
+    );
+    let done = support::Weir::spawn_with(
+        dir.path(),
+        "deliver",
+        &["run", arg(&flow), "--input", r#"{"n": 1}"#, "--deliver"],
+        &[
+            ("D_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("WEIR_LOG", "warn"),
+        ],
+    )
+    .finish(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert!(done.stdout.contains("delivered"), "{done}");
+    assert_eq!(server.count("/in"), 1);
+
+    // Without a broker, AMQP deliveries cannot leave: exit 1 at once.
+    let flow = write_flow(
+        dir.path(),
+        "a.yaml",
+        "id: a\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: out, type: deliver, target: amqp, exchange: x, routing_key: k, payload: event.body}\n",
+    );
+    let done = run_weir(
+        dir.path(),
+        "no-broker",
+        &["run", arg(&flow), "--input", "1", "--deliver"],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(1), "{done}");
+    assert!(
+        done.stderr.contains("no AMQP broker is configured"),
+        "{done}"
+    );
+}

@@ -42,6 +42,13 @@ pub struct RunArgs {
     /// Wait for the disk after every node, not only before side effects.
     #[arg(long)]
     pub durable_each_step: bool,
+    /// Send the run's deliveries (AMQP needs --amqp) instead of only
+    /// printing them, and wait until they are confirmed (at most 30 s).
+    #[arg(long)]
+    pub deliver: bool,
+    /// The AMQP broker for --deliver, like amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "WEIR_AMQP_URL")]
+    pub amqp: Option<String>,
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -233,8 +240,63 @@ async fn execute(
     let finished = engine.drive(run).await?;
     let shown = if args.json { Shown::Json } else { Shown::Table };
     report(&engine, &finished, Some(&flow), shown)?;
+    let delivered = if args.deliver {
+        deliver(&store, &engine, args.amqp.clone(), args.json).await?
+    } else {
+        true
+    };
     store.close().await;
-    Ok(finished.status == RunStatus::Succeeded)
+    Ok(finished.status == RunStatus::Succeeded && delivered)
+}
+
+/// Sends what is in the outbox and waits until it has left (or is dead, or
+/// 30 s passed); true if nothing is left.
+async fn deliver(
+    store: &Arc<SledStore>,
+    engine: &Engine,
+    amqp: Option<String>,
+    quiet: bool,
+) -> anyhow::Result<bool> {
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let no_broker = amqp.is_none();
+    let outbox =
+        crate::daemon::outbox::Outbox::start(store.clone(), engine.clock().clone(), amqp, rx)?;
+    // AMQP deliveries without a broker would only wait.
+    let amqp_pending = |outbox: &crate::daemon::outbox::Outbox| -> anyhow::Result<u64> {
+        Ok(outbox.view()?["targets"][0]["pending"]
+            .as_u64()
+            .unwrap_or(0))
+    };
+    let deadline = if no_broker && amqp_pending(&outbox)? > 0 {
+        tokio::time::Instant::now()
+    } else {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(30)
+    };
+    let (pending, dead) = loop {
+        let (pending, dead) = outbox.counts();
+        if pending == 0 || tokio::time::Instant::now() >= deadline {
+            break (pending, dead);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    outbox.stop();
+    if !quiet {
+        let view = outbox.view()?;
+        for t in view["targets"].as_array().into_iter().flatten() {
+            if let Some(e) = t["last_error"].as_str() {
+                eprintln!(
+                    "weir: {} deliveries: {e}",
+                    t["target"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        if pending == 0 && dead == 0 {
+            println!("delivered");
+        } else {
+            println!("not all delivered: {pending} pending, {dead} dead");
+        }
+    }
+    Ok(pending == 0 && dead == 0)
 }
 
 /// How a finished run is printed.
@@ -300,7 +362,7 @@ fn report(
         .filter(|d| d.run == run.id)
         .collect();
     if !deliveries.is_empty() {
-        println!("deliveries (in the outbox; `weir run` does not send them):");
+        println!("deliveries (in the outbox; sent with --deliver):");
         for d in deliveries {
             let target = match &d.target {
                 weir_storage::DeliveryTarget::Amqp {

@@ -499,6 +499,12 @@ impl Outbox {
         Ok(d)
     }
 
+    /// Pending and dead deliveries, all targets.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.pending.values().sum(), state.dead.values().sum())
+    }
+
     /// Stops sending; what was not confirmed stays in the outbox.
     pub fn stop(&self) {
         self.state().stopping = true;
