@@ -16,7 +16,7 @@ pub fn run_json(run: &RunRecord, nodes: &[NodeRecord]) -> Value {
         "trigger": run.trigger,
         "attempt": run.attempt,
         "status": run.status.as_str(),
-        "event": run.event,
+        "event": *run.event,
         "error": run.error,
         "created_at": run.created_at,
         "started_at": run.started_at,

@@ -50,8 +50,18 @@ impl Store for MemoryStore {
         };
         for write in commit.writes {
             match write {
-                Write::Run(run) => {
+                Write::NewRun(run) => {
                     state.runs.insert((run.tenant.clone(), run.id.clone()), run);
+                }
+                Write::Run(mut run) => {
+                    // The event stays as `NewRun` wrote it.
+                    let key = (run.tenant.clone(), run.id.clone());
+                    run.event = state
+                        .runs
+                        .get(&key)
+                        .map(|r| r.event.clone())
+                        .unwrap_or_default();
+                    state.runs.insert(key, run);
                 }
                 Write::Node {
                     tenant,

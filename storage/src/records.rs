@@ -86,8 +86,11 @@ pub struct RunRecord {
     #[serde(default = "first_attempt")]
     pub attempt: u32,
     pub status: RunStatus,
-    /// The trigger's event, as the flow's expressions see it.
-    pub event: Value,
+    /// The trigger's event, as the flow's expressions see it. Kept apart
+    /// from the record on disk: written once, by [`crate::Write::NewRun`];
+    /// the record itself is rewritten at each status change.
+    #[serde(skip)]
+    pub event: std::sync::Arc<Value>,
     /// Why the run failed, naming the node.
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,

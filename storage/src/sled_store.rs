@@ -38,7 +38,7 @@ const CACHE_BYTES: u64 = 64 << 20;
 const MAX_GROUP: usize = 1024;
 
 /// The trees, in the order of [`T`]'s constants.
-const TREE_NAMES: [&str; 10] = [
+const TREE_NAMES: [&str; 11] = [
     "runs",
     "active",
     "nodes",
@@ -49,6 +49,7 @@ const TREE_NAMES: [&str; 10] = [
     "cron",
     "seen",
     "cursors",
+    "events",
 ];
 
 /// Indexes into [`Trees`].
@@ -64,7 +65,11 @@ impl T {
     const CRON: usize = 7;
     const SEEN: usize = 8;
     const CURSORS: usize = 9;
+    const EVENTS: usize = 10;
 }
+
+// Every index names a tree.
+const _: () = assert!(T::EVENTS < TREE_NAMES.len());
 
 #[derive(Clone)]
 struct Trees(Arc<Vec<Tree>>);
@@ -149,6 +154,15 @@ impl SledStore {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// A run record read back, with its event (kept in its own tree).
+    fn with_event(&self, key: &[u8], record: &[u8]) -> Result<RunRecord> {
+        let mut run: RunRecord = decode(record)?;
+        if let Some(event) = self.trees.get(T::EVENTS).get(key)? {
+            run.event = Arc::new(decode(&event)?);
+        }
+        Ok(run)
+    }
 }
 
 /// The committer's loop, on its own thread: it blocks on the queue, takes
@@ -215,6 +229,24 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
     let mut puts: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     for write in commits.iter().flat_map(|c| &c.writes) {
         match write {
+            Write::NewRun(run) => {
+                let key = keys::run(&run.tenant, &run.id);
+                puts.push((
+                    T::EVENTS,
+                    key.clone(),
+                    Some(serde_json::to_vec(&*run.event)?),
+                ));
+                puts.push((
+                    T::BY_ID,
+                    keys::by_id(&run.id),
+                    Some(run.tenant.as_bytes().to_vec()),
+                ));
+                puts.push((T::RUNS, key.clone(), Some(serde_json::to_vec(run)?)));
+                let active = (!run.status.is_finished())
+                    .then(|| serde_json::to_vec(&ActiveRun::from(run)))
+                    .transpose()?;
+                puts.push((T::ACTIVE, key, active));
+            }
             Write::Run(run) => {
                 let key = keys::run(&run.tenant, &run.id);
                 puts.push((T::RUNS, key.clone(), Some(serde_json::to_vec(run)?)));
@@ -314,11 +346,11 @@ impl Store for SledStore {
     }
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {
-        self.trees
-            .get(T::RUNS)
-            .get(keys::run(tenant, run))?
-            .map(|v| decode(&v))
-            .transpose()
+        let key = keys::run(tenant, run);
+        match self.trees.get(T::RUNS).get(&key)? {
+            Some(v) => Ok(Some(self.with_event(&key, &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn nodes(&self, tenant: &str, run: &str) -> Result<Vec<NodeRecord>> {
@@ -334,7 +366,7 @@ impl Store for SledStore {
         for key in self.trees.get(T::ACTIVE).iter().keys() {
             let key = key?;
             match self.trees.get(T::RUNS).get(&key)? {
-                Some(v) => runs.push(decode(&v)?),
+                Some(v) => runs.push(self.with_event(&key, &v)?),
                 None => {
                     return Err(Error::Corrupt(format!(
                         "active run without record: {key:?}"
@@ -380,7 +412,10 @@ impl Store for SledStore {
             .range(start..end)
             .rev()
             .take(limit)
-            .map(|kv| decode(&kv?.1))
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.with_event(&k, &v)
+            })
             .collect()
     }
 

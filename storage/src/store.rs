@@ -19,8 +19,10 @@ use crate::{Error, Result};
 /// One write of a commit.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// Insert or replace a run. A finished run leaves the index of unfinished
-    /// runs in the same commit.
+    /// A new run: its record and its event.
+    NewRun(RunRecord),
+    /// Replace a run's record (its event stays as written by `NewRun`). A
+    /// finished run leaves the index of unfinished runs in the same commit.
     Run(RunRecord),
     /// Insert or replace one node record of a run.
     Node {

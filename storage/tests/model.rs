@@ -57,7 +57,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             concurrency_key: None,
             attempt: 1,
             status,
-            event: json!({"n": n}),
+            event: std::sync::Arc::new(json!({"n": n})),
             error: None,
             created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
             started_at: None,
@@ -87,6 +87,7 @@ fn all_triggers() -> Vec<TriggerKey> {
 
 fn write() -> impl Strategy<Value = Write> {
     prop_oneof![
+        run_record().prop_map(Write::NewRun),
         run_record().prop_map(Write::Run),
         (
             0..TENANTS.len(),

@@ -50,7 +50,7 @@ pub struct Admission {
     pub run_id: String,
     pub tenant: String,
     pub trigger: String,
-    pub event: Value,
+    pub event: std::sync::Arc<Value>,
     /// Waits for its turn under the flow's `concurrency` limit.
     pub queued: bool,
     pub concurrency_key: Option<String>,
@@ -196,7 +196,7 @@ impl Engine {
             run_id: Self::new_run_id(),
             tenant: tenant.to_owned(),
             trigger: trigger.to_owned(),
-            event,
+            event: Arc::new(event),
             queued: false,
             concurrency_key: None,
             writes: Vec::new(),
@@ -252,7 +252,7 @@ impl Engine {
                 source: flow.source.clone(),
             }));
         }
-        commit.push(Write::Run(run.clone()));
+        commit.push(Write::NewRun(run.clone()));
         commit
     }
 

@@ -142,7 +142,7 @@ impl Runs {
             run_id,
             tenant: tenant.to_owned(),
             trigger: trigger.to_owned(),
-            event,
+            event: Arc::new(event),
             queued: false,
             concurrency_key: key.clone(),
             writes,
