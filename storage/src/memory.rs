@@ -17,6 +17,8 @@ use crate::{Error, Result};
 #[derive(Default)]
 struct State {
     runs: BTreeMap<(String, String), RunRecord>,
+    /// Run ids written by `NewRun`, with their tenant.
+    by_id: BTreeMap<String, String>,
     nodes: BTreeMap<(String, String, String), NodeRecord>,
     snapshots: BTreeMap<(String, String), FlowSnapshot>,
     outbox: BTreeMap<String, DeliveryRecord>,
@@ -51,6 +53,7 @@ impl Store for MemoryStore {
         for write in commit.writes {
             match write {
                 Write::NewRun(run) => {
+                    state.by_id.insert(run.id.clone(), run.tenant.clone());
                     state.runs.insert((run.tenant.clone(), run.id.clone()), run);
                 }
                 Write::Run(mut run) => {
@@ -179,7 +182,12 @@ impl Store for MemoryStore {
     }
 
     fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>> {
-        Ok(self.state()?.runs.values().find(|r| r.id == run).cloned())
+        let state = self.state()?;
+        Ok(state
+            .by_id
+            .get(run)
+            .and_then(|tenant| state.runs.get(&(tenant.clone(), run.to_owned())))
+            .cloned())
     }
 
     fn list_all_runs(
@@ -191,9 +199,10 @@ impl Store for MemoryStore {
     ) -> Result<Vec<RunRecord>> {
         let state = self.state()?;
         let mut all: Vec<&RunRecord> = state
-            .runs
-            .values()
-            .filter(|r| after.is_none_or(|a| r.id.as_str() < a))
+            .by_id
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| id.as_str() < a))
+            .filter_map(|(id, tenant)| state.runs.get(&(tenant.clone(), id.clone())))
             .collect();
         all.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(all

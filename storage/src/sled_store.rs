@@ -254,11 +254,6 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                     .then(|| serde_json::to_vec(&ActiveRun::from(run)))
                     .transpose()?;
                 puts.push((T::ACTIVE, key, active));
-                puts.push((
-                    T::BY_ID,
-                    keys::by_id(&run.id),
-                    Some(run.tenant.as_bytes().to_vec()),
-                ));
             }
             Write::Node {
                 tenant,

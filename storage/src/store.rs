@@ -162,7 +162,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every delivery in the outbox, pending and dead, ordered by id.
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>>;
 
-    /// A run by id alone, whatever its tenant.
+    /// A run by id alone, whatever its tenant (runs written by `NewRun`).
     fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>>;
 
     /// Runs of all tenants, newest first, starting after the run id `after`.
