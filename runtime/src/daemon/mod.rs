@@ -60,6 +60,9 @@ pub async fn serve(
     }
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
+    // Installed before anything records (the broker keeper sets its gauge
+    // as soon as it connects; a value recorded earlier would be lost).
+    let metrics = crate::metrics::install();
     let store = SledStore::open(&config.data)?;
     let registry = Arc::new(Registry::load(&config.flows));
     info!(flows = registry.all().len(), errors = registry.errors().len(), dir = %config.flows.display(), "flows loaded");
@@ -83,7 +86,7 @@ pub async fn serve(
     let state = Arc::new(http::AppState {
         registry: registry.clone(),
         runs: runs.clone(),
-        metrics: crate::metrics::install(),
+        metrics,
         dedupe_retention: config.dedupe_retention,
         dedupe_locks: DedupeLocks::default(),
         schedules,
