@@ -27,17 +27,25 @@ PID=$!
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do sleep 0.05; done
 
 consume() {
-  "$CONSUMER" --url "$AMQP" --exchange weir.bench --binding '#' --queue "weir.bench.$1" \
+  exec "$CONSUMER" --url "$AMQP" --exchange weir.bench --binding '#' --queue "weir.bench.$1" \
     --latency sent_us --idle-exit 5 --quiet --delete 2>&1
 }
+
+# CPU-seconds (user + system) a process has used so far.
+cpu_s() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / tck}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+BROKER=$(pgrep -f beam.smp | head -n 1 || true)
 
 echo "== full load: 64 connections, $SECONDS_PER_RUN s"
 consume full >"$WORK/full.txt" &
 C=$!
 sleep 1
-"$LOADGEN" --url "$URL" --concurrency 64 --seconds "$SECONDS_PER_RUN" --stamp | tee "$WORK/max.txt"
+CPU0="$(cpu_s "$PID") $( [ -n "$BROKER" ] && cpu_s "$BROKER" || echo 0) $(cpu_s "$C")"
+/usr/bin/time -f "%U %S" -o "$WORK/loadgen.cpu" \
+  "$LOADGEN" --url "$URL" --concurrency 64 --seconds "$SECONDS_PER_RUN" --stamp | tee "$WORK/max.txt"
+CPU1="$(cpu_s "$PID") $( [ -n "$BROKER" ] && cpu_s "$BROKER" || echo 0) $(cpu_s "$C")"
 wait "$C" || true
 cat "$WORK/full.txt"
+echo "$CPU0 $CPU1 $(cat "$WORK/loadgen.cpu")" | awk '{ printf "CPU-seconds during the load: weir %.1f, RabbitMQ %.1f, consumer %.1f, loadgen %.1f\n", $4 - $1, $5 - $2, $6 - $3, $7 + $8 }'
 echo "RSS (peak): $(( $(awk '/^VmHWM/ {print $2}' /proc/$PID/status) / 1024 )) MB"
 curl -s "http://127.0.0.1:$PORT/api/v1/outbox"; echo
 MAX=$(awk '/^acknowledged/ {gsub(/[(\/s)]/, "", $3); print $3}' "$WORK/max.txt")
