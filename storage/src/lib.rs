@@ -20,7 +20,7 @@ pub use records::{
     NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
 };
 pub use sled_store::SledStore;
-pub use store::{Commit, Store, Ticket, Write};
+pub use store::{Commit, Expired, Store, Ticket, Write};
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error, Clone)]

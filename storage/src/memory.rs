@@ -11,7 +11,7 @@ use crate::records::{
     ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
     TriggerKey,
 };
-use crate::store::{Commit, Store, Ticket, Write};
+use crate::store::{Commit, Expired, Store, Ticket, Write};
 use crate::{Error, Result};
 
 #[derive(Default)]
@@ -65,6 +65,16 @@ impl Store for MemoryStore {
                         .map(|r| r.event.clone())
                         .unwrap_or_default();
                     state.runs.insert(key, run);
+                }
+                Write::ForgetRun { tenant, run } => {
+                    let key = (tenant, run);
+                    if state.runs.get(&key).is_some_and(|r| r.status.is_finished()) {
+                        state.runs.remove(&key);
+                        state.by_id.remove(&key.1);
+                        state
+                            .nodes
+                            .retain(|(t, r, _), _| !(*t == key.0 && *r == key.1));
+                    }
                 }
                 Write::Node {
                     tenant,
@@ -212,6 +222,39 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    fn finished_before(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        scan: usize,
+    ) -> Result<Expired> {
+        let state = self.state()?;
+        let mut expired = Expired::default();
+        let ids = state
+            .by_id
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a));
+        for (looked, (id, tenant)) in ids.enumerate() {
+            if looked >= scan {
+                break;
+            }
+            if looked + 1 == scan {
+                expired.next = Some(id.clone());
+            }
+            let Some(run) = state.runs.get(&(tenant.clone(), id.clone())) else {
+                continue;
+            };
+            if run.created_at >= before {
+                expired.next = None;
+                return Ok(expired);
+            }
+            if run.status.is_finished() && run.finished_at.is_some_and(|at| at < before) {
+                expired.runs.push((tenant.clone(), id.clone()));
+            }
+        }
+        Ok(expired)
     }
 
     fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>> {

@@ -28,7 +28,7 @@ use crate::records::{
     ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
     TriggerKey,
 };
-use crate::store::{Commit, Store, Ticket, Write};
+use crate::store::{Commit, Expired, Store, Ticket, Write};
 use crate::{Error, Result};
 
 /// The most memory sled's page cache uses.
@@ -227,8 +227,34 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
     // Encode outside the transaction closure, which sled may call again on a
     // conflict.
     let mut puts: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    // Runs to forget, each with the number of puts that go before it.
+    let mut forgets: Vec<(usize, Forget)> = Vec::new();
     for write in commits.iter().flat_map(|c| &c.writes) {
         match write {
+            Write::ForgetRun { tenant, run } => {
+                // Its node records: those on disk, and those written earlier
+                // in this group (a transaction cannot scan). If a retry
+                // restarted the run, nothing is removed: see `forget`.
+                let prefix = keys::nodes_of(tenant, run);
+                let mut nodes = trees
+                    .get(T::NODES)
+                    .scan_prefix(&prefix)
+                    .keys()
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                nodes.extend(
+                    puts.iter()
+                        .filter(|(tree, key, _)| *tree == T::NODES && key.starts_with(&prefix))
+                        .map(|(_, key, _)| sled::IVec::from(key.as_slice())),
+                );
+                forgets.push((
+                    puts.len(),
+                    Forget {
+                        run: keys::run(tenant, run),
+                        id: keys::by_id(run),
+                        nodes,
+                    },
+                ));
+            }
             Write::NewRun(run) => {
                 let key = keys::run(&run.tenant, &run.id);
                 puts.push((
@@ -312,12 +338,19 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
         .0
         .as_slice()
         .transaction(|views| {
-            for (tree, key, value) in &puts {
+            let mut forgets = forgets.iter().peekable();
+            for (at, (tree, key, value)) in puts.iter().enumerate() {
+                while let Some((_, f)) = forgets.next_if(|(before, _)| *before == at) {
+                    forget(views, f)?;
+                }
                 let view = &views[*tree];
                 match value {
                     Some(v) => view.insert(key.as_slice(), v.as_slice())?,
                     None => view.remove(key.as_slice())?,
                 };
+            }
+            for (_, f) in forgets {
+                forget(views, f)?;
             }
             Ok::<_, ConflictableTransactionError<()>>(())
         })
@@ -325,6 +358,35 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
             TransactionError::Storage(e) => Error::Sled(e),
             TransactionError::Abort(()) => Error::Commit("transaction aborted".into()),
         })
+}
+
+/// The keys of a run to forget.
+struct Forget {
+    run: Vec<u8>,
+    id: Vec<u8>,
+    nodes: Vec<sled::IVec>,
+}
+
+/// Removes a run's keys, if the run is finished as the transaction sees it.
+fn forget(
+    views: &[sled::transaction::TransactionalTree],
+    f: &Forget,
+) -> std::result::Result<(), ConflictableTransactionError<()>> {
+    let finished = views[T::RUNS]
+        .get(&f.run)?
+        .and_then(|v| serde_json::from_slice::<RunRecord>(&v).ok())
+        .is_some_and(|r| r.status.is_finished());
+    if !finished {
+        return Ok(());
+    }
+    views[T::RUNS].remove(f.run.as_slice())?;
+    views[T::EVENTS].remove(f.run.as_slice())?;
+    views[T::ACTIVE].remove(f.run.as_slice())?;
+    views[T::BY_ID].remove(f.id.as_slice())?;
+    for node in &f.nodes {
+        views[T::NODES].remove(node)?;
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -468,6 +530,46 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn finished_before(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        scan: usize,
+    ) -> Result<Expired> {
+        let ids = self.trees.get(T::BY_ID);
+        let iter = match after {
+            Some(after) => ids.range((
+                std::ops::Bound::Excluded(keys::by_id(after)),
+                std::ops::Bound::Unbounded,
+            )),
+            None => ids.range::<&[u8], _>(..),
+        };
+        let mut expired = Expired::default();
+        for (looked, kv) in iter.take(scan).enumerate() {
+            let (id, tenant) = kv?;
+            let (tenant, id) = (
+                String::from_utf8_lossy(&tenant).into_owned(),
+                String::from_utf8_lossy(&id).into_owned(),
+            );
+            if looked + 1 == scan {
+                expired.next = Some(id.clone());
+            }
+            // The record alone: the event is not needed to decide.
+            let Some(value) = self.trees.get(T::RUNS).get(keys::run(&tenant, &id))? else {
+                continue;
+            };
+            let run: RunRecord = decode(&value)?;
+            if run.created_at >= before {
+                expired.next = None;
+                return Ok(expired);
+            }
+            if run.status.is_finished() && run.finished_at.is_some_and(|at| at < before) {
+                expired.runs.push((tenant, id.clone()));
+            }
+        }
+        Ok(expired)
     }
 
     fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>> {

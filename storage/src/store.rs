@@ -24,6 +24,10 @@ pub enum Write {
     /// Replace a run's record (its event stays as written by `NewRun`). A
     /// finished run leaves the index of unfinished runs in the same commit.
     Run(RunRecord),
+    /// Forget a finished run: its record, event, node records and id index
+    /// entry (its retention ended). Nothing happens if the run is not
+    /// finished when the commit applies (a retry may have restarted it).
+    ForgetRun { tenant: String, run: String },
     /// Insert or replace one node record of a run.
     Node {
         tenant: String,
@@ -97,6 +101,15 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
+}
+
+/// What [`Store::finished_before`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expired {
+    /// (tenant, run id) of each finished run.
+    pub runs: Vec<(String, String)>,
+    /// Where the next look goes on from; `None` when there is nothing more.
+    pub next: Option<String>,
 }
 
 /// Resolves when its commit is on disk (or failed). Dropping it does not undo
@@ -175,6 +188,17 @@ pub trait Store: Send + Sync + 'static {
         scan: usize,
         keep: &dyn Fn(&RunRecord) -> bool,
     ) -> Result<Vec<RunRecord>>;
+
+    /// Finished runs that ended before `before`, oldest first: looks at run
+    /// ids after `after` (exclusive), at most `scan` of them, and stops at
+    /// the first run created at or after `before`. Answers the runs found
+    /// and, if the scan limit ended the look, the id to go on after.
+    fn finished_before(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        scan: usize,
+    ) -> Result<Expired>;
 
     fn dedupe(&self, trigger: &TriggerKey, key: &str) -> Result<Option<DedupeRecord>>;
 

@@ -47,8 +47,15 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
 }
 
 fn run_record() -> impl Strategy<Value = RunRecord> {
-    (0..TENANTS.len(), 0..RUNS.len(), status(), any::<i32>()).prop_map(|(t, r, status, n)| {
-        RunRecord {
+    (
+        0..TENANTS.len(),
+        0..RUNS.len(),
+        status(),
+        any::<i32>(),
+        0..2i64,
+        prop::option::of(0..3i64),
+    )
+        .prop_map(|(t, r, status, n, created, took)| RunRecord {
             id: run_id(t, r),
             tenant: TENANTS[t].into(),
             flow: "f".into(),
@@ -59,11 +66,10 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             status,
             event: std::sync::Arc::new(json!({"n": n})),
             error: None,
-            created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            created_at: Utc.timestamp_opt(1_700_000_000 + created, 0).unwrap(),
             started_at: None,
-            finished_at: None,
-        }
-    })
+            finished_at: took.map(|s| Utc.timestamp_opt(1_700_000_000 + created + s, 0).unwrap()),
+        })
 }
 
 const FLOWS: &[&str] = &["f", "f2"];
@@ -107,6 +113,10 @@ fn write() -> impl Strategy<Value = Write> {
                     record,
                 }
             }),
+        (0..TENANTS.len(), 0..RUNS.len()).prop_map(|(t, r)| Write::ForgetRun {
+            tenant: TENANTS[t].into(),
+            run: run_id(t, r),
+        }),
         (0..3u8).prop_map(|v| Write::Snapshot(FlowSnapshot {
             flow: "f".into(),
             version: format!("v{v}"),
@@ -241,6 +251,18 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
             ids(model.list_all_runs(after, 10, 100, &failed).unwrap())
         );
     }
+    for before in [1, 3] {
+        let before = Utc.timestamp_opt(1_700_000_000 + before, 0).unwrap();
+        for after in [None, Some("0190-b-t1")] {
+            for scan in [2, 100] {
+                assert_eq!(
+                    sled.finished_before(before, after, scan).unwrap(),
+                    model.finished_before(before, after, scan).unwrap(),
+                    "finished_before({before}, {after:?}, {scan})"
+                );
+            }
+        }
+    }
     for trigger in all_triggers() {
         assert_eq!(
             sled.cron_fired(&trigger).unwrap(),
@@ -324,4 +346,104 @@ async fn a_commit_after_close_fails_instead_of_hanging() {
     sled.close().await;
     let result = sled.commit(Commit::new()).await;
     assert!(result.is_err());
+}
+
+/// Forgetting runs: only finished ones go, with their nodes, event and id
+/// index entry; a run restarted in the same group stays.
+#[tokio::test]
+async fn only_finished_runs_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    let model = MemoryStore::new();
+    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+    let run = |id: &str, status: RunStatus, created: i64, finished: Option<i64>| RunRecord {
+        id: id.into(),
+        tenant: "default".into(),
+        flow: "f".into(),
+        flow_version: "v1".into(),
+        trigger: "hook".into(),
+        concurrency_key: None,
+        attempt: 1,
+        status,
+        event: Arc::new(json!({"id": id})),
+        error: None,
+        created_at: at(created),
+        started_at: Some(at(created)),
+        finished_at: finished.map(at),
+    };
+    let forget = |id: &str| Write::ForgetRun {
+        tenant: "default".into(),
+        run: id.into(),
+    };
+    for store in [&*sled as &dyn Store, &model] {
+        let mut setup = Commit::new();
+        for (id, status, created, finished) in [
+            ("01-old-done", RunStatus::Succeeded, 0, Some(1)),
+            ("02-old-waiting", RunStatus::Waiting, 0, None),
+            ("03-old-retried", RunStatus::Failed, 0, Some(1)),
+            ("04-new-done", RunStatus::Succeeded, 50, Some(51)),
+            ("05-newer-done", RunStatus::Succeeded, 60, Some(61)),
+        ] {
+            setup.push(Write::NewRun(run(id, status, created, finished)));
+            setup.push(Write::Node {
+                tenant: "default".into(),
+                run: id.into(),
+                record: NodeRecord::new("a", "map"),
+            });
+        }
+        store.commit(setup).await.unwrap();
+
+        let expired = store.finished_before(at(10), None, 100).unwrap();
+        let ids: Vec<&str> = expired.runs.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["01-old-done", "03-old-retried"]);
+        assert_eq!(expired.next, None, "the scan stops at the first newer run");
+        let first = store.finished_before(at(10), None, 1).unwrap();
+        assert_eq!(first.next.as_deref(), Some("01-old-done"));
+        let rest = store
+            .finished_before(at(10), Some("01-old-done"), 100)
+            .unwrap();
+        assert_eq!(rest.runs.len(), 1);
+
+        // A retry restarts 03 just before the sweep's commit, in one group.
+        let retried = sled_or_model_burst(
+            store,
+            vec![
+                Commit::new().run(run("03-old-retried", RunStatus::Running, 0, None)),
+                Commit::new()
+                    .with(forget("01-old-done"))
+                    .with(forget("02-old-waiting"))
+                    .with(forget("03-old-retried")),
+            ],
+        );
+        retried.await;
+        assert_eq!(store.run("default", "01-old-done").unwrap(), None);
+        assert_eq!(store.run_by_id("01-old-done").unwrap(), None);
+        assert!(store.nodes("default", "01-old-done").unwrap().is_empty());
+        for kept in ["02-old-waiting", "03-old-retried", "04-new-done"] {
+            let record = store.run("default", kept).unwrap().unwrap();
+            assert_eq!(*record.event, json!({"id": kept}), "{kept}");
+            assert_eq!(store.nodes("default", kept).unwrap().len(), 1, "{kept}");
+        }
+        assert_eq!(store.unfinished_runs().unwrap().len(), 2);
+    }
+    sled.close().await;
+    drop(sled);
+    // Gone for good: reopened, the sled store agrees.
+    let sled = SledStore::open(dir.path()).unwrap();
+    assert_eq!(sled.run_by_id("01-old-done").unwrap(), None);
+    assert_eq!(sled.list_runs("default", None, 10).unwrap().len(), 4);
+    sled.close().await;
+}
+
+/// Submits `commits` at once (the sled store groups them), then waits.
+fn sled_or_model_burst(
+    store: &dyn Store,
+    commits: Vec<Commit>,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let tickets: Vec<_> = commits.into_iter().map(|c| store.commit(c)).collect();
+    async move {
+        for ticket in tickets {
+            ticket.await.unwrap();
+        }
+    }
 }
