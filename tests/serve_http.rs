@@ -1849,3 +1849,85 @@ fn health_readiness_and_metrics_answer() {
         std::thread::sleep(POLL);
     }
 }
+
+// ---- run retention ----------------------------------------------------------
+
+const RETAINED_FLOW: &str = "\
+id: retained
+triggers: [{id: hook, type: webhook}]
+nodes:
+  - {id: route, type: if, condition: event.body.slow, then: nap, else: done}
+  - {id: nap, type: delay, for: 60s}
+  - {id: done, type: map, mapping: {n: event.body.n}}
+";
+
+/// `--run-retention`: finished runs are forgotten once it has passed since
+/// they finished (never earlier), unfinished ones never; forgotten stays
+/// forgotten across a restart.
+#[test]
+fn finished_runs_are_forgotten_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(&flows_dir(&dir), "retained.yaml", RETAINED_FLOW);
+    let retention = chrono::Duration::seconds(2);
+    let daemon = Daemon::start(dir.path(), "first", &["--run-retention", "2s"], &[]);
+    let api = Api::new(&daemon);
+    let quick = hook_accepted(&api.hook(
+        "/hooks/default/retained/hook",
+        &json!({"n": 1, "slow": false}),
+        &[],
+    ));
+    let slow = hook_accepted(&api.hook(
+        "/hooks/default/retained/hook",
+        &json!({"n": 2, "slow": true}),
+        &[],
+    ));
+    let finished = api.wait_for(&quick, "succeeded");
+    let finished_at: DateTime<Utc> = finished["finished_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no finished_at: {finished:#}"));
+    api.wait_for(&slow, "waiting");
+
+    wait_until("the finished run is forgotten", RUN_TIMEOUT, || {
+        api.get(&format!("/api/v1/runs/{quick}")).status == 404
+    });
+    let gone_at = Utc::now();
+    assert!(
+        gone_at - finished_at >= retention,
+        "forgotten {} ms after it finished, before its retention of 2 s",
+        (gone_at - finished_at).num_milliseconds()
+    );
+    assert_eq!(api.run(&slow)["status"], "waiting");
+    assert_eq!(api.ids("flow=retained"), [slow.as_str()]);
+    let metrics = api.get("/metrics").text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weir_runs_forgotten_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    daemon.weir.terminate();
+    let done = daemon.weir.finish(EXIT_TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    let daemon = Daemon::start(dir.path(), "second", &["--run-retention", "2s"], &[]);
+    let api = Api::new(&daemon);
+    assert_error(&api.get(&format!("/api/v1/runs/{quick}")), 404, "not_found");
+    let run = api.run(&slow);
+    assert_eq!(run["status"], "waiting", "{run:#}");
+    assert_eq!(run["event"]["body"]["n"], 2, "the event is kept: {run:#}");
+}
+
+#[test]
+fn a_run_retention_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = run_weir(
+        dir.path(),
+        "serve",
+        &["serve", "--flows", ".", "--run-retention", "0s"],
+        EXIT_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(done.stderr.contains("--run-retention"), "{done}");
+    assert!(done.stderr.contains("`off`"), "{done}");
+}

@@ -77,6 +77,11 @@ pub fn run_finished(run: &RunRecord) {
     }
 }
 
+/// Finished runs removed from storage at the end of their retention.
+pub fn runs_forgotten(n: usize) {
+    counter!("weir_runs_forgotten_total").increment(n as u64);
+}
+
 pub fn node_executed(node_type: &'static str, status: &'static str) {
     counter!("weir_node_executions_total", "type" => node_type, "status" => status).increment(1);
 }

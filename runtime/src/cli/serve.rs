@@ -33,6 +33,25 @@ pub struct ServeArgs {
     /// How long webhook dedupe keys are remembered.
     #[arg(long, env = "WEIR_DEDUPE_RETENTION", default_value = "24h", value_parser = duration)]
     pub dedupe_retention: Duration,
+    /// How long finished runs (their records, events and node outputs) are
+    /// kept before they are forgotten; `off` keeps them forever. Unfinished
+    /// runs are never forgotten.
+    #[arg(long, env = "WEIR_RUN_RETENTION", default_value = "7d", value_parser = retention)]
+    pub run_retention: Retention,
+}
+
+/// `--run-retention`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention(pub Option<Duration>);
+
+fn retention(text: &str) -> Result<Retention, String> {
+    match text.trim() {
+        "off" | "never" => Ok(Retention(None)),
+        other => match duration(other)? {
+            d if d.is_zero() => Err("a retention of 0 would forget runs as they finish; use a duration like 7d, or `off` to keep runs forever".into()),
+            d => Ok(Retention(Some(d))),
+        },
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -48,6 +67,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         grace: args.grace,
         max_backlog: args.max_backlog,
         dedupe_retention: args.dedupe_retention,
+        run_retention: args.run_retention.0,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

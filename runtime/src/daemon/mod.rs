@@ -43,6 +43,8 @@ pub struct Config {
     pub max_backlog: usize,
     /// How long webhook dedupe keys are remembered.
     pub dedupe_retention: Duration,
+    /// How long finished runs are kept; `None` keeps them forever.
+    pub run_retention: Option<Duration>,
 }
 
 /// Runs the daemon until `shutdown` resolves. `bound` learns the address it
@@ -107,6 +109,13 @@ pub async fn serve(
         config.dedupe_retention,
         Duration::from_secs(600),
     ));
+    let sweeper = config.run_retention.map(|retention| {
+        tokio::spawn(runs::retention::forget_finished(
+            runs.clone(),
+            retention,
+            runs::retention::sweep_interval(retention),
+        ))
+    });
 
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
@@ -116,6 +125,9 @@ pub async fn serve(
     info!("shutting down: no new events; letting running nodes finish");
     drop(watcher);
     expiry.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     triggers.stop_all().await;
     runs.shutdown(config.grace).await;
     outbox.stop();

@@ -275,7 +275,13 @@ impl Engine {
         run.attempt += 1;
         run.error = None;
         run.finished_at = None;
-        self.store.commit(Commit::new().run(run.clone())).await?;
+        // Written whole, event and id index included, like a new run: if the
+        // retention sweep forgot the run between reading and this commit,
+        // the run is whole again (its node records are gone, so every node
+        // runs again).
+        self.store
+            .commit(Commit::new().with(Write::NewRun(run.clone())))
+            .await?;
         Ok(run)
     }
 

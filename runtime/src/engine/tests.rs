@@ -749,6 +749,46 @@ async fn durable_each_step_gives_the_same_results() {
     assert_eq!(output(&nodes, "b"), json!({"m": 2}));
 }
 
+/// The last work can end by a branch being skipped after another branch
+/// went to sleep: the run is then `waiting` and parks all the same.
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_last_work_is_a_skipped_branch_waits_and_parks() {
+    let store = Arc::new(MemoryStore::new());
+    let options = EngineOptions {
+        park_after: Some(Duration::from_secs(2)),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(store.clone(), Clock::new(), options);
+    let f = flow(
+        r#"  - {id: route, type: if, condition: "true", then: pause, else: other}
+  - {id: pause, type: delay, for: 10m}
+  - {id: other, type: map, mapping: {n: 1}}
+"#,
+    );
+    let event = json!({"type": "webhook", "id": "ev1", "trigger": "hook", "body": {}});
+    let run = engine.start(&f, "default", "hook", event).await.unwrap();
+    let control = Arc::new(RunControl::new());
+    let parked = tokio::time::timeout(
+        Duration::from_secs(60),
+        engine.drive_with(run, control.clone()),
+    )
+    .await
+    .expect("the run parks instead of staying in memory until its timer")
+    .unwrap();
+    assert_eq!(parked.status, RunStatus::Waiting);
+    assert!(control.parked_until().is_some());
+    let stored = store.run("default", &parked.id).unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Waiting);
+    let records: HashMap<_, _> = store
+        .nodes("default", &parked.id)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.key.clone(), n))
+        .collect();
+    assert_eq!(records["other"].status, NodeStatus::Skipped);
+    assert_eq!(records["pause"].status, NodeStatus::Waiting);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_waiting_on_a_long_timer_parks_and_resumes_from_its_records() {
     let store = Arc::new(MemoryStore::new());

@@ -4,9 +4,11 @@
 //!
 //! - `queue`: concurrency keys: who runs, who waits
 //! - `resume`: resuming at start, parking runs that only wait on timers
+//! - `retention`: forgetting finished runs once their retention ends
 
 mod queue;
 mod resume;
+pub mod retention;
 
 use queue::{Queued, Slot, SlotKey};
 

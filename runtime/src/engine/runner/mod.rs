@@ -292,6 +292,23 @@ impl<'e> Runner<'e> {
             .flatten()
     }
 
+    /// If nothing works any more and timers sleep, the run is `waiting` (its
+    /// record says so) and may park.
+    async fn check_idle(&self) -> Result<()> {
+        let run = {
+            let work = self.work();
+            if work.active > 0 || work.sleeping.is_empty() {
+                return Ok(());
+            }
+            self.set_status(RunStatus::Waiting)
+        };
+        if let Some(run) = run {
+            self.submit(Commit::new().run(run)).await?;
+        }
+        self.idle.notify_one();
+        Ok(())
+    }
+
     /// A sleeping node's timer is on disk: the run may park if nothing else
     /// works.
     fn timer_on_disk(&self) {

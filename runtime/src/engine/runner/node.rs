@@ -40,6 +40,9 @@ impl<'e> Runner<'e> {
                 if inflight.is_empty() {
                     break;
                 }
+                // The last work may have ended here rather than by going to
+                // sleep (a skipped branch, say): then the run waits.
+                self.check_idle().await?;
                 let event = tokio::select! {
                     event = inflight.next() => event,
                     () = self.control.cancelled() => return Ok(FrameEnd::Cancelled),
