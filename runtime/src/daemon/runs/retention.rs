@@ -26,11 +26,13 @@ pub fn sweep_interval(retention: Duration) -> Duration {
 pub async fn forget_finished(runs: Arc<Runs>, retention: Duration, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
+        let started = std::time::Instant::now();
         match sweep(&runs, retention).await {
             Ok(0) => {}
             Ok(n) => info!(
                 runs = n,
                 ?retention,
+                took_ms = started.elapsed().as_millis() as u64,
                 "finished runs past their retention forgotten"
             ),
             Err(e) => {
