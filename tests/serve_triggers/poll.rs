@@ -204,6 +204,38 @@ fn poll_full_scan_emits_each_change_once_across_kill_9() {
     });
 }
 
+/// A poll's changes are submitted together; when the backlog refuses some
+/// (`--max-backlog`), those are emitted by later polls, each once.
+#[test]
+fn poll_changes_refused_by_a_full_backlog_come_with_later_polls_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing: Vec<Value> = (0..30)
+        .map(|n| record(&format!("r{n:02}"), 1, "x"))
+        .collect();
+    let server = RecordServer::start(existing.clone());
+    // One run at a time (a constant concurrency key), 100 ms each: the
+    // others wait in the backlog, which holds 4.
+    let yaml = poll_flow(&server.url("/items"), "    baseline: false").replace(
+        "nodes:\n",
+        "concurrency: {key: '\"all\"', limit: 1}\nnodes:\n  - {id: nap, type: delay, for: 100ms, next: note}\n",
+    );
+    flow(dir.path(), "items.yaml", &yaml);
+    let mut daemon = Daemon::start(dir.path(), "daemon", &["--max-backlog", "4"], &[]);
+    wait_changes(&mut daemon, 30);
+    wait_polls(&server, &mut daemon, "/items", 2);
+    let expected: Vec<Change> = existing.into_iter().map(|r| change("created", r)).collect();
+    assert_same_changes(&changes(&daemon), &expected, "through a full backlog");
+    let log = daemon.weir.stderr();
+    assert!(
+        log.contains("changes wait for the next poll"),
+        "the backlog never refused a change, so this test tests nothing:\n{log}"
+    );
+    assert!(
+        !log.contains("poll failed"),
+        "a full backlog is not an API failure to back off from:\n{log}"
+    );
+}
+
 #[test]
 fn poll_without_baseline_emits_existing_records_as_created() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,13 @@ use crate::engine::{Admission, Engine, EngineError, RunControl};
 use crate::flow::Flow;
 use crate::metrics;
 
+/// A run whose admission is submitted to the store, not yet on disk
+/// ([`Runs::submit`]); [`Runs::admitted`] waits for it.
+pub struct Submitted {
+    run: RunRecord,
+    ticket: weir_storage::Ticket,
+}
+
 /// Why a run was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
@@ -126,6 +133,21 @@ impl Runs {
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<RunRecord, AdmitError> {
+        let submitted = self.submit(flow, tenant, trigger, event, writes)?;
+        self.admitted(submitted).await
+    }
+
+    /// The first half of [`Runs::admit`], which does not wait: decides,
+    /// in call order, whether the run starts or waits its turn, and submits
+    /// its commit. Many admissions submitted in a row share disk flushes.
+    pub fn submit(
+        self: &Arc<Self>,
+        flow: &Arc<Flow>,
+        tenant: &str,
+        trigger: &str,
+        event: Value,
+        writes: impl FnOnce(&str) -> Vec<Write>,
+    ) -> Result<Submitted, AdmitError> {
         let backlog = self.backlog.fetch_add(1, Ordering::Relaxed);
         if backlog >= self.max_backlog {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -170,7 +192,15 @@ impl Runs {
         };
         let mut commit = self.engine.admission_commit(flow, &run);
         commit.writes.extend(admission.writes);
-        if let Err(e) = self.engine.store().commit(commit).await {
+        let ticket = self.engine.store().commit(commit);
+        Ok(Submitted { run, ticket })
+    }
+
+    /// The second half of [`Runs::admit`]: once the run's commit is on disk,
+    /// it starts (unless it waits its turn).
+    pub async fn admitted(self: &Arc<Self>, submitted: Submitted) -> Result<RunRecord, AdmitError> {
+        let Submitted { run, ticket } = submitted;
+        if let Err(e) = ticket.await {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
             if run.status == RunStatus::Running {
                 self.release_slot(&run);

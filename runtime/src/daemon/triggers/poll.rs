@@ -19,7 +19,7 @@ use weir_nodes::triggers::poll::Poll;
 use weir_storage::{Commit, SeenRecord, TriggerKey, Write};
 
 use super::sleep_or_stop;
-use crate::daemon::runs::Runs;
+use crate::daemon::runs::{AdmitError, Runs, Submitted};
 use crate::engine::Engine;
 use crate::flow::Flow;
 
@@ -62,6 +62,7 @@ pub(super) async fn run(
         }
     };
     let mut failures = 0u32;
+    let mut deferring = false;
     loop {
         match poll_once(
             &runs,
@@ -76,9 +77,19 @@ pub(super) async fn run(
         )
         .await
         {
-            Ok(()) => {
+            Ok(0) => {
                 failures = 0;
                 first = false;
+                deferring = false;
+            }
+            // Not a failure of the API: the next poll, at the usual time,
+            // brings them again (the cursor did not move).
+            Ok(deferred) => {
+                failures = 0;
+                if !deferring {
+                    warn!(flow = %flow.id, trigger = %trigger.id, tenant, deferred, "too many unfinished runs (--max-backlog): changes wait for the next poll");
+                }
+                deferring = true;
             }
             Err(e) => {
                 failures += 1;
@@ -116,6 +127,12 @@ fn text_key(key: &Value) -> String {
     }
 }
 
+/// A change's commit, submitted.
+enum Pending {
+    Run(Box<Submitted>),
+    Seen(weir_storage::Ticket),
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn poll_once(
     runs: &Arc<Runs>,
@@ -127,7 +144,7 @@ async fn poll_once(
     seen: &mut HashMap<String, SeenRecord>,
     cursor: &mut Value,
     first: bool,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let mut scope = base_scope(flow, tenant, cursor);
     let request = poll
         .request
@@ -227,9 +244,16 @@ async fn poll_once(
         }
     }
 
+    // Every change's commit is submitted in order without waiting, so they
+    // share disk flushes; then each is waited for. The seen-set in memory
+    // learns only what reached the disk.
     let store = runs.engine().store().clone();
     let baseline = first && poll.baseline;
-    for change in changes {
+    let mut submitted = Vec::new();
+    let mut refused = None;
+    let mut deferred = 0;
+    let total = changes.len();
+    for (n, change) in changes.into_iter().enumerate() {
         let emit = !baseline
             && match change.kind {
                 "created" => poll.emit.created,
@@ -241,34 +265,56 @@ async fn poll_once(
             key: change.key.clone(),
             record: change.record.clone(),
         };
-        if emit {
+        let pending = if emit {
             let now = runs.engine().clock().now();
             let mut event =
                 weir_nodes::triggers::event_base(change.kind, &Engine::new_run_id(), trigger, now);
             event.insert("key".into(), change.key_value);
             event.insert("version".into(), change.version);
             event.insert("item".into(), change.item);
-            match runs
-                .admit(flow, tenant, trigger, Value::Object(event), |_| vec![write])
-                .await
-            {
-                Ok(run) => {
-                    crate::metrics::event_received(&flow.id, trigger);
-                    debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, change = change.kind, key = %change.key, "poll change");
-                }
+            match runs.submit(flow, tenant, trigger, Value::Object(event), |_| vec![write]) {
+                Ok(admission) => Pending::Run(Box::new(admission)),
                 // The rest is found again by the next poll.
-                Err(e) => return Err(e.to_string()),
+                Err(AdmitError::Overloaded(_)) => {
+                    deferred = total - n;
+                    break;
+                }
+                Err(e) => {
+                    refused = Some(e.to_string());
+                    break;
+                }
             }
         } else {
-            store
-                .commit(Commit::new().with(write))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        match change.record {
-            Some(record) => seen.insert(change.key, record),
-            None => seen.remove(&change.key),
+            Pending::Seen(store.commit(Commit::new().with(write)))
         };
+        submitted.push((change.key, change.kind, change.record, pending));
+    }
+    let mut failed = refused;
+    for (k, kind, record, pending) in submitted {
+        let outcome = match pending {
+            Pending::Run(admission) => runs
+                .admitted(*admission).await.map(|run| {
+                crate::metrics::event_received(&flow.id, trigger);
+                debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, change = kind, key = %k, "poll change");
+            }).map_err(|e| e.to_string()),
+            Pending::Seen(ticket) => ticket.await.map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(()) => match record {
+                Some(record) => seen.insert(k, record),
+                None => seen.remove(&k),
+            },
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if deferred > 0 {
+        return Ok(deferred);
     }
     // The cursor's record also marks that the first poll happened.
     store
@@ -279,5 +325,5 @@ async fn poll_once(
         .await
         .map_err(|e| e.to_string())?;
     *cursor = next_cursor;
-    Ok(())
+    Ok(0)
 }
