@@ -236,6 +236,51 @@ fn poll_changes_refused_by_a_full_backlog_come_with_later_polls_once() {
     );
 }
 
+/// A record on which the flow's concurrency key fails does not hold up the
+/// others; it is emitted once it (or the flow) is fixed.
+#[test]
+fn poll_record_whose_concurrency_key_fails_does_not_block_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let good_a = json!({"id": "a", "v": 1, "group": "x"});
+    let bad_b = json!({"id": "b", "v": 1});
+    let good_c = json!({"id": "c", "v": 1, "group": "y"});
+    let server = RecordServer::start(vec![good_a.clone(), bad_b, good_c.clone()]);
+    let yaml = poll_flow(&server.url("/items"), "    baseline: false").replace(
+        "nodes:\n",
+        "concurrency: {key: event.item.group.to_upper(), limit: 1}\nnodes:\n",
+    );
+    flow(dir.path(), "items.yaml", &yaml);
+    let mut daemon = start(dir.path(), "daemon");
+    wait_changes(&mut daemon, 2);
+    wait_polls(&server, &mut daemon, "/items", 2);
+    assert_same_changes(
+        &changes(&daemon),
+        &[
+            change("created", good_a.clone()),
+            change("created", good_c.clone()),
+        ],
+        "the bad record held back",
+    );
+    let log = daemon.weir.stderr();
+    assert!(
+        log.contains("concurrency key failed") && log.contains("key=b"),
+        "no warning naming the record:\n{log}"
+    );
+    let fixed_b = json!({"id": "b", "v": 1, "group": "z"});
+    server.put(fixed_b.clone());
+    wait_changes(&mut daemon, 3);
+    wait_polls(&server, &mut daemon, "/items", 2);
+    assert_same_changes(
+        &changes(&daemon),
+        &[
+            change("created", good_a),
+            change("created", good_c),
+            change("created", fixed_b),
+        ],
+        "once fixed",
+    );
+}
+
 #[test]
 fn poll_without_baseline_emits_existing_records_as_created() {
     let dir = tempfile::tempdir().unwrap();

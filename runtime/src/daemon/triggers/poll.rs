@@ -252,6 +252,7 @@ async fn poll_once(
     let mut submitted = Vec::new();
     let mut refused = None;
     let mut deferred = 0;
+    let mut held = 0;
     let total = changes.len();
     for (n, change) in changes.into_iter().enumerate() {
         let emit = !baseline
@@ -278,6 +279,14 @@ async fn poll_once(
                 Err(AdmitError::Overloaded(_)) => {
                     deferred = total - n;
                     break;
+                }
+                // This record cannot start a run until the flow is fixed;
+                // the others go on. It stays unseen, and the cursor stays,
+                // so nothing is lost.
+                Err(AdmitError::Key(e)) => {
+                    warn!(flow = %flow.id, trigger, tenant, key = %change.key, error = %e, "a change cannot start its run: the flow's concurrency key failed on it; it is tried again at the next poll");
+                    held += 1;
+                    continue;
                 }
                 Err(e) => {
                     refused = Some(e.to_string());
@@ -313,7 +322,7 @@ async fn poll_once(
     if let Some(e) = failed {
         return Err(e);
     }
-    if deferred > 0 {
+    if deferred > 0 || held > 0 {
         return Ok(deferred);
     }
     // The cursor's record also marks that the first poll happened.
