@@ -18,11 +18,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::backend::{Backend, Received};
-use support::{Daemon, run_weir, wait_until, write_flow};
+use support::{Answer, Api, Daemon, run_weir, wait_until, write_flow};
 
 /// How long a run or a delivery may take to reach the state a test waits
 /// for (the longest here wait for a few backoff steps; the margin is for a
@@ -38,59 +37,7 @@ const SECRET_ENV: &str = "TEST_DELIVERY_SECRET";
 
 // ---- talking to the daemon --------------------------------------------------
 
-/// An HTTP answer: status and body as JSON (null if not JSON).
-struct Answer {
-    status: u16,
-    body: Value,
-    text: String,
-}
-
-impl std::fmt::Display for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.text)
-    }
-}
-
-/// A client for one daemon.
-struct Api {
-    http: Client,
-    base: String,
-}
-
 impl Api {
-    fn new(daemon: &Daemon) -> Self {
-        let http = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Self {
-            http,
-            base: daemon.base.clone(),
-        }
-    }
-
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Answer {
-        let response = request.send().expect("the daemon answers");
-        let status = response.status().as_u16();
-        let text = response.text().expect("the answer's body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text }
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-    }
-
     /// A webhook to trigger `hook` of `flow` (tenant `default`); answers
     /// its `(run_id, event_id)`.
     fn hook(&self, flow: &str, body: &Value) -> (String, String) {

@@ -17,10 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Daemon, ScriptedServer, run_weir, wait_until, write_flow};
+use support::{Answer, Api, Daemon, ScriptedServer, run_weir, wait_until, write_flow};
 
 /// How long a run may take to reach a state the test waits for (runs here
 /// take a few seconds at most; the margin is for a loaded machine).
@@ -34,91 +33,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 // ---- talking to the daemon --------------------------------------------------
 
-/// An HTTP answer: status, `Retry-After`, body as JSON (null if not JSON).
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Value,
-    text: String,
-}
-
-impl std::fmt::Display for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.text)
-    }
-}
-
-/// A client for one daemon.
-struct Api {
-    http: Client,
-    base: String,
-}
-
 impl Api {
-    fn new(daemon: &Daemon) -> Self {
-        let http = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Self {
-            http,
-            base: daemon.base.clone(),
-        }
-    }
-
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Answer {
-        let response = request.send().expect("the daemon answers");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let text = response.text().expect("the answer's body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            retry_after,
-            body,
-            text,
-        }
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-    }
-
-    /// POST with a JSON body.
-    fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-    }
-
-    /// POST `body` as is, with `content_type` (none if empty) and headers.
-    fn post_raw(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: &str,
-        headers: &[(&str, String)],
-    ) -> Answer {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .body(body.to_owned());
-        if !content_type.is_empty() {
-            request = request.header("content-type", content_type);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, value.as_str());
-        }
-        self.send(request)
-    }
-
     /// A webhook with a JSON body and headers.
     fn hook(&self, path: &str, body: &Value, headers: &[(&str, String)]) -> Answer {
         self.post_raw(path, "application/json", &body.to_string(), headers)

@@ -405,7 +405,7 @@ async fn only_finished_runs_are_forgotten() {
         assert_eq!(rest.runs.len(), 1);
 
         // A retry restarts 03 just before the sweep's commit, in one group.
-        let retried = sled_or_model_burst(
+        let retried = submit_together(
             store,
             vec![
                 Commit::new().run(run("03-old-retried", RunStatus::Running, 0, None)),
@@ -436,7 +436,7 @@ async fn only_finished_runs_are_forgotten() {
 }
 
 /// Submits `commits` at once (the sled store groups them), then waits.
-fn sled_or_model_burst(
+fn submit_together(
     store: &dyn Store,
     commits: Vec<Commit>,
 ) -> impl std::future::Future<Output = ()> + use<> {

@@ -7,6 +7,7 @@
 //! - [`Weir`]: a `weir` child process whose output goes to files; killed
 //!   (SIGKILL) when dropped, so a failing assertion leaves no process behind
 //! - [`wait_until`]: polls a condition every 20 ms up to a deadline
+//! - [`Api`]: a blocking client for a daemon's HTTP API, answering [`Answer`]s
 
 #![allow(clippy::unwrap_used)]
 // tests: a failed unwrap is a failed test
@@ -451,6 +452,95 @@ impl Daemon {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+}
+
+// ==== a client for the daemon's HTTP API ====================================
+
+/// An HTTP answer: status, `Retry-After`, body as JSON (null if not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.text)
+    }
+}
+
+/// A client for one daemon's HTTP API; each test file adds the calls it
+/// needs in its own `impl Api`.
+pub struct Api {
+    pub http: reqwest::blocking::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(daemon: &Daemon) -> Self {
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            http,
+            base: daemon.base.clone(),
+        }
+    }
+
+    pub fn send(&self, request: reqwest::blocking::RequestBuilder) -> Answer {
+        let response = request.send().expect("the daemon answers");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().expect("the answer's body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            retry_after,
+            body,
+            text,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    /// POST with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
+    /// POST `body` as is, with `content_type` (none if empty) and headers.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        headers: &[(&str, String)],
+    ) -> Answer {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        self.send(request)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `weir` command.
 
+mod client;
 mod graph;
 mod outbox;
 mod run;

@@ -4,23 +4,14 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::exit;
+use super::client::{self, DaemonArgs, text};
 
 #[derive(Debug, clap::Args)]
 pub struct OutboxArgs {
     #[command(subcommand)]
     pub command: OutboxCommand,
-    /// The daemon's address.
-    #[arg(
-        long,
-        global = true,
-        env = "WEIR_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,49 +23,21 @@ pub enum OutboxCommand {
 }
 
 pub fn main(args: OutboxArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("weir: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
-    };
-    runtime.block_on(call(&args)).unwrap_or_else(|message| {
-        eprintln!("weir: {message}");
-        ExitCode::from(exit::FAILED)
-    })
+    client::block_on(call(&args))
 }
 
 async fn call(args: &OutboxArgs) -> Result<ExitCode, String> {
-    let base = args.server.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let base = args.daemon.base();
+    let http = reqwest::Client::new();
     let request = match &args.command {
-        OutboxCommand::List => client.get(format!("{base}/api/v1/outbox")),
-        OutboxCommand::Retry { id } => client.post(format!("{base}/api/v1/outbox/{id}/retry")),
+        OutboxCommand::List => http.get(format!("{base}/api/v1/outbox")),
+        OutboxCommand::Retry { id } => http.post(format!("{base}/api/v1/outbox/{id}/retry")),
     };
-    let response = request.send().await.map_err(|e| {
-        format!("cannot reach the daemon at {base}: {e}; is `weir serve` running? (--server URL)")
-    })?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("the daemon's answer is not JSON: {e}"))?;
-    if !status.is_success() {
-        eprintln!(
-            "weir: {} ({status})",
-            body["error"]["message"].as_str().unwrap_or("an error")
-        );
-        return Ok(ExitCode::from(if status.is_client_error() {
-            exit::USAGE
-        } else {
-            exit::FAILED
-        }));
-    }
-    if args.json {
+    let body = match client::send(request, base).await? {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
+    if args.daemon.json {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -83,14 +46,6 @@ async fn call(args: &OutboxArgs) -> Result<ExitCode, String> {
         OutboxCommand::Retry { id } => println!("delivery {id} is pending again"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn print_outbox(body: &Value) {

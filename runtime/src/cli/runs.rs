@@ -4,23 +4,14 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::exit;
+use super::client::{self, DaemonArgs, text};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
     #[command(subcommand)]
     pub command: RunsCommand,
-    /// The daemon's address.
-    #[arg(
-        long,
-        global = true,
-        env = "WEIR_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -49,28 +40,12 @@ pub enum RunsCommand {
 }
 
 pub fn main(args: RunsArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("weir: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
-    };
-    match runtime.block_on(call(&args)) {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("weir: {message}");
-            ExitCode::from(exit::FAILED)
-        }
-    }
+    client::block_on(call(&args))
 }
 
 async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
-    let base = args.server.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let base = args.daemon.base();
+    let http = reqwest::Client::new();
     let request = match &args.command {
         RunsCommand::List {
             flow,
@@ -90,30 +65,17 @@ async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
                     query.push((k, v.clone()));
                 }
             }
-            client.get(format!("{base}/api/v1/runs")).query(&query)
+            http.get(format!("{base}/api/v1/runs")).query(&query)
         }
-        RunsCommand::Show { id } => client.get(format!("{base}/api/v1/runs/{id}")),
-        RunsCommand::Retry { id } => client.post(format!("{base}/api/v1/runs/{id}/retry")),
-        RunsCommand::Cancel { id } => client.post(format!("{base}/api/v1/runs/{id}/cancel")),
+        RunsCommand::Show { id } => http.get(format!("{base}/api/v1/runs/{id}")),
+        RunsCommand::Retry { id } => http.post(format!("{base}/api/v1/runs/{id}/retry")),
+        RunsCommand::Cancel { id } => http.post(format!("{base}/api/v1/runs/{id}/cancel")),
     };
-    let response = request.send().await.map_err(|e| {
-        format!("cannot reach the daemon at {base}: {e}; is `weir serve` running? (--server URL)")
-    })?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("the daemon's answer is not JSON: {e}"))?;
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("an error");
-        eprintln!("weir: {} ({status})", message);
-        return Ok(ExitCode::from(if status.is_client_error() {
-            exit::USAGE
-        } else {
-            exit::FAILED
-        }));
-    }
-    if args.json {
+    let body = match client::send(request, base).await? {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
+    if args.daemon.json {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -122,14 +84,6 @@ async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
         _ => print_run(&body),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Times without sub-seconds: `2026-01-01 12:00:00`.

@@ -250,7 +250,7 @@ async fn poll_once(
     let store = runs.engine().store().clone();
     let baseline = first && poll.baseline;
     let mut submitted = Vec::new();
-    let mut refused = None;
+    let mut failed = None;
     let mut deferred = 0;
     let mut held = 0;
     let total = changes.len();
@@ -289,7 +289,7 @@ async fn poll_once(
                     continue;
                 }
                 Err(e) => {
-                    refused = Some(e.to_string());
+                    failed = Some(e.to_string());
                     break;
                 }
             }
@@ -298,26 +298,29 @@ async fn poll_once(
         };
         submitted.push((change.key, change.kind, change.record, pending));
     }
-    let mut failed = refused;
     for (k, kind, record, pending) in submitted {
         let outcome = match pending {
-            Pending::Run(admission) => runs
-                .admitted(*admission).await.map(|run| {
-                crate::metrics::event_received(&flow.id, trigger);
-                debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, change = kind, key = %k, "poll change");
-            }).map_err(|e| e.to_string()),
+            Pending::Run(admission) => match runs.admitted(*admission).await {
+                Ok(run) => {
+                    crate::metrics::event_received(&flow.id, trigger);
+                    debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, change = kind, key = %k, "poll change");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
             Pending::Seen(ticket) => ticket.await.map_err(|e| e.to_string()),
         };
-        match outcome {
-            Ok(()) => match record {
-                Some(record) => seen.insert(k, record),
-                None => seen.remove(&k),
-            },
-            Err(e) => {
-                failed.get_or_insert(e);
-                continue;
+        match (outcome, record) {
+            (Ok(()), Some(record)) => {
+                seen.insert(k, record);
             }
-        };
+            (Ok(()), None) => {
+                seen.remove(&k);
+            }
+            (Err(e), _) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
     if let Some(e) = failed {
         return Err(e);

@@ -293,7 +293,9 @@ impl<'e> Runner<'e> {
     }
 
     /// If nothing works any more and timers sleep, the run is `waiting` (its
-    /// record says so) and may park.
+    /// record says so) and may park. The frames call it whenever they are
+    /// about to wait, so it sees the last work end however it ended: a node
+    /// going to sleep, a branch skipped, a loop done.
     async fn check_idle(&self) -> Result<()> {
         let run = {
             let work = self.work();
@@ -307,14 +309,6 @@ impl<'e> Runner<'e> {
         }
         self.idle.notify_one();
         Ok(())
-    }
-
-    /// A sleeping node's timer is on disk: the run may park if nothing else
-    /// works.
-    fn timer_on_disk(&self) {
-        if self.work().active == 0 {
-            self.idle.notify_one();
-        }
     }
 
     /// A node wakes; the run's new record if it was `waiting`.

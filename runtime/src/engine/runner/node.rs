@@ -106,7 +106,6 @@ impl<'e> Runner<'e> {
                         frame.state[i].record = recorded.clone();
                         // Its waiting record (and the run's status) is on disk.
                         let _ = self.sleep_started(wake_at);
-                        self.timer_on_disk();
                         let is_delay = matches!(node.kind, NodeKind::Delay(_));
                         inflight.push(Box::pin(self.wake(i, wake_at, is_delay)));
                         return Ok(None);
@@ -207,7 +206,6 @@ impl<'e> Runner<'e> {
                 self.commit_node(record, run, None).await?;
                 // The timer must be on disk before it is relied on.
                 self.sync().await?;
-                self.timer_on_disk();
                 inflight.push(Box::pin(self.wake(i, wake_at, true)));
             }
             NodeKind::ForEach(fe) => {
@@ -382,7 +380,6 @@ impl<'e> Runner<'e> {
                     let run = self.sleep_started(wake_at);
                     self.commit_node(record, run, None).await?;
                     self.sync().await?;
-                    self.timer_on_disk();
                     inflight.push(Box::pin(self.wake(i, wake_at, false)));
                     return Ok(None);
                 }
