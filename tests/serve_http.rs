@@ -275,15 +275,22 @@ fn each_signature_scheme_accepts_a_good_signature_and_refuses_a_bad_one() {
 
     // hmac-sha256: hex, and `sha256=` hex, in the configured header (its
     // name in any case).
+    // The same signed body sent again (here in the other form) verifies
+    // and is a duplicate of the first, whatever its unsigned headers.
+    let duplicate_of = |a: Answer, first: &str| {
+        assert_eq!(a.status, 200, "{a}");
+        assert_eq!(a.body["duplicate"], true, "{a}");
+        assert_eq!(a.body["run_id"], first, "{a}");
+    };
     let hex_mac = hex::encode(hmac_sha256(HMAC_SECRET.as_bytes(), body.as_bytes()));
     runs.push(hook_accepted(&post(
         "custom",
         &[("x-signature", hex_mac.clone())],
     )));
-    runs.push(hook_accepted(&post(
-        "custom",
-        &[("X-Signature", format!("sha256={hex_mac}"))],
-    )));
+    duplicate_of(
+        post("custom", &[("X-Signature", format!("sha256={hex_mac}"))]),
+        &runs[0],
+    );
     let other = hex::encode(hmac_sha256(HMAC_SECRET.as_bytes(), b"another body"));
     refused(
         post("custom", &[("x-signature", other)]),
@@ -321,13 +328,21 @@ fn each_signature_scheme_accepts_a_good_signature_and_refuses_a_bad_one() {
             stripe_signature(STRIPE_SECRET, now, body),
         )],
     )));
-    let good = stripe_signature(STRIPE_SECRET, now, body);
+    let good = stripe_signature(STRIPE_SECRET, now - 1, body);
     let v1 = good.split(",v1=").nth(1).unwrap();
     let bad = hex::encode(hmac_sha256(b"old secret", b"x"));
+    let several = format!("t={},v1={bad},v1={v1}", now - 1);
     runs.push(hook_accepted(&post(
         "stripe",
-        &[("Stripe-Signature", format!("t={now},v1={bad},v1={v1}"))],
+        &[("Stripe-Signature", several.clone())],
     )));
+    duplicate_of(
+        post(
+            "stripe",
+            &[("Stripe-Signature", format!("{several},v1={bad}"))],
+        ),
+        runs.last().unwrap(),
+    );
     refused(
         post(
             "stripe",

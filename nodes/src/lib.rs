@@ -8,10 +8,15 @@
 //! - [`script`]: the Rhai engine, expressions, templates, JSON ↔ Dynamic
 //! - [`yaml`], [`reader`], [`diag`], [`units`]: reading flow files with
 //!   every problem reported at its line and column
+//! - [`json`]: limits on the JSON values weir accepts
+//! - [`http_client`], [`backoff`]: what outgoing requests and retries share
 
+pub mod backoff;
 pub mod control;
 pub mod diag;
 pub mod functions;
+pub mod http_client;
+pub mod json;
 pub mod node;
 pub mod reader;
 pub mod script;

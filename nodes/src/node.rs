@@ -119,9 +119,7 @@ impl Retry {
     /// The wait before attempt `attempt + 1`, given a random `jitter` in
     /// [0, 1): between half and all of `initial * 2^(attempt-1)`, capped.
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.initial.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-        let capped = exp.min(self.max.as_secs_f64());
-        Duration::from_secs_f64(capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
+        crate::backoff::Backoff::new(self.initial, self.max).delay(attempt, jitter)
     }
 }
 
@@ -195,6 +193,15 @@ impl NodeError {
             Self::Script(_) | Self::Invalid(_) => false,
             Self::Http(e) => e.is_retryable(),
             Self::Timeout(_) => true,
+        }
+    }
+
+    /// How long the other side asked to wait before trying again (an HTTP
+    /// answer's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Http(e) => e.retry_after(),
+            _ => None,
         }
     }
 }

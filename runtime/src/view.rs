@@ -1,7 +1,7 @@
 //! The run object of SPEC §4, shared by `weir run --json` and the HTTP API.
 
 use serde_json::{Value, json};
-use weir_storage::{NodeRecord, RunRecord};
+use weir_storage::{NodeRecord, RunRecord, Unreadable};
 
 use crate::flow::{Flow, Graph};
 
@@ -22,6 +22,17 @@ pub fn run_json(run: &RunRecord, nodes: &[NodeRecord]) -> Value {
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "nodes": nodes.iter().map(node_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A run whose record cannot be read: `{id, tenant, status: "corrupt",
+/// error}`.
+pub fn unreadable_json(u: &Unreadable) -> Value {
+    json!({
+        "id": u.id,
+        "tenant": u.tenant,
+        "status": "corrupt",
+        "error": u.error,
     })
 }
 

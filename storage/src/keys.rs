@@ -26,6 +26,13 @@ pub fn run(tenant: &str, run: &str) -> Vec<u8> {
     join(&[tenant, run])
 }
 
+/// The (tenant, run id) of a `runs` or `active` key.
+pub fn run_parts(key: &[u8]) -> (String, String) {
+    let mut parts = key.splitn(2, |b| *b == SEP);
+    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    (next(), next())
+}
+
 /// `nodes` tree: one node record of a run.
 pub fn node(tenant: &str, run: &str, node_key: &str) -> Vec<u8> {
     join(&[tenant, run, node_key])

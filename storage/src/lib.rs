@@ -16,8 +16,9 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
-    NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
+    MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
+    Unreadable,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Expired, Store, Ticket, Write};
@@ -25,14 +26,18 @@ pub use store::{Commit, Expired, Store, Ticket, Write};
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum Error {
-    #[error(
-        "cannot open the data directory {path} (is it writable, and not used by another weir process?)"
-    )]
+    #[error("cannot open the data directory {path}: {why}")]
     Open {
         path: String,
-        #[source]
-        source: sled::Error,
+        /// What went wrong, and what to do about it.
+        why: String,
     },
+    #[error(
+        "{what} is nested more than {MAX_VALUE_DEPTH} levels deep; weir stores at most {MAX_VALUE_DEPTH}"
+    )]
+    TooDeep { what: &'static str },
+    #[error("run {} of tenant {} cannot be read: {}", .0.id, .0.tenant, .0.error)]
+    Unreadable(Unreadable),
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("a stored record does not decode: {0}")]

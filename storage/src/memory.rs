@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
-    TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
+    SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, Ticket, Write};
 use crate::{Error, Result};
@@ -46,6 +46,9 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn commit(&self, commit: Commit) -> Ticket {
+        if let Err(e) = commit.check() {
+            return Ticket::ready(Err(e));
+        }
         let mut state = match self.state() {
             Ok(state) => state,
             Err(e) => return Ticket::ready(Err(e)),
@@ -159,15 +162,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn active_runs(&self) -> Result<Vec<ActiveRun>> {
-        Ok(self
-            .unfinished_runs()?
-            .iter()
-            .map(ActiveRun::from)
-            .collect())
+    fn active_runs(&self) -> Result<(Vec<ActiveRun>, Vec<Unreadable>)> {
+        let runs = self.unfinished_runs()?;
+        Ok((runs.iter().map(ActiveRun::from).collect(), Vec::new()))
     }
 
-    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<Listed>> {
         Ok(self
             .state()?
             .runs
@@ -176,6 +176,7 @@ impl Store for MemoryStore {
             .filter(|r| r.tenant == tenant && after.is_none_or(|a| r.id.as_str() < a))
             .take(limit)
             .cloned()
+            .map(Listed::Run)
             .collect())
     }
 
@@ -205,8 +206,8 @@ impl Store for MemoryStore {
         after: Option<&str>,
         limit: usize,
         scan: usize,
-        keep: &dyn Fn(&RunRecord) -> bool,
-    ) -> Result<Vec<RunRecord>> {
+        keep: &dyn Fn(&Listed) -> bool,
+    ) -> Result<Vec<Listed>> {
         let state = self.state()?;
         let mut all: Vec<&RunRecord> = state
             .by_id
@@ -218,9 +219,9 @@ impl Store for MemoryStore {
         Ok(all
             .into_iter()
             .take(scan)
+            .map(|r| Listed::Run(r.clone()))
             .filter(|r| keep(r))
             .take(limit)
-            .cloned()
             .collect())
     }
 

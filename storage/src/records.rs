@@ -5,6 +5,60 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The deepest nesting of arrays and objects a stored value may have. weir
+/// accepts values of at most 64 levels where they enter, so this leaves
+/// room for what it builds around them; a commit holding a deeper value is
+/// refused, so that every record on disk decodes.
+pub const MAX_VALUE_DEPTH: usize = 100;
+
+/// Whether `value` nests deeper than `limit` (iterative: safe at any depth).
+pub(crate) fn nests_deeper(value: &Value, limit: usize) -> bool {
+    // (value, its level if it is an array or object)
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if level > limit => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A run whose stored record cannot be read back: lists show it as such
+/// rather than failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub tenant: String,
+    pub id: String,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+/// A run as a list holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Listed {
+    Run(RunRecord),
+    Unreadable(Unreadable),
+}
+
+impl Listed {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Run(r) => &r.id,
+            Self::Unreadable(u) => &u.id,
+        }
+    }
+
+    pub fn run(&self) -> Option<&RunRecord> {
+        match self {
+            Self::Run(r) => Some(r),
+            Self::Unreadable(_) => None,
+        }
+    }
+}
+
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +80,15 @@ impl RunStatus {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
+    pub const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -35,6 +98,22 @@ impl RunStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
         }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{s}`; use {}",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
     }
 }
 
@@ -222,6 +301,10 @@ pub struct DedupeRecord {
     pub run: String,
     pub event: String,
     pub at: DateTime<Utc>,
+    /// The tenant of that run (a key shared by tenants, like a signature
+    /// under a secret they share, can be met from another tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// What a poll trigger last saw of one record.

@@ -21,12 +21,12 @@ use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::keys;
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
-    TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
+    SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, Ticket, Write};
 use crate::{Error, Result};
@@ -108,7 +108,7 @@ impl SledStore {
             .open()
             .map_err(|e| Error::Open {
                 path: dir.display().to_string(),
-                source: e,
+                why: open_failure(&e),
             })?;
         let trees = Trees(Arc::new(
             TREE_NAMES
@@ -141,13 +141,50 @@ impl SledStore {
     }
 }
 
-/// Counters of the committer: how well commits are grouped.
+/// What sled's error on open means for the user.
+fn open_failure(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("{io}; weir needs to read and write it: check its owner and permissions")
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => format!(
+            "{io}; another weir process (or another program) holds it: stop it, or give this one its own --data folder"
+        ),
+        sled::Error::Io(io) => format!("{io}"),
+        sled::Error::Corruption { .. } => format!(
+            "its files are corrupt ({e}); restore the folder from a backup, or move it away to start with an empty one"
+        ),
+        other => format!("{other}"),
+    }
+}
+
+/// Counters of the committer: how well commits are grouped; and how many
+/// stored records were found unreadable.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Commits applied.
     pub commits: AtomicU64,
     /// Transactions and flushes (one per group).
     pub flushes: AtomicU64,
+    /// Records found that cannot be read back, each counted (and logged)
+    /// once.
+    pub unreadable: AtomicU64,
+    unreadable_keys: std::sync::Mutex<std::collections::HashSet<(usize, Vec<u8>)>>,
+}
+
+impl Stats {
+    /// Counts and logs, once per record, a record that does not decode.
+    fn unreadable(&self, tree: usize, key: &[u8], error: &Error) {
+        let new = self
+            .unreadable_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tree, key.to_vec()));
+        if new {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            warn!(tree = TREE_NAMES[tree], key = %String::from_utf8_lossy(key).replace('\0', "/"), error = %error, "a stored record cannot be read; it is skipped");
+        }
+    }
 }
 
 impl SledStore {
@@ -155,13 +192,54 @@ impl SledStore {
         &self.stats
     }
 
-    /// A run record read back, with its event (kept in its own tree).
+    /// A run record read back, with its event (kept in its own tree). One
+    /// that does not decode is [`Error::Unreadable`] (and counted).
     fn with_event(&self, key: &[u8], record: &[u8]) -> Result<RunRecord> {
-        let mut run: RunRecord = decode(record)?;
-        if let Some(event) = self.trees.get(T::EVENTS).get(key)? {
-            run.event = Arc::new(decode(&event)?);
+        let read = || -> Result<RunRecord> {
+            let mut run: RunRecord = decode(record)?;
+            if let Some(event) = self.trees.get(T::EVENTS).get(key)? {
+                run.event = Arc::new(decode(&event)?);
+            }
+            Ok(run)
+        };
+        read().map_err(|e| match e {
+            Error::Decode(_) => {
+                self.stats.unreadable(T::RUNS, key, &e);
+                let (tenant, id) = keys::run_parts(key);
+                Error::Unreadable(Unreadable {
+                    tenant,
+                    id,
+                    error: e.to_string(),
+                })
+            }
+            other => other,
+        })
+    }
+
+    /// A record of `tree` decoded, or `None` (counted and logged) if it
+    /// cannot be.
+    fn readable<R: serde::de::DeserializeOwned>(
+        &self,
+        tree: usize,
+        key: &[u8],
+        value: &[u8],
+    ) -> Option<R> {
+        match decode(value) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                self.stats.unreadable(tree, key, &e);
+                None
+            }
         }
-        Ok(run)
+    }
+
+    /// A run as a list holds it.
+    fn listed(&self, key: &[u8], record: &[u8]) -> Result<Listed> {
+        match self.with_event(key, record) {
+            Ok(run) => Ok(Listed::Run(run)),
+            Err(Error::Unreadable(u)) => Ok(Listed::Unreadable(u)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -374,7 +452,7 @@ fn forget(
 ) -> std::result::Result<(), ConflictableTransactionError<()>> {
     let finished = views[T::RUNS]
         .get(&f.run)?
-        .and_then(|v| serde_json::from_slice::<RunRecord>(&v).ok())
+        .and_then(|v| decode::<RunRecord>(&v).ok())
         .is_some_and(|r| r.status.is_finished());
     if !finished {
         return Ok(());
@@ -389,12 +467,23 @@ fn forget(
     Ok(())
 }
 
+/// Decodes a record. Without serde_json's recursion guard: commits refuse
+/// values deeper than [`crate::MAX_VALUE_DEPTH`], so what weir wrote is
+/// bounded (and records of earlier versions, which could be a little
+/// deeper than the guard allows, still read back).
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Ok(serde_json::from_slice(bytes)?)
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 impl Store for SledStore {
     fn commit(&self, commit: Commit) -> Ticket {
+        if let Err(e) = commit.check() {
+            return Ticket::ready(Err(e));
+        }
         let (done, rx) = oneshot::channel();
         match self.queue.send(Pending::Commit { commit, done }) {
             Ok(()) => Ticket::waiting(rx),
@@ -411,11 +500,16 @@ impl Store for SledStore {
     }
 
     fn nodes(&self, tenant: &str, run: &str) -> Result<Vec<NodeRecord>> {
-        self.trees
+        let mut out = Vec::new();
+        for kv in self
+            .trees
             .get(T::NODES)
             .scan_prefix(keys::nodes_of(tenant, run))
-            .map(|kv| decode(&kv?.1))
-            .collect()
+        {
+            let (k, v) = kv?;
+            out.extend(self.readable(T::NODES, &k, &v));
+        }
+        Ok(out)
     }
 
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
@@ -423,7 +517,11 @@ impl Store for SledStore {
         for key in self.trees.get(T::ACTIVE).iter().keys() {
             let key = key?;
             match self.trees.get(T::RUNS).get(&key)? {
-                Some(v) => runs.push(self.with_event(&key, &v)?),
+                Some(v) => match self.with_event(&key, &v) {
+                    Ok(run) => runs.push(run),
+                    Err(Error::Unreadable(_)) => {}
+                    Err(e) => return Err(e),
+                },
                 None => {
                     return Err(Error::Corrupt(format!(
                         "active run without record: {key:?}"
@@ -434,27 +532,38 @@ impl Store for SledStore {
         Ok(runs)
     }
 
-    fn active_runs(&self) -> Result<Vec<ActiveRun>> {
+    fn active_runs(&self) -> Result<(Vec<ActiveRun>, Vec<Unreadable>)> {
         let mut runs = Vec::new();
+        let mut unreadable = Vec::new();
         for kv in self.trees.get(T::ACTIVE).iter() {
             let (key, value) = kv?;
-            match decode::<ActiveRun>(&value) {
-                Ok(active) => runs.push(active),
-                // Written before the index kept anything: read the record.
-                Err(_) => match self.trees.get(T::RUNS).get(&key)? {
-                    Some(v) => runs.push(ActiveRun::from(&decode::<RunRecord>(&v)?)),
-                    None => {
-                        return Err(Error::Corrupt(format!(
-                            "active run without record: {key:?}"
-                        )));
-                    }
+            if let Ok(active) = decode::<ActiveRun>(&value) {
+                runs.push(active);
+                continue;
+            }
+            // Written before the index kept anything (or unreadable): the
+            // record says.
+            match self.trees.get(T::RUNS).get(&key)? {
+                Some(v) => match self.with_event(&key, &v) {
+                    Ok(run) => runs.push(ActiveRun::from(&run)),
+                    Err(Error::Unreadable(u)) => unreadable.push(u),
+                    Err(e) => return Err(e),
                 },
+                None => {
+                    let (tenant, id) = keys::run_parts(&key);
+                    unreadable.push(Unreadable {
+                        tenant,
+                        id,
+                        error: "the index of unfinished runs names it, but its record is missing"
+                            .into(),
+                    });
+                }
             }
         }
-        Ok(runs)
+        Ok((runs, unreadable))
     }
 
-    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<Listed>> {
         let start = keys::run(tenant, "");
         let end = match after {
             Some(after) => keys::run(tenant, after),
@@ -471,7 +580,7 @@ impl Store for SledStore {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                self.with_event(&k, &v)
+                self.listed(&k, &v)
             })
             .collect()
     }
@@ -485,12 +594,12 @@ impl Store for SledStore {
     }
 
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>> {
-        self.trees
-            .get(T::OUTBOX)
-            .iter()
-            .values()
-            .map(|v| decode(&v?))
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.trees.get(T::OUTBOX).iter() {
+            let (k, v) = kv?;
+            out.extend(self.readable(T::OUTBOX, &k, &v));
+        }
+        Ok(out)
     }
 
     fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>> {
@@ -505,8 +614,8 @@ impl Store for SledStore {
         after: Option<&str>,
         limit: usize,
         scan: usize,
-        keep: &dyn Fn(&RunRecord) -> bool,
-    ) -> Result<Vec<RunRecord>> {
+        keep: &dyn Fn(&Listed) -> bool,
+    ) -> Result<Vec<Listed>> {
         let ids = self.trees.get(T::BY_ID);
         let iter = match after {
             Some(after) => ids.range(..keys::by_id(after)),
@@ -515,15 +624,16 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for kv in iter.rev().take(scan) {
             let (id, tenant) = kv?;
-            let Some(run) = self.run(
+            let key = keys::run(
                 &String::from_utf8_lossy(&tenant),
                 &String::from_utf8_lossy(&id),
-            )?
-            else {
+            );
+            let Some(value) = self.trees.get(T::RUNS).get(&key)? else {
                 continue;
             };
-            if keep(&run) {
-                out.push(run);
+            let listed = self.listed(&key, &value)?;
+            if keep(&listed) {
+                out.push(listed);
                 if out.len() >= limit {
                     break;
                 }
@@ -557,10 +667,13 @@ impl Store for SledStore {
                 expired.next = Some(id.clone());
             }
             // The record alone: the event is not needed to decide.
-            let Some(value) = self.trees.get(T::RUNS).get(keys::run(&tenant, &id))? else {
+            let key = keys::run(&tenant, &id);
+            let Some(value) = self.trees.get(T::RUNS).get(&key)? else {
                 continue;
             };
-            let run: RunRecord = decode(&value)?;
+            let Some(run) = self.readable::<RunRecord>(T::RUNS, &key, &value) else {
+                continue;
+            };
             if run.created_at >= before {
                 expired.next = None;
                 return Ok(expired);
@@ -588,7 +701,9 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for kv in self.trees.get(T::DEDUPE).iter() {
             let (key, value) = kv?;
-            let record: DedupeRecord = decode(&value)?;
+            let Some(record) = self.readable::<DedupeRecord>(T::DEDUPE, &key, &value) else {
+                continue;
+            };
             if record.at >= before {
                 continue;
             }
@@ -621,14 +736,14 @@ impl Store for SledStore {
 
     fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>> {
         let prefix = keys::trigger_items(trigger);
-        self.trees
-            .get(T::SEEN)
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((keys::item_of(&k, prefix.len()), decode(&v)?))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.trees.get(T::SEEN).scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if let Some(record) = self.readable(T::SEEN, &k, &v) {
+                out.push((keys::item_of(&k, prefix.len()), record));
+            }
+        }
+        Ok(out)
     }
 
     fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>> {
@@ -637,5 +752,9 @@ impl Store for SledStore {
             .get(keys::trigger(trigger))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    fn unreadable_records(&self) -> u64 {
+        self.stats.unreadable.load(Ordering::Relaxed)
     }
 }

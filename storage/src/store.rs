@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, NodeRecord, RunRecord, SeenRecord,
-    TriggerKey,
+    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord,
+    RunRecord, SeenRecord, TriggerKey, Unreadable, nests_deeper,
 };
 use crate::{Error, Result};
 
@@ -101,6 +101,34 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
+
+    /// Refuses a commit holding a value nested deeper than
+    /// [`MAX_VALUE_DEPTH`]: what a store accepts, it can read back.
+    pub fn check(&self) -> Result<()> {
+        for write in &self.writes {
+            let (what, values): (&'static str, [Option<&Value>; 2]) = match write {
+                Write::NewRun(run) => ("a run's event", [Some(&*run.event), None]),
+                Write::Node { record, .. } => (
+                    "a node's output or state",
+                    [record.output.as_ref(), record.state.as_ref()],
+                ),
+                Write::Delivery(d) => ("a delivery's payload", [Some(&d.payload), None]),
+                Write::Seen {
+                    record: Some(r), ..
+                } => ("a poll record", [Some(&r.version), Some(&r.item)]),
+                Write::Cursor { cursor, .. } => ("a poll cursor", [Some(cursor), None]),
+                _ => continue,
+            };
+            if values
+                .into_iter()
+                .flatten()
+                .any(|v| nests_deeper(v, MAX_VALUE_DEPTH))
+            {
+                return Err(Error::TooDeep { what });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What [`Store::finished_before`] found.
@@ -160,22 +188,27 @@ pub trait Store: Send + Sync + 'static {
     /// All node records of a run, ordered by key.
     fn nodes(&self, tenant: &str, run: &str) -> Result<Vec<NodeRecord>>;
 
-    /// Every run that has not finished, oldest first within a tenant.
+    /// Every run that has not finished, oldest first within a tenant (runs
+    /// whose record cannot be read are left out, and counted).
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>>;
 
     /// The same runs as [`Store::unfinished_runs`], from the index alone:
-    /// cheap enough to read at start with many runs on disk.
-    fn active_runs(&self) -> Result<Vec<ActiveRun>>;
+    /// cheap enough to read at start with many runs on disk. Runs of the
+    /// index whose entry and record cannot be read come second.
+    fn active_runs(&self) -> Result<(Vec<ActiveRun>, Vec<Unreadable>)>;
 
     /// Runs of a tenant, newest first, starting after the run id `after`.
-    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+    /// A run whose record cannot be read is listed as such.
+    fn list_runs(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<Listed>>;
 
     fn snapshot(&self, flow: &str, version: &str) -> Result<Option<FlowSnapshot>>;
 
-    /// Every delivery in the outbox, pending and dead, ordered by id.
+    /// Every delivery in the outbox, pending and dead, ordered by id (those
+    /// that cannot be read are left out, and counted).
     fn deliveries(&self) -> Result<Vec<DeliveryRecord>>;
 
     /// A run by id alone, whatever its tenant (runs written by `NewRun`).
+    /// A record that cannot be read is [`Error::Unreadable`].
     fn run_by_id(&self, run: &str) -> Result<Option<RunRecord>>;
 
     /// Runs of all tenants, newest first, starting after the run id `after`.
@@ -186,8 +219,8 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
         scan: usize,
-        keep: &dyn Fn(&RunRecord) -> bool,
-    ) -> Result<Vec<RunRecord>>;
+        keep: &dyn Fn(&Listed) -> bool,
+    ) -> Result<Vec<Listed>>;
 
     /// Finished runs that ended before `before`, oldest first: looks at run
     /// ids after `after` (exclusive), at most `scan` of them, and stops at
@@ -215,4 +248,10 @@ pub trait Store: Send + Sync + 'static {
     fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>>;
 
     fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>>;
+
+    /// How many stored records were found that cannot be read back (each
+    /// counted once).
+    fn unreadable_records(&self) -> u64 {
+        0
+    }
 }

@@ -10,9 +10,9 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
-    Commit, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
-    MemoryStore, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, SledStore, Store,
-    TriggerKey, Write,
+    Commit, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
+    MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord,
+    SledStore, Store, TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
@@ -46,16 +46,32 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
     ]
 }
 
+/// `levels` arrays within each other around `leaf`.
+fn nested(levels: usize, leaf: serde_json::Value) -> serde_json::Value {
+    (0..levels).fold(leaf, |inner, _| json!([inner]))
+}
+
+/// Values of every depth, many of them around the stored limit: a commit
+/// holding one too deep is refused by both stores, and whatever commits
+/// reads back equal.
+fn deep_value() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        3 => any::<i32>().prop_map(|n| json!({"n": n})),
+        2 => (MAX_VALUE_DEPTH - 3..MAX_VALUE_DEPTH + 3).prop_map(|d| nested(d, json!({"deep": d}))),
+        1 => (0..200usize).prop_map(|d| nested(d, json!(d))),
+    ]
+}
+
 fn run_record() -> impl Strategy<Value = RunRecord> {
     (
         0..TENANTS.len(),
         0..RUNS.len(),
         status(),
-        any::<i32>(),
+        deep_value(),
         0..2i64,
         prop::option::of(0..3i64),
     )
-        .prop_map(|(t, r, status, n, created, took)| RunRecord {
+        .prop_map(|(t, r, status, event, created, took)| RunRecord {
             id: run_id(t, r),
             tenant: TENANTS[t].into(),
             flow: "f".into(),
@@ -64,7 +80,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             concurrency_key: None,
             attempt: 1,
             status,
-            event: std::sync::Arc::new(json!({"n": n})),
+            event: std::sync::Arc::new(event),
             error: None,
             created_at: Utc.timestamp_opt(1_700_000_000 + created, 0).unwrap(),
             started_at: None,
@@ -100,13 +116,14 @@ fn write() -> impl Strategy<Value = Write> {
             0..RUNS.len(),
             0..NODES.len(),
             node_status(),
-            any::<u8>()
+            any::<u8>(),
+            deep_value(),
         )
-            .prop_map(|(t, r, n, status, attempts)| {
+            .prop_map(|(t, r, n, status, attempts, output)| {
                 let mut record = NodeRecord::new(NODES[n], "a");
                 record.status = status;
                 record.attempts = attempts.into();
-                record.output = Some(json!([attempts]));
+                record.output = Some(output);
                 Write::Node {
                     tenant: TENANTS[t].into(),
                     run: run_id(t, r),
@@ -157,7 +174,8 @@ fn write() -> impl Strategy<Value = Write> {
             record: DedupeRecord {
                 run: format!("r{k}"),
                 event: "e".into(),
-                at: Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap()
+                at: Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap(),
+                tenant: (k == 1).then(|| "acme".into()),
             },
         }),
         (trigger(), 0..3u8).prop_map(|(trigger, k)| Write::RemoveDedupe {
@@ -176,10 +194,7 @@ fn write() -> impl Strategy<Value = Write> {
                 item: json!({"id": k, "v": v})
             }),
         }),
-        (trigger(), any::<u16>()).prop_map(|(trigger, c)| Write::Cursor {
-            trigger,
-            cursor: json!({"page": c})
-        }),
+        (trigger(), deep_value()).prop_map(|(trigger, cursor)| Write::Cursor { trigger, cursor }),
     ]
 }
 
@@ -235,11 +250,14 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
             );
         }
     }
-    let failed = |r: &RunRecord| r.status == RunStatus::Failed;
+    let failed = |r: &Listed| r.run().is_some_and(|r| r.status == RunStatus::Failed);
     for after in [None, Some("0190-b-t1")] {
-        let ids = |runs: Vec<RunRecord>| {
+        let ids = |runs: Vec<Listed>| {
             runs.into_iter()
-                .map(|r| (r.tenant, r.id))
+                .map(|r| match r {
+                    Listed::Run(r) => (r.tenant, r.id),
+                    Listed::Unreadable(u) => panic!("unreadable: {u:?}"),
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(
@@ -304,18 +322,25 @@ async fn check(ops: Vec<Op>) {
         match op {
             Op::Commit(writes) => {
                 let commit = Commit { writes };
-                model.commit(commit.clone()).await.unwrap();
-                sled.commit(commit).await.unwrap();
+                let expected = model
+                    .commit(commit.clone())
+                    .await
+                    .map_err(|e| e.to_string());
+                let got = sled.commit(commit).await.map_err(|e| e.to_string());
+                assert_eq!(got, expected);
             }
             Op::Burst(commits) => {
                 let mut tickets = Vec::new();
                 for writes in commits {
                     let commit = Commit { writes };
-                    model.commit(commit.clone()).await.unwrap();
-                    tickets.push(sled.commit(commit));
+                    let expected = model
+                        .commit(commit.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                    tickets.push((sled.commit(commit), expected));
                 }
-                for ticket in tickets {
-                    ticket.await.unwrap();
+                for (ticket, expected) in tickets {
+                    assert_eq!(ticket.await.map_err(|e| e.to_string()), expected);
                 }
             }
             Op::Reopen => {
@@ -446,4 +471,129 @@ fn submit_together(
             ticket.await.unwrap();
         }
     }
+}
+
+/// A run record of tenant `default`.
+fn simple_run(id: &str, status: RunStatus, event: serde_json::Value) -> RunRecord {
+    let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    RunRecord {
+        id: id.into(),
+        tenant: "default".into(),
+        flow: "f".into(),
+        flow_version: "v1".into(),
+        trigger: "hook".into(),
+        concurrency_key: None,
+        attempt: 1,
+        status,
+        event: Arc::new(event),
+        error: None,
+        created_at: at,
+        started_at: Some(at),
+        finished_at: status.is_finished().then_some(at),
+    }
+}
+
+/// Replaces the bytes stored under `key` in `tree`, as a damaged disk (or
+/// an earlier version of weir) could have left them.
+fn poke(dir: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
+    let db = sled::open(dir).unwrap();
+    db.open_tree(tree).unwrap().insert(key, value).unwrap();
+    db.flush().unwrap();
+}
+
+/// A record that does not decode never fails a whole list, and never
+/// vanishes silently: lists show it as unreadable, lookups say so, and it
+/// is counted once.
+#[tokio::test]
+async fn a_record_that_does_not_decode_is_listed_as_unreadable_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    let mut setup = Commit::new();
+    for (id, status) in [
+        ("01-a", RunStatus::Succeeded),
+        ("02-b", RunStatus::Succeeded),
+        ("03-c", RunStatus::Waiting),
+    ] {
+        setup.push(Write::NewRun(simple_run(id, status, json!({"id": id}))));
+    }
+    sled.commit(setup).await.unwrap();
+    sled.close().await;
+    drop(sled);
+    poke(
+        dir.path(),
+        "runs",
+        b"default\x0002-b",
+        b"{\"id\": \"02-b\", trunc",
+    );
+    poke(dir.path(), "runs", b"default\x0003-c", b"not json");
+    poke(dir.path(), "active", b"default\x0003-c", b"not json either");
+    poke(dir.path(), "outbox", b"run:9", b"[1,");
+
+    let sled = SledStore::open(dir.path()).unwrap();
+    let listed = sled.list_runs("default", None, 10).unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(matches!(&listed[0], Listed::Unreadable(u) if u.id == "03-c" && u.tenant == "default"));
+    assert!(
+        matches!(&listed[1], Listed::Unreadable(u) if u.id == "02-b" && u.error.contains("decode"))
+    );
+    assert!(matches!(&listed[2], Listed::Run(r) if r.id == "01-a"));
+    let all = sled.list_all_runs(None, 10, 100, &|_| true).unwrap();
+    assert_eq!(
+        all.iter().map(Listed::id).collect::<Vec<_>>(),
+        ["03-c", "02-b", "01-a"]
+    );
+    match sled.run_by_id("02-b") {
+        Err(weir_storage::Error::Unreadable(u)) => assert_eq!(u.id, "02-b"),
+        other => panic!("expected an unreadable run, got {other:?}"),
+    }
+    let (active, unreadable) = sled.active_runs().unwrap();
+    assert!(active.is_empty());
+    assert_eq!(unreadable.len(), 1);
+    assert_eq!(unreadable[0].id, "03-c");
+    assert!(sled.unfinished_runs().unwrap().is_empty());
+    assert!(sled.deliveries().unwrap().is_empty());
+    // Counted once each, however often read: 02-b, 03-c and the delivery.
+    assert_eq!(sled.unreadable_records(), 3);
+    sled.close().await;
+}
+
+/// Records as deep as serde_json's guard refused to read (an earlier
+/// version of weir stored webhook bodies of 127 levels) read back.
+#[tokio::test]
+async fn records_deeper_than_serde_jsons_guard_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    sled.commit(Commit::new().with(Write::NewRun(simple_run(
+        "01-deep",
+        RunStatus::Waiting,
+        json!(null),
+    ))))
+    .await
+    .unwrap();
+    sled.close().await;
+    drop(sled);
+    let deep = json!({"body": nested(127, json!(1))});
+    poke(
+        dir.path(),
+        "events",
+        b"default\x0001-deep",
+        deep.to_string().as_bytes(),
+    );
+    let sled = SledStore::open(dir.path()).unwrap();
+    let run = sled.run("default", "01-deep").unwrap().unwrap();
+    assert_eq!(*run.event, deep);
+    assert_eq!(sled.unreadable_records(), 0);
+    // And a commit that would go deeper than the stored limit is refused.
+    let too_deep = simple_run(
+        "02-deep",
+        RunStatus::Running,
+        nested(MAX_VALUE_DEPTH + 1, json!(1)),
+    );
+    let e = sled
+        .commit(Commit::new().with(Write::NewRun(too_deep)))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nested more than 100 levels"), "{e}");
+    assert_eq!(sled.run("default", "02-deep").unwrap(), None);
+    sled.close().await;
 }

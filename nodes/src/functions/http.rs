@@ -4,13 +4,13 @@
 //! expression), then sent; a retry sends the same prepared request again with
 //! the same `Idempotency-Key`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use reqwest::{Method, Url};
 use rhai::Scope;
 use serde_json::{Map, Value};
 
+use crate::http_client::{self, FailureKind, Verdict, check_url, shown};
 use crate::node::NodeError;
 use crate::reader::Options;
 use crate::script::{Expr, Template};
@@ -106,8 +106,9 @@ impl Http {
         timeout: Option<Duration>,
     ) -> Result<Request, NodeError> {
         let url = self.url.render(scope, timeout)?;
-        let mut url =
-            check_url(&url).map_err(|e| NodeError::Invalid(format!("url `{url}`: {e}")))?;
+        let mut url = check_url(&url).map_err(|e| {
+            NodeError::Invalid(format!("url `{}`: {e}", http_client::shown_text(&url)))
+        })?;
         if !self.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &self.query {
@@ -169,16 +170,6 @@ fn read_expect(o: &mut Options) -> Vec<StatusMatch> {
     out
 }
 
-fn check_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| e.to_string())?;
-    match url.scheme() {
-        "http" | "https" => Ok(url),
-        other => Err(format!(
-            "the scheme `{other}` is not supported; use http or https"
-        )),
-    }
-}
-
 /// A request ready to send.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -190,7 +181,8 @@ pub struct Request {
 }
 
 /// Why a request failed. Retryable: 5xx, 408, 429, timeouts, connection
-/// errors. Not: other statuses, invalid requests, unreadable bodies.
+/// errors. Not: other statuses, invalid requests, unreadable bodies. URLs
+/// are shown without their query's values ([`http_client::shown`]).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("{method} {url} answered {status}: {body}")]
@@ -200,6 +192,8 @@ pub enum HttpError {
         status: u16,
         /// The start of the response body.
         body: String,
+        /// How long the server asked to wait (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
     },
     #[error("{method} {url} timed out after {timeout:?}")]
     Timeout {
@@ -224,25 +218,19 @@ pub enum HttpError {
 impl HttpError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::Status { status, .. } => http_client::classify(*status) == Verdict::Retry,
             Self::Timeout { .. } | Self::Connect { .. } => true,
             Self::Request { .. } => false,
         }
     }
-}
 
-/// The one client every `http` node shares (connection pools, TLS config).
-pub fn client() -> &'static reqwest::Client {
-    static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            // Building fails only if the TLS backend cannot initialise, which
-            // leaves nothing sensible to do at run time.
-            .expect("the HTTP client must initialise")
-    });
-    &CLIENT
+    /// How long the server asked to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl Request {
@@ -250,8 +238,8 @@ impl Request {
     /// output `{status, headers, body}`.
     pub async fn send(&self, key: &str, timeout: Option<Duration>) -> Result<Value, HttpError> {
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let (method, url) = (self.method.clone(), self.url.to_string());
-        let mut builder = client()
+        let (method, url) = (self.method.clone(), shown(&self.url));
+        let mut builder = http_client::client()
             .request(self.method.clone(), self.url.clone())
             .timeout(timeout)
             .header("idempotency-key", key);
@@ -263,36 +251,30 @@ impl Request {
             Some(Value::String(text)) => builder.body(text.clone()),
             Some(json) => builder.json(json),
         };
-        let classify = |e: reqwest::Error| {
-            if e.is_timeout() {
-                HttpError::Timeout {
-                    method: method.clone(),
-                    url: url.clone(),
+        let fail = |e: reqwest::Error| {
+            let (kind, reason) = http_client::describe(e);
+            let (method, url) = (method.clone(), url.clone());
+            match kind {
+                FailureKind::Timeout => HttpError::Timeout {
+                    method,
+                    url,
                     timeout,
-                }
-            } else if e.is_connect() {
-                HttpError::Connect {
-                    method: method.clone(),
-                    url: url.clone(),
-                    reason: source_chain(&e),
-                }
-            } else if e.is_builder() {
-                HttpError::Request {
-                    method: method.clone(),
-                    url: url.clone(),
-                    reason: source_chain(&e),
-                }
-            } else {
-                // Reset connections and broken bodies are transient.
-                HttpError::Connect {
-                    method: method.clone(),
-                    url: url.clone(),
-                    reason: source_chain(&e),
-                }
+                },
+                FailureKind::Connect => HttpError::Connect {
+                    method,
+                    url,
+                    reason,
+                },
+                FailureKind::Invalid => HttpError::Request {
+                    method,
+                    url,
+                    reason,
+                },
             }
         };
-        let mut response = builder.send().await.map_err(classify)?;
+        let mut response = builder.send().await.map_err(fail)?;
         let status = response.status().as_u16();
+        let retry_after = http_client::retry_after(response.headers(), chrono::Utc::now());
         let mut headers = Map::new();
         for (name, value) in response.headers() {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -307,7 +289,7 @@ impl Request {
             }
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        while let Some(chunk) = response.chunk().await.map_err(fail)? {
             if bytes.len() + chunk.len() > MAX_RESPONSE {
                 return Err(HttpError::Request {
                     method,
@@ -317,8 +299,15 @@ impl Request {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let body = match serde_json::from_slice::<Value>(&bytes) {
+        let body = match crate::json::parse(&bytes) {
             Ok(json) => json,
+            Err(crate::json::ParseError::TooDeep) => {
+                return Err(HttpError::Request {
+                    method,
+                    url,
+                    reason: crate::json::too_deep("the response body"),
+                });
+            }
             Err(_) if bytes.is_empty() => Value::Null,
             Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
         };
@@ -340,24 +329,9 @@ impl Request {
                 url,
                 status,
                 body: text,
+                retry_after,
             });
         }
         Ok(serde_json::json!({"status": status, "headers": headers, "body": body}))
     }
-}
-
-/// The error and its causes, without reqwest's "error sending request for
-/// url (…)", which repeats the URL the message already names.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    if parts.len() > 1 && parts[0].starts_with("error sending request") {
-        parts.remove(0);
-    }
-    parts.dedup();
-    parts.join(": ")
 }

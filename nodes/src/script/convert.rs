@@ -29,8 +29,18 @@ pub fn to_dynamic(value: &Value) -> Dynamic {
 }
 
 /// Rhai → JSON. Fails on values JSON cannot hold: NaN and infinities,
-/// functions, and other host types.
+/// functions, other host types, and values nested deeper than
+/// [`crate::json::MAX_DEPTH`] (which weir does not accept anywhere).
 pub fn to_json(value: &Dynamic) -> Result<Value, String> {
+    to_json_within(value, crate::json::MAX_DEPTH)
+}
+
+/// [`to_json`] of a value that may nest `levels` more levels.
+fn to_json_within(value: &Dynamic, levels: usize) -> Result<Value, String> {
+    if (value.is_array() || value.is_map() || value.is_blob()) && levels == 0 {
+        return Err(crate::json::too_deep("the value"));
+    }
+    let below = levels.saturating_sub(1);
     if value.is_unit() {
         return Ok(Value::Null);
     }
@@ -58,7 +68,7 @@ pub fn to_json(value: &Dynamic) -> Result<Value, String> {
     {
         return items
             .iter()
-            .map(to_json)
+            .map(|item| to_json_within(item, below))
             .collect::<Result<_, _>>()
             .map(Value::Array);
     }
@@ -67,7 +77,7 @@ pub fn to_json(value: &Dynamic) -> Result<Value, String> {
     {
         let mut object = JsonMap::new();
         for (k, v) in fields.iter() {
-            object.insert(k.to_string(), to_json(v)?);
+            object.insert(k.to_string(), to_json_within(v, below)?);
         }
         return Ok(Value::Object(object));
     }
@@ -126,6 +136,21 @@ mod tests {
         assert!(m["n"].is_unit());
         drop(m);
         assert_eq!(to_json(&d).unwrap().to_string(), v.to_string());
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_are_refused() {
+        let mut value = Dynamic::UNIT;
+        for _ in 0..crate::json::MAX_DEPTH {
+            value = Dynamic::from_array(vec![value]);
+        }
+        assert!(to_json(&value).is_ok());
+        let deeper = Dynamic::from_array(vec![value]);
+        let e = to_json(&deeper).unwrap_err();
+        assert!(e.contains("nested more than 64 levels"), "{e}");
+        let mut map = Map::new();
+        map.insert("a".into(), deeper);
+        assert!(to_json(&Dynamic::from_map(map)).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod engine;
 mod library;
+mod scope;
 mod template;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use rhai::{AST, Dynamic, EvalAltResult, Map, Position, Scope};
 
 pub use convert::{to_dynamic, to_json};
+pub use scope::ScopeBuilder;
 pub use template::Template;
 
 use crate::diag::{Diagnostic, Diags, Pos};

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use rhai::{Dynamic, Map, Scope};
+use rhai::Scope;
 use serde_json::Value;
 
 use crate::functions::http::Http;
 use crate::node::NodeError;
 use crate::reader::Options;
-use crate::script::Expr;
+use crate::script::{Expr, ScopeBuilder};
 
 /// Names a poll's request templates may use.
 pub const REQUEST_SCOPE: &[&str] = &["cursor", "vars", "tenant", "flow"];
@@ -118,22 +118,10 @@ impl Poll {
 
 impl Poll {
     /// The scope `key` and `version` are evaluated in.
-    pub fn item_scope(
-        item: &Value,
-        vars: &Dynamic,
-        tenant: &str,
-        flow_id: &str,
-        flow_version: &str,
-    ) -> Scope<'static> {
-        let mut scope = Scope::new();
-        scope.push_constant_dynamic("item", crate::script::to_dynamic(item));
-        scope.push_constant_dynamic("vars", vars.clone());
-        scope.push_constant("tenant", tenant.to_owned());
-        let mut flow = Map::new();
-        flow.insert("id".into(), flow_id.into());
-        flow.insert("version".into(), flow_version.into());
-        scope.push_constant("flow", flow);
-        scope
+    pub fn item_scope(item: &Value, context: ScopeBuilder) -> Scope<'static> {
+        context
+            .with("item", crate::script::to_dynamic(item))
+            .build()
     }
 
     /// A record's key and version.

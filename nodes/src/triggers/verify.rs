@@ -61,17 +61,31 @@ pub enum VerifyError {
     BadSecret(String),
 }
 
+/// What a verified request proves: a digest of the signature that matched.
+/// The same signed content sent again gives the same proof, whatever its
+/// unsigned headers say, so a replay can be recognised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof(pub String);
+
+impl Proof {
+    fn of(tag: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(hex::encode(sha2::Sha256::digest(tag)))
+    }
+}
+
 impl Verify {
     /// Checks a request. `header(name)` returns a header's value by
     /// lower-case name. `secret` is the value of the environment variable
-    /// `secret_env`. `body` is the raw request body, byte for byte.
+    /// [`Verify::secret_var`]. `body` is the raw request body, byte for
+    /// byte.
     pub fn check(
         &self,
         secret: &str,
         header: &dyn Fn(&str) -> Option<String>,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Proof, VerifyError> {
         match self.scheme {
             Scheme::HmacSha256 => check_hex_body(secret, &self.header, header, body, false),
             Scheme::Github => check_hex_body(secret, GITHUB_HEADER, header, body, true),
@@ -158,7 +172,7 @@ fn check_hex_body(
     header: &dyn Fn(&str) -> Option<String>,
     body: &[u8],
     prefix_required: bool,
-) -> Result<(), VerifyError> {
+) -> Result<Proof, VerifyError> {
     let mut mac = mac(secret.as_bytes())?;
     let value = required(header, name)?;
     let value = value.trim();
@@ -173,7 +187,8 @@ fn check_hex_body(
     };
     let tag = decode_hex_tag(hex_text, &format!("`{name}`"))?;
     mac.update(body);
-    mac.verify_slice(&tag).map_err(|_| VerifyError::Mismatch)
+    mac.verify_slice(&tag).map_err(|_| VerifyError::Mismatch)?;
+    Ok(Proof::of(&tag))
 }
 
 /// `stripe`: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=<hex>...][,v0=...]`,
@@ -184,7 +199,7 @@ fn check_stripe(
     body: &[u8],
     now: DateTime<Utc>,
     tolerance: std::time::Duration,
-) -> Result<(), VerifyError> {
+) -> Result<Proof, VerifyError> {
     let mut mac = mac(secret.as_bytes())?;
     let value = required(header, STRIPE_HEADER)?;
     let mut timestamp = None;
@@ -230,7 +245,7 @@ fn check_standard_webhooks(
     body: &[u8],
     now: DateTime<Utc>,
     tolerance: std::time::Duration,
-) -> Result<(), VerifyError> {
+) -> Result<Proof, VerifyError> {
     let key = standard_webhooks_key(secret)?;
     let id = required(header, SW_ID)?;
     let timestamp = parse_timestamp(&required(header, SW_TIMESTAMP)?, "`webhook-timestamp`")?;
@@ -255,6 +270,35 @@ fn check_standard_webhooks(
     check_tolerance(timestamp, now, tolerance)?;
     let mac = standard_webhooks_mac(&key, &id, timestamp, body)?;
     any_matches(&mac, &signatures)
+}
+
+/// Checks a secret for `scheme` when a flow loads: not empty, and for
+/// Standard Webhooks `whsec_` + base64 of 24 to 64 bytes, as the
+/// specification asks. The message never shows the secret.
+pub fn check_secret(scheme: Scheme, secret: &str) -> Result<(), String> {
+    if secret.trim().is_empty() {
+        return Err("is set but empty".into());
+    }
+    if scheme == Scheme::StandardWebhooks {
+        check_standard_webhooks_secret(secret)?;
+    }
+    Ok(())
+}
+
+/// A Standard Webhooks secret (signing deliveries, or verifying requests):
+/// `whsec_` followed by the base64 of a 24- to 64-byte key.
+pub fn check_standard_webhooks_secret(secret: &str) -> Result<(), String> {
+    let key = standard_webhooks_key(secret).map_err(|e| match e {
+        VerifyError::BadSecret(why) => why,
+        other => other.to_string(),
+    })?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "holds a {}-byte key; a Standard Webhooks secret must hold 24 to 64 bytes (`whsec_` + base64; e.g. `whsec_$(openssl rand -base64 32)`)",
+            key.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The key of a Standard Webhooks secret: base64 after an optional `whsec_`.
@@ -288,18 +332,18 @@ fn standard_webhooks_mac(
 }
 
 /// Whether any candidate tag matches, each compared in constant time.
-fn any_matches(mac: &HmacSha256, candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
+fn any_matches(mac: &HmacSha256, candidates: &[Vec<u8>]) -> Result<Proof, VerifyError> {
     // Compare against every candidate (no early exit) so timing does not
     // reveal which entry matched.
-    let mut matched = false;
+    let mut matched = None;
     for tag in candidates {
-        matched |= mac.clone().verify_slice(tag).is_ok();
+        if mac.clone().verify_slice(tag).is_ok() {
+            matched = Some(tag);
+        }
     }
-    if matched {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    matched
+        .map(|tag| Proof::of(tag))
+        .ok_or(VerifyError::Mismatch)
 }
 
 #[cfg(test)]
@@ -316,6 +360,7 @@ mod tests {
             scheme,
             header: header.into(),
             secret_env: "SECRET".into(),
+            secret_env_pos: crate::Pos::default(),
             tolerance: Duration::from_secs(300),
         }
     }
@@ -337,7 +382,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |name: &str| map.get(name).cloned();
-        v.check(secret, &lookup, body, now)
+        v.check(secret, &lookup, body, now).map(|_| ())
     }
 
     fn hex_hmac(key: &[u8], data: &[u8]) -> String {

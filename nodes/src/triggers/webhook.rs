@@ -10,6 +10,15 @@ use crate::script::Expr;
 /// Requests larger than this are refused (413) unless `max_body` says more.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
+/// Headers that carry credentials: never kept in a stored event (unless a
+/// trigger's `keep_headers` names one).
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
 #[derive(Debug)]
 pub struct Webhook {
     /// An optional signature check.
@@ -19,6 +28,12 @@ pub struct Webhook {
     pub dedupe: Option<Expr>,
     /// The largest body accepted, in bytes (default 1 MiB).
     pub max_body: u64,
+    /// Headers left out of the event besides [`CREDENTIAL_HEADERS`] and the
+    /// signature header (lower-case names).
+    pub drop_headers: Vec<String>,
+    /// Headers of [`CREDENTIAL_HEADERS`] (or the signature header) kept in
+    /// the event after all.
+    pub keep_headers: Vec<String>,
 }
 
 /// What a webhook request carried, as its event shows it.
@@ -39,8 +54,12 @@ pub struct Verify {
     /// The header carrying the signature (`hmac-sha256` only; the other
     /// schemes name their own headers).
     pub header: String,
-    /// The environment variable that holds the secret.
+    /// The environment variable that holds the secret; `{TENANT}` in it
+    /// stands for the tenant's key in upper case, `-` as `_`
+    /// (`CRM_SECRET_{TENANT}` → `CRM_SECRET_ACME`).
     pub secret_env: String,
+    /// Where `secret_env` is written, for load errors.
+    pub secret_env_pos: crate::Pos,
     /// How old a signed timestamp may be (`stripe`, `standard-webhooks`;
     /// default 5m).
     pub tolerance: std::time::Duration,
@@ -61,16 +80,51 @@ pub enum Scheme {
 
 const SCHEMES: &[&str] = &["hmac-sha256", "github", "stripe", "standard-webhooks"];
 
+impl Verify {
+    /// The environment variable holding `tenant`'s secret.
+    pub fn secret_var(&self, tenant: &str) -> String {
+        self.secret_env
+            .replace("{TENANT}", &tenant.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
 impl Webhook {
     pub fn build(o: &mut Options) -> Option<Self> {
         let verify = o.get("verify").and_then(|v| read_verify(o, v));
         let dedupe = o.expr("dedupe", EVENT_SCOPE);
         let max_body = o.size("max_body").unwrap_or(DEFAULT_MAX_BODY);
+        let mut names = |key: &'static str| -> Vec<String> {
+            o.str_list(key)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(h, _)| h.to_ascii_lowercase())
+                .collect()
+        };
+        let drop_headers = names("drop_headers");
+        let keep_headers = names("keep_headers");
         Some(Self {
             verify,
             dedupe,
             max_body,
+            drop_headers,
+            keep_headers,
         })
+    }
+
+    /// Whether the event keeps the header `name` (lower case): not a
+    /// credential, the signature or one of `drop_headers` — unless
+    /// `keep_headers` names it.
+    pub fn keeps_header(&self, name: &str) -> bool {
+        if self.keep_headers.iter().any(|h| h == name) {
+            return true;
+        }
+        let signature = self
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.signature_headers().contains(&name));
+        !(signature
+            || CREDENTIAL_HEADERS.contains(&name)
+            || self.drop_headers.iter().any(|h| h == name))
     }
 
     /// The event of a request.
@@ -90,11 +144,21 @@ impl Webhook {
     }
 }
 
+impl Verify {
+    /// The headers that carry the signature (dropped from stored events).
+    pub fn signature_headers(&self) -> Vec<&str> {
+        match self.scheme {
+            Scheme::StandardWebhooks => vec!["webhook-signature"],
+            _ => vec![self.header.as_str()],
+        }
+    }
+}
+
 fn read_verify(o: &Options, value: &crate::yaml::Yaml) -> Option<Verify> {
     let mut v = Options::new(value, format!("{}: `verify`", o.what), o.source, o.diags);
     let scheme = v.required_str("scheme");
     let header = v.str("header").map(|(h, _)| h.to_ascii_lowercase());
-    let secret_env = v.required_str("secret_env").map(|(s, _)| s.to_owned());
+    let secret_env = v.required_str("secret_env");
     let tolerance = v
         .duration("tolerance")
         .unwrap_or(std::time::Duration::from_secs(300));
@@ -130,10 +194,12 @@ fn read_verify(o: &Options, value: &crate::yaml::Yaml) -> Option<Verify> {
         (None, _) => String::new(),
     };
     v.finish();
+    let (secret_env, secret_env_pos) = secret_env?;
     Some(Verify {
         scheme: scheme?,
         header,
-        secret_env: secret_env?,
+        secret_env: secret_env.to_owned(),
+        secret_env_pos,
         tolerance,
     })
 }

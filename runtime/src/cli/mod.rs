@@ -76,9 +76,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What is never logged, whatever `WEIR_LOG` says: lapin logs the whole
+/// message (payload included) of each message the broker returns; weir
+/// reports the delivery as unroutable itself.
+const SILENCED: &[&str] = &["lapin::returned_messages=error"];
+
 fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter =
+        EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    for directive in SILENCED {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

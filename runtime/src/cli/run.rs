@@ -172,8 +172,7 @@ fn event_for(
             Value::Object(event)
         }
         TriggerKind::Poll(p) => {
-            let mut scope =
-                Poll::item_scope(&input, &flow.vars_dynamic, tenant, &flow.id, &flow.version);
+            let mut scope = Poll::item_scope(&input, flow.scope(tenant));
             let (key, version) = p
                 .identify(&input, &mut scope)
                 .map_err(|e| anyhow::anyhow!("trigger '{trigger}': {e}"))?;

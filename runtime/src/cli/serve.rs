@@ -38,6 +38,18 @@ pub struct ServeArgs {
     /// runs are never forgotten.
     #[arg(long, env = "WEIR_RUN_RETENTION", default_value = "7d", value_parser = retention)]
     pub run_retention: Retention,
+    /// Connections open at once; past it, a new connection is answered 503.
+    /// Default: what the file descriptor limit allows (it is raised to its
+    /// hard limit first), less 256 kept for storage and outgoing requests.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's head; also how long
+    /// a keep-alive connection may stay idle between requests.
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (408 after).
+    #[arg(long, env = "WEIR_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_timeout: Duration,
 }
 
 /// `--run-retention`: a duration, or `off`.
@@ -68,6 +80,9 @@ pub fn main(args: ServeArgs) -> ExitCode {
         max_backlog: args.max_backlog,
         dedupe_retention: args.dedupe_retention,
         run_retention: args.run_retention.0,
+        max_connections: args.max_connections,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

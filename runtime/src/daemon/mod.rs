@@ -45,6 +45,14 @@ pub struct Config {
     pub dedupe_retention: Duration,
     /// How long finished runs are kept; `None` keeps them forever.
     pub run_retention: Option<Duration>,
+    /// Connections open at once; `None`: what the file descriptor limit
+    /// allows ([`http::server::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request head (and how long a
+    /// keep-alive connection may stay idle).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
 }
 
 /// Runs the daemon until `shutdown` resolves. `bound` learns the address it
@@ -81,8 +89,17 @@ pub async fn serve(
     let (deliveries, incoming) = tokio::sync::mpsc::unbounded_channel();
     engine.set_outbox(deliveries);
     let outbox = outbox::Outbox::start(store.clone(), clock, config.amqp.clone(), incoming)?;
-    let runs = Runs::new(engine, registry.clone(), config.max_backlog);
+    let work = WorkRuntime::start()?;
+    let runs = Runs::new(engine, registry.clone(), config.max_backlog, work.handle());
     let resumed = runs.resume_all()?;
+    let descriptors = http::server::descriptor_limit();
+    let limits = http::server::Limits {
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| http::server::default_max_connections(descriptors)),
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+    };
     let schedules = Arc::new(Schedules::default());
     let triggers = Triggers::new(runs.clone(), registry.clone(), schedules.clone());
     let state = Arc::new(http::AppState {
@@ -93,13 +110,14 @@ pub async fn serve(
         dedupe_locks: DedupeLocks::default(),
         schedules,
         outbox: outbox.clone(),
+        limits,
     });
 
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    info!(address = %addr, resumed, "weir is serving");
+    info!(address = %addr, resumed, max_connections = limits.max_connections, "weir is serving");
     bound(addr);
 
     triggers.start_all();
@@ -117,10 +135,14 @@ pub async fn serve(
         ))
     });
 
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server stopped")?;
+    http::server::serve(
+        listener,
+        http::router(state),
+        limits,
+        config.grace,
+        shutdown,
+    )
+    .await;
 
     info!("shutting down: no new events; letting running nodes finish");
     drop(watcher);
@@ -132,8 +154,44 @@ pub async fn serve(
     runs.shutdown(config.grace).await;
     outbox.stop();
     store.close().await;
+    drop(work);
     info!("stopped");
     Ok(())
+}
+
+/// The runtime runs are driven on, apart from the HTTP edge's (see
+/// [`runs`]). Its threads have 8 MiB stacks: deeply nested script values
+/// are dropped recursively.
+struct WorkRuntime(Option<tokio::runtime::Runtime>);
+
+impl WorkRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("weir-work")
+            .thread_stack_size(8 << 20)
+            .enable_all()
+            .build()
+            .context("cannot start the runtime runs are driven on")?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes the runtime out.
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for WorkRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one would block it: let its
+        // threads end in the background (its tasks were stopped already).
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 mod reload {

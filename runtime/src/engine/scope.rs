@@ -11,20 +11,14 @@ use crate::flow::Flow;
 
 /// The scope of a run's top-level nodes.
 pub fn for_run(flow: &Flow, run: &RunRecord) -> Scope<'static> {
-    let mut scope = Scope::new();
-    scope.push_constant_dynamic("event", to_dynamic(&run.event));
-    scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
-    scope.push_constant("tenant", run.tenant.clone());
-    let mut f = Map::new();
-    f.insert("id".into(), flow.id.clone().into());
-    f.insert("version".into(), flow.version.clone().into());
-    scope.push_constant("flow", f);
     let mut r = Map::new();
     r.insert("id".into(), run.id.clone().into());
     r.insert("attempt".into(), Dynamic::from_int(i64::from(run.attempt)));
-    scope.push_constant("run", r);
-    scope.push_constant("nodes", Map::new());
-    scope
+    flow.scope(&run.tenant)
+        .with("event", to_dynamic(&run.event))
+        .with("run", Dynamic::from_map(r))
+        .with("nodes", Dynamic::from_map(Map::new()))
+        .build()
 }
 
 /// The scope of one iteration of a loop body: the parent's, plus `item` and

@@ -717,6 +717,9 @@ async fn many_concurrent_runs_on_sled_all_finish_durably() {
     let runs = store.list_runs("default", None, 1000).unwrap();
     assert_eq!(runs.len(), 200);
     for run in runs {
+        let weir_storage::Listed::Run(run) = run else {
+            panic!("an unreadable run: {run:?}");
+        };
         let nodes = store.nodes("default", &run.id).unwrap();
         assert_eq!(nodes.len(), 4);
         let n = run.event["body"]["n"].as_i64().unwrap();

@@ -10,7 +10,7 @@ pub use load::{LoadError, duplicate_id, flow_files, load_file, load_paths, load_
 use rhai::Dynamic;
 use serde_json::Value;
 use weir_nodes::TriggerDef;
-use weir_nodes::script::Expr;
+use weir_nodes::script::{Expr, ScopeBuilder};
 
 /// A loaded flow: compiled, validated, ready to run.
 #[derive(Debug)]
@@ -47,6 +47,12 @@ pub struct Concurrency {
 impl Flow {
     pub fn trigger(&self, id: &str) -> Option<&TriggerDef> {
         self.triggers.iter().find(|t| t.id == id)
+    }
+
+    /// The scope of this flow's expressions for `tenant`: `vars`, `tenant`
+    /// and `flow`, to which each kind of expression adds its own names.
+    pub fn scope(&self, tenant: &str) -> ScopeBuilder {
+        ScopeBuilder::new(&self.vars_dynamic, tenant, &self.id, &self.version)
     }
 }
 

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_nodes::TriggerKind;
-use weir_storage::{RunRecord, RunStatus};
+use weir_storage::{Listed, RunRecord, RunStatus};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Params};
 use crate::engine::Engine;
 use crate::flow::{Flow, Graph};
 use crate::metrics;
@@ -103,11 +103,38 @@ pub async fn show_flow(
     Ok(Json(v))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/flows/{flow}/runs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StartBody {
     tenant: Option<String>,
     #[serde(default)]
     input: Value,
+}
+
+/// The expected shape, for messages.
+const START_SHAPE: &str = r#"{"tenant"?: "...", "input"?: <the event's body>}"#;
+
+impl StartBody {
+    /// An empty body starts a run with no input.
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let value = weir_nodes::json::parse(bytes).map_err(|e| match e {
+            weir_nodes::json::ParseError::TooDeep => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_deep",
+                weir_nodes::json::too_deep("the body"),
+            ),
+            e => ApiError::bad_request(format!("the body is {e}; send {START_SHAPE}")),
+        })?;
+        serde_json::from_value(value).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {START_SHAPE} (the input goes under `input`): {e}"
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,15 +146,10 @@ pub struct WaitQuery {
 pub async fn start_run(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
-    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
+    Params(q): Params<WaitQuery>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body must be {{\"tenant\"?, \"input\"}}: {}",
-            e.body_text()
-        ))
-    })?;
+    let body = StartBody::parse(&body)?;
     let flow = app
         .registry
         .get(&id)
@@ -158,7 +180,12 @@ pub async fn start_run(
     let run = app
         .runs
         .admit(&flow, &tenant, &trigger.id, event, |_| Vec::new())
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if let crate::daemon::runs::AdmitError::Overloaded(_) = e {
+                metrics::event_rejected("overloaded");
+            }
+        })?;
     match q.wait {
         Some(seconds) => {
             let waited = app
@@ -198,12 +225,17 @@ pub struct ListQuery {
 }
 
 /// The run object without its nodes.
-fn run_summary(run: &RunRecord) -> Value {
-    let mut v = view::run_json(run, &[]);
-    if let Some(map) = v.as_object_mut() {
-        map.remove("nodes");
+fn run_summary(run: &Listed) -> Value {
+    match run {
+        Listed::Run(run) => {
+            let mut v = view::run_json(run, &[]);
+            if let Some(map) = v.as_object_mut() {
+                map.remove("nodes");
+            }
+            v
+        }
+        Listed::Unreadable(u) => view::unreadable_json(u),
     }
-    v
 }
 
 fn run_with_nodes(app: &AppState, run: &RunRecord) -> Result<Value, ApiError> {
@@ -219,66 +251,89 @@ fn run_with_nodes(app: &AppState, run: &RunRecord) -> Result<Value, ApiError> {
     Ok(view::run_json(run, &records))
 }
 
+/// A `status` filter: a run status, or `corrupt` (runs whose record cannot
+/// be read).
+#[derive(Clone, Copy, PartialEq)]
+enum StatusFilter {
+    Run(RunStatus),
+    Corrupt,
+}
+
+/// A run id as `after` takes it (run ids are UUIDs).
+fn parse_after(after: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match after {
+        None => Ok(None),
+        Some("") => Err(ApiError::bad_request(
+            "`after` is empty; pass the `next_after` of the previous page, or leave it out",
+        )),
+        Some(id) if uuid::Uuid::parse_str(id).is_ok() => Ok(Some(id)),
+        Some(id) => Err(ApiError::bad_request(format!(
+            "`after` must be a run id (the `next_after` of the previous page), not `{id}`"
+        ))),
+    }
+}
+
 pub async fn list_runs(
     State(app): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
+    let limit = match q.limit {
+        None => 50,
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be between 1 and {MAX_LIMIT}, not {n}"
+            )));
+        }
+    };
+    let after = parse_after(q.after.as_deref())?;
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(parse_status(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unknown status `{s}`; use queued, running, waiting, succeeded, failed or cancelled"
-            ))
-        })?),
+        Some("corrupt") => Some(StatusFilter::Corrupt),
+        Some(s) => Some(StatusFilter::Run(s.parse().map_err(|e: String| {
+            ApiError::bad_request(format!("{e}, or corrupt"))
+        })?)),
     };
-    let keep = |r: &RunRecord| {
-        q.flow.as_ref().is_none_or(|f| &r.flow == f) && status.is_none_or(|s| r.status == s)
+    let keep = |r: &Listed| match r {
+        Listed::Run(r) => {
+            q.flow.as_ref().is_none_or(|f| &r.flow == f)
+                && status.is_none_or(|s| s == StatusFilter::Run(r.status))
+        }
+        // Its flow and status are unknown: shown unless a filter excludes it.
+        Listed::Unreadable(_) => {
+            q.flow.is_none() && status.is_none_or(|s| s == StatusFilter::Corrupt)
+        }
     };
     let store = app.runs.engine().store();
-    let runs = match &q.tenant {
+    let runs: Vec<Listed> = match &q.tenant {
         Some(tenant) => store
-            .list_runs(tenant, q.after.as_deref(), MAX_SCAN)
+            .list_runs(tenant, after, MAX_SCAN)
             .map_err(ApiError::internal)?
             .into_iter()
             .filter(|r| keep(r))
             .take(limit)
             .collect(),
         None => store
-            .list_all_runs(q.after.as_deref(), limit, MAX_SCAN, &keep)
+            .list_all_runs(after, limit, MAX_SCAN, &keep)
             .map_err(ApiError::internal)?,
     };
     let next_after = (runs.len() == limit)
-        .then(|| runs.last().map(|r| r.id.clone()))
+        .then(|| runs.last().map(|r| r.id().to_owned()))
         .flatten();
     let items: Vec<Value> = runs.iter().map(run_summary).collect();
     Ok(Json(json!({"items": items, "next_after": next_after})))
-}
-
-fn parse_status(s: &str) -> Option<RunStatus> {
-    Some(match s {
-        "queued" => RunStatus::Queued,
-        "running" => RunStatus::Running,
-        "waiting" => RunStatus::Waiting,
-        "succeeded" => RunStatus::Succeeded,
-        "failed" => RunStatus::Failed,
-        "cancelled" => RunStatus::Cancelled,
-        _ => return None,
-    })
 }
 
 pub async fn show_run(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = app
-        .runs
-        .engine()
-        .store()
-        .run_by_id(&id)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
-    Ok(Json(run_with_nodes(&app, &run)?))
+    match app.runs.engine().store().run_by_id(&id) {
+        Ok(Some(run)) => Ok(Json(run_with_nodes(&app, &run)?)),
+        Ok(None) => Err(ApiError::not_found(format!("no run {id}"))),
+        Err(weir_storage::Error::Unreadable(u)) => Ok(Json(view::unreadable_json(&u))),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 pub async fn cancel_run(

@@ -9,15 +9,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rhai::Scope;
 use serde_json::{Map, Value, json};
 use tracing::warn;
-use weir_nodes::TriggerKind;
 use weir_nodes::script::{to_dynamic, to_json};
 use weir_nodes::triggers::webhook::{Request, Scheme, Webhook};
+use weir_nodes::{TriggerKind, json};
 use weir_storage::{DedupeRecord, TriggerKey, Write};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, read_body};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::metrics;
@@ -89,83 +88,111 @@ async fn accept(
         )));
     };
     let limit = usize::try_from(hook.max_body).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "the body is larger than this webhook's max_body ({} bytes)",
-                hook.max_body
-            ),
+    let bytes = read_body(&headers, body, limit, app.limits.body_timeout, || {
+        format!(
+            "the body is larger than this webhook's max_body ({} bytes)",
+            hook.max_body
         )
-    })?;
+    })
+    .await?;
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    if let Some(verify) = &hook.verify {
-        let secret = std::env::var(&verify.secret_env).unwrap_or_default();
-        let now = app.runs.engine().clock().now();
-        if let Err(e) = verify.check(&secret, &header, &bytes, now) {
-            warn!(flow = flow_id, trigger = trigger_id, tenant, reason = %e, "webhook signature rejected");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                "the request's signature does not verify",
-            ));
+    let now = app.runs.engine().clock().now();
+    let signature = match &hook.verify {
+        None => None,
+        Some(verify) => {
+            let var = verify.secret_var(tenant);
+            let secret = std::env::var(&var).unwrap_or_default();
+            match verify.check(&secret, &header, &bytes, now) {
+                Ok(proof) => Some((var, proof)),
+                Err(e) => {
+                    warn!(flow = flow_id, trigger = trigger_id, tenant, reason = %e, "webhook signature rejected");
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "bad_signature",
+                        "the request's signature does not verify",
+                    ));
+                }
+            }
         }
-    }
+    };
     let body = parse_body(&headers, &bytes)?;
     metrics::event_received(flow_id, trigger_id);
     let event_id = Engine::new_run_id();
     let request = Request {
         body,
-        headers: headers_json(&headers),
+        headers: headers_json(hook, &headers),
         query: query_json(query.as_deref()),
         method: "POST".into(),
     };
-    let now = app.runs.engine().clock().now();
     let event = hook.event(&event_id, trigger_id, now, request);
 
-    let dedupe_key = dedupe_key(hook, &flow, tenant, &event, &header)?;
-    let Some(key) = dedupe_key else {
+    // The keys that make a request a duplicate: the trigger's own (its
+    // `dedupe` expression, or Standard Webhooks' `webhook-id`), per tenant;
+    // and the signature's, so that a signed request sent again is a
+    // duplicate whatever its unsigned headers say — across the tenants
+    // that share the secret (its variable names the scope).
+    let mut keys = Vec::new();
+    if let Some(key) = dedupe_key(hook, &flow, tenant, &event, &header)? {
+        keys.push((TriggerKey::new(tenant, flow_id, trigger_id), key));
+    }
+    if let Some((var, proof)) = signature {
+        keys.push((
+            TriggerKey::new("", flow_id, trigger_id),
+            format!("signature:{var}:{}", proof.0),
+        ));
+    }
+    if keys.is_empty() {
         let run = app
             .runs
             .admit(&flow, tenant, trigger_id, event, |_| Vec::new())
             .await?;
         return Ok(accepted(&run.id, &event_id));
-    };
+    }
     // One request per key at a time: the check and the commit that records
-    // the key must not interleave with another request's.
-    let trigger = TriggerKey::new(tenant, flow_id, trigger_id);
-    let _guard = app.dedupe_locks.lock(&trigger, &key).await;
+    // the keys must not interleave with another request's.
+    let _guards = app.dedupe_locks.lock_all(&keys).await;
     let store = app.runs.engine().store();
-    if let Some(first) = store.dedupe(&trigger, &key).map_err(ApiError::internal)? {
-        let age = now - first.at;
-        if age.to_std().unwrap_or_default() < app.dedupe_retention {
+    for (trigger, key) in &keys {
+        let Some(first) = store.dedupe(trigger, key).map_err(ApiError::internal)? else {
+            continue;
+        };
+        if (now - first.at).to_std().unwrap_or_default() < app.dedupe_retention {
             metrics::event_rejected("duplicate");
+            // Another tenant's run is not this caller's to know.
+            let same_tenant = first.tenant.as_deref().is_none_or(|t| t == tenant);
+            let (run_id, first_event) = match same_tenant {
+                true => (Some(first.run), Some(first.event)),
+                false => (None, None),
+            };
             return Ok((
                 StatusCode::OK,
-                Json(json!({"run_id": first.run, "event_id": first.event, "duplicate": true})),
+                Json(json!({"run_id": run_id, "event_id": first_event, "duplicate": true})),
             )
                 .into_response());
         }
     }
     let dedupe_event = event_id.clone();
+    let dedupe_tenant = tenant.to_owned();
     let run = app
         .runs
         .admit(&flow, tenant, trigger_id, event, move |run_id| {
-            vec![Write::Dedupe {
-                trigger,
-                key,
-                record: DedupeRecord {
-                    run: run_id.to_owned(),
-                    event: dedupe_event,
-                    at: now,
-                },
-            }]
+            keys.into_iter()
+                .map(|(trigger, key)| Write::Dedupe {
+                    trigger,
+                    key,
+                    record: DedupeRecord {
+                        run: run_id.to_owned(),
+                        event: dedupe_event.clone(),
+                        at: now,
+                        tenant: Some(dedupe_tenant.clone()),
+                    },
+                })
+                .collect()
         })
         .await?;
     Ok(accepted(&run.id, &event_id))
@@ -189,11 +216,7 @@ fn dedupe_key(
     header: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ApiError> {
     if let Some(expr) = &hook.dedupe {
-        let mut scope = Scope::new();
-        scope.push_constant_dynamic("event", to_dynamic(event));
-        scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
-        scope.push_constant("tenant", tenant.to_owned());
-        scope.push_constant("flow", flow.id.clone());
+        let mut scope = flow.scope(tenant).with("event", to_dynamic(event)).build();
         let value = expr.eval(&mut scope, None).map_err(|e| {
             ApiError::bad_request(format!("the trigger's dedupe expression failed: {e}"))
         })?;
@@ -214,7 +237,8 @@ fn dedupe_key(
 }
 
 /// JSON (must parse: 400 otherwise), form-encoded (a map), or anything else:
-/// JSON if it parses, the text if not.
+/// JSON if it parses, the text if not. JSON nested deeper than weir
+/// accepts is a 400, whatever the content type.
 fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -222,12 +246,22 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim();
+    let too_deep = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            json::too_deep("the body"),
+        )
+    };
     if mime == "application/json" || mime.ends_with("+json") {
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        return serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")));
+        return match json::parse(bytes) {
+            Ok(value) => Ok(value),
+            Err(json::ParseError::TooDeep) => Err(too_deep()),
+            Err(e) => Err(ApiError::bad_request(format!("the body is {e}"))),
+        };
     }
     if mime == "application/x-www-form-urlencoded" {
         let mut map = Map::new();
@@ -239,14 +273,22 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    Ok(serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())))
+    match json::parse(bytes) {
+        Ok(value) => Ok(value),
+        Err(json::ParseError::TooDeep) => Err(too_deep()),
+        Err(_) => Ok(Value::String(String::from_utf8_lossy(bytes).into_owned())),
+    }
 }
 
 /// Lower-case header names to values; repeated headers joined with ", ".
-fn headers_json(headers: &HeaderMap) -> Value {
+/// Credentials and the signature are left out ([`Webhook::keeps_header`]):
+/// the event is stored.
+fn headers_json(hook: &Webhook, headers: &HeaderMap) -> Value {
     let mut map = Map::new();
     for (name, value) in headers {
+        if !hook.keeps_header(name.as_str()) {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         match map.get_mut(name.as_str()) {
             Some(Value::String(prev)) => {

@@ -1,20 +1,29 @@
 //! The HTTP edge: webhooks, the API, health and metrics. One error type,
-//! [`ApiError`], answers `{"error": {"code", "message"}}`.
+//! [`ApiError`], answers `{"error": {"code", "message"}}` — for every
+//! refusal, the edge's own (unknown path or method, URI or headers too
+//! large, a body too large or too slow, a bad query) included.
+//!
+//! - `server`: the accept loop, connection limit and timeouts
+//! - `hooks`: webhooks; `api`: `/api/v1`; `ops`: health and metrics
 
 mod api;
 mod hooks;
 mod ops;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{Instrument, error, info_span};
 
@@ -33,10 +42,17 @@ pub struct AppState {
     /// `next_fire_at` of cron triggers, for the flows API.
     pub schedules: Arc<super::triggers::Schedules>,
     pub outbox: Arc<super::outbox::Outbox>,
+    /// Connection limits and timeouts.
+    pub limits: server::Limits,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
-const API_BODY_LIMIT: usize = 1 << 20;
+pub const API_BODY_LIMIT: usize = 1 << 20;
+/// The longest request target (path and query) weir reads; longer is 414.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// The most header bytes (names and values) a request may carry; more is
+/// 431. Webhook events keep their headers, so this bounds them too.
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -49,7 +65,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{run}/retry", post(api::retry_run))
         .route("/api/v1/outbox", get(api::outbox))
         .route("/api/v1/outbox/{id}/retry", post(api::retry_delivery))
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            buffer_api_body,
+        ));
     Router::new()
         // Each webhook trigger enforces its own `max_body`.
         .route(
@@ -61,6 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn(request_limits))
         .layer(middleware::from_fn(span_per_request))
         .with_state(state)
 }
@@ -68,6 +89,125 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn span_per_request(request: Request, next: Next) -> Response {
     let span = info_span!("request", method = %request.method(), path = %request.uri().path());
     next.run(request).instrument(span).await
+}
+
+/// 414 for a request target over [`MAX_URI_BYTES`], 431 for headers over
+/// [`MAX_HEADER_BYTES`].
+async fn request_limits(request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's headers take {headers} bytes; weir accepts at most {MAX_HEADER_BYTES}"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Reads an API request's body (at most [`API_BODY_LIMIT`], within the
+/// body timeout) before the handler runs.
+async fn buffer_api_body(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = API_BODY_LIMIT;
+    let bytes = read_body(&parts.headers, body, limit, app.limits.body_timeout, || {
+        format!("the body is larger than the API's limit ({limit} bytes)")
+    })
+    .await;
+    match bytes {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`: 413 at
+/// once if the declared length is over the limit (or as soon as the body
+/// goes over it), 408 if it is not complete in time.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    too_large: impl Fn() -> String,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(too_large()));
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request body did not arrive within {timeout:?}"),
+        )),
+        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::too_large(too_large())),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Query parameters; a query that does not parse is a JSON 400 naming the
+/// parameter.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text)
+                    .to_owned();
+                ApiError::bad_request(format!("bad query string: {text}"))
+            })
+    }
 }
 
 /// An error answered to a client.
@@ -100,6 +240,18 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// 503: weir cannot take this now (its storage failed).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
 
     pub fn overloaded(message: impl Into<String>) -> Self {

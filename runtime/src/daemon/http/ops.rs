@@ -37,5 +37,13 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see SPEC §4 for the API")
+    ApiError::not_found("no such endpoint; weir's HTTP API is described in docs/api.md")
+}
+
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here; weir's HTTP API is described in docs/api.md"),
+    )
 }

@@ -2,18 +2,24 @@
 //! one task per run being driven, queues of runs waiting for their key,
 //! cancel, retry, waiting for a run to finish, and resuming at start.
 //!
+//! Runs are driven on a Tokio runtime of their own (`work`), apart from
+//! the HTTP edge's: a script that burns CPU holds a worker of that runtime,
+//! never one that answers webhooks or health checks.
+//!
+//! - `backlog`: the runs held in memory, counted by the permits they hold
 //! - `queue`: concurrency keys: who runs, who waits
 //! - `resume`: resuming at start, parking runs that only wait on timers
 //! - `retention`: forgetting finished runs once their retention ends
 
+mod backlog;
 mod queue;
 mod resume;
 pub mod retention;
 
+pub use backlog::{Backlog, BacklogPermit};
 use queue::{Queued, Slot, SlotKey};
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +40,9 @@ use crate::metrics;
 pub struct Submitted {
     run: RunRecord,
     ticket: weir_storage::Ticket,
+    /// Its place in the backlog, if it starts at once (a queued run's
+    /// place waits in its queue with it).
+    permit: Option<BacklogPermit>,
 }
 
 /// Why a run was not admitted.
@@ -71,17 +80,21 @@ struct Live {
 pub struct Runs {
     engine: Arc<Engine>,
     registry: Arc<Registry>,
+    /// Where runs and trigger tasks are driven.
+    work: tokio::runtime::Handle,
     live: Mutex<HashMap<String, Live>>,
     slots: Mutex<HashMap<SlotKey, Slot>>,
     /// Unfinished runs held in memory: driven, waiting to be, or queued.
     /// Parked runs (only timers left) are on disk alone and do not count.
-    backlog: AtomicUsize,
-    max_backlog: usize,
+    backlog: Arc<Backlog>,
     /// How many runs are driven at once; the others wait for a permit.
     permits: Arc<Semaphore>,
     /// Parked runs by wake time.
     parked: Mutex<BTreeMap<(DateTime<Utc>, String), ()>>,
     parked_changed: Notify,
+    /// Unfinished runs that cannot be driven because their records cannot
+    /// be read back, by id, with why.
+    stuck: Mutex<BTreeMap<String, String>>,
 }
 
 /// How many runs are driven at once.
@@ -92,21 +105,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runs {
-    /// Must be called within a Tokio runtime: it starts the task that wakes
-    /// parked runs.
-    pub fn new(engine: Arc<Engine>, registry: Arc<Registry>, max_backlog: usize) -> Arc<Self> {
+    /// Drives runs on `work` (a runtime of their own), where it starts the
+    /// task that wakes parked runs.
+    pub fn new(
+        engine: Arc<Engine>,
+        registry: Arc<Registry>,
+        max_backlog: usize,
+        work: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let runs = Arc::new(Self {
             engine,
             registry,
+            work,
             live: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
-            backlog: AtomicUsize::new(0),
-            max_backlog,
+            backlog: Backlog::new(max_backlog),
             permits: Arc::new(Semaphore::new(MAX_DRIVEN)),
             parked: Mutex::new(BTreeMap::new()),
             parked_changed: Notify::new(),
+            stuck: Mutex::new(BTreeMap::new()),
         });
-        tokio::spawn(Self::wake_parked(runs.clone()));
+        runs.work.spawn(Self::wake_parked(runs.clone()));
         runs
     }
 
@@ -114,13 +133,25 @@ impl Runs {
         &self.engine
     }
 
-    /// Unfinished runs held: being driven or queued.
-    pub fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Relaxed)
+    /// The runtime runs and trigger tasks are driven on.
+    pub fn work(&self) -> &tokio::runtime::Handle {
+        &self.work
     }
 
-    pub fn is_overloaded(&self) -> bool {
-        self.backlog() >= self.max_backlog
+    /// Unfinished runs held: being driven or queued.
+    pub fn backlog(&self) -> usize {
+        self.backlog.held()
+    }
+
+    /// Unfinished runs that cannot be driven (their records do not read
+    /// back): id → why.
+    pub fn stuck(&self) -> BTreeMap<String, String> {
+        lock(&self.stuck).clone()
+    }
+
+    fn mark_stuck(&self, id: &str, why: String) {
+        error!(run_id = %id, error = %why, "an unfinished run cannot be read back; it is not driven");
+        lock(&self.stuck).insert(id.to_owned(), why);
     }
 
     /// Admits a run: durable when this returns. It starts at once, or waits
@@ -148,18 +179,8 @@ impl Runs {
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<Submitted, AdmitError> {
-        let backlog = self.backlog.fetch_add(1, Ordering::Relaxed);
-        if backlog >= self.max_backlog {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
-            return Err(AdmitError::Overloaded(backlog));
-        }
-        let key = match Self::concurrency_key(flow, tenant, &event) {
-            Ok(key) => key,
-            Err(e) => {
-                self.backlog.fetch_sub(1, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
+        let permit = self.backlog.try_reserve().map_err(AdmitError::Overloaded)?;
+        let key = Self::concurrency_key(flow, tenant, &event)?;
         let run_id = Engine::new_run_id();
         let writes = writes(&run_id);
         let mut admission = Admission {
@@ -171,9 +192,10 @@ impl Runs {
             concurrency_key: key.clone(),
             writes,
         };
-        // Decide, in arrival order, whether it runs now or waits.
-        let run = match &key {
-            None => self.engine.new_run(flow, &admission),
+        // Decide, in arrival order, whether it runs now or waits. A queued
+        // run's permit waits in its queue with it.
+        let (run, permit) = match &key {
+            None => (self.engine.new_run(flow, &admission), Some(permit)),
             Some(key) => {
                 let limit = flow.concurrency.as_ref().map_or(1, |c| c.limit);
                 let mut slots = lock(&self.slots);
@@ -183,41 +205,52 @@ impl Runs {
                 admission.queued = slot.running >= limit;
                 let run = self.engine.new_run(flow, &admission);
                 if admission.queued {
-                    slot.queue.push_back(Queued::Run(Box::new(run.clone())));
+                    slot.queue
+                        .push_back(Queued::Run(Box::new(run.clone()), permit));
+                    (run, None)
                 } else {
                     slot.running += 1;
+                    (run, Some(permit))
                 }
-                run
             }
         };
         let mut commit = self.engine.admission_commit(flow, &run);
         commit.writes.extend(admission.writes);
         let ticket = self.engine.store().commit(commit);
-        Ok(Submitted { run, ticket })
+        Ok(Submitted {
+            run,
+            ticket,
+            permit,
+        })
     }
 
     /// The second half of [`Runs::admit`]: once the run's commit is on disk,
     /// it starts (unless it waits its turn).
     pub async fn admitted(self: &Arc<Self>, submitted: Submitted) -> Result<RunRecord, AdmitError> {
-        let Submitted { run, ticket } = submitted;
+        let Submitted {
+            run,
+            ticket,
+            permit,
+        } = submitted;
         if let Err(e) = ticket.await {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
             if run.status == RunStatus::Running {
                 self.release_slot(&run);
             } else {
-                self.unqueue(&run.id);
+                drop(self.unqueue(&run.id));
             }
             return Err(AdmitError::Engine(e.into()));
         }
         metrics::run_admitted(&run);
-        if run.status == RunStatus::Running {
-            self.launch(run.clone(), true);
+        if let Some(permit) = permit {
+            self.launch(run.clone(), true, permit);
         }
         Ok(run)
     }
 
-    /// Drives a run in its own task. `fresh`: it has no node records yet.
-    fn launch(self: &Arc<Self>, run: RunRecord, fresh: bool) {
+    /// Drives a run in its own task on the work runtime, holding its
+    /// backlog permit until the task ends. `fresh`: it has no node records
+    /// yet.
+    fn launch(self: &Arc<Self>, run: RunRecord, fresh: bool, permit: BacklogPermit) {
         let control = Arc::new(RunControl::new());
         let (done_tx, done_rx) = watch::channel(None);
         let id = run.id.clone();
@@ -226,7 +259,8 @@ impl Runs {
         // Registered before the task can finish and remove it.
         let mut live = lock(&self.live);
         let permits = self.permits.clone();
-        let handle = tokio::spawn(async move {
+        let handle = self.work.spawn(async move {
+            let _backlog = permit;
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
@@ -238,6 +272,10 @@ impl Runs {
             };
             let ended = match result {
                 Ok(run) => run,
+                Err(EngineError::Storage(weir_storage::Error::Unreadable(u))) => {
+                    this.mark_stuck(&started.id, u.error);
+                    started
+                }
                 Err(e) => {
                     error!(run_id = %started.id, error = %e, "run could not be driven; it stays unfinished until the next start");
                     started
@@ -263,7 +301,6 @@ impl Runs {
     /// the next start).
     fn ended(self: &Arc<Self>, run: &RunRecord, parked: Option<DateTime<Utc>>) {
         lock(&self.live).remove(&run.id);
-        self.backlog.fetch_sub(1, Ordering::Relaxed);
         if run.status.is_finished() {
             metrics::run_finished(run);
             self.release_slot(run);
@@ -328,9 +365,8 @@ impl Runs {
             });
         }
         let was_parked = self.unpark(id);
-        if self.unqueue(id) {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
-        }
+        // Out of its queue, its place in the backlog is given back.
+        drop(self.unqueue(id));
         let run = self.engine.cancel_stored(run).await?;
         metrics::run_finished(&run);
         if was_parked {
@@ -354,7 +390,7 @@ impl Runs {
                 what: "only a failed run can be retried",
             });
         }
-        self.backlog.fetch_add(1, Ordering::Relaxed);
+        let permit = self.backlog.reserve();
         let queued = match &run.concurrency_key {
             None => false,
             Some(key) => {
@@ -374,7 +410,6 @@ impl Runs {
         let run = match self.engine.retry(run.clone(), queued).await {
             Ok(run) => run,
             Err(e) => {
-                self.backlog.fetch_sub(1, Ordering::Relaxed);
                 if !queued {
                     self.release_slot(&run);
                 }
@@ -387,10 +422,11 @@ impl Runs {
                 let slot = slots
                     .entry((run.tenant.clone(), run.flow.clone(), key.clone()))
                     .or_default();
-                slot.queue.push_back(Queued::Run(Box::new(run.clone())));
+                slot.queue
+                    .push_back(Queued::Run(Box::new(run.clone()), permit));
             }
         } else {
-            self.launch(run.clone(), false);
+            self.launch(run.clone(), false, permit);
         }
         Ok(run)
     }

@@ -3,28 +3,27 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use rhai::Scope;
 use serde_json::Value;
 use tracing::error;
 use weir_nodes::script::to_dynamic;
 use weir_storage::{RunRecord, RunStatus};
 
-use super::{AdmitError, Runs, lock};
+use super::{AdmitError, BacklogPermit, Runs, lock};
 use crate::flow::Flow;
 
 /// A run waiting for its concurrency key: in memory (admitted while this
-/// daemon ran), or on disk (found at start).
+/// daemon ran), holding its place in the backlog; or on disk (found at
+/// start), taking a place when its turn comes.
 pub(super) enum Queued {
-    Run(Box<RunRecord>),
+    Run(Box<RunRecord>, BacklogPermit),
     OnDisk(String),
 }
 
 impl Queued {
     pub(super) fn id(&self) -> &str {
         match self {
-            Self::Run(run) => &run.id,
+            Self::Run(run, _) => &run.id,
             Self::OnDisk(id) => id,
         }
     }
@@ -53,11 +52,7 @@ impl Runs {
             // A limit without a key holds for all runs of the flow.
             return Ok(Some(String::new()));
         };
-        let mut scope = Scope::new();
-        scope.push_constant_dynamic("event", to_dynamic(event));
-        scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
-        scope.push_constant("tenant", tenant.to_owned());
-        scope.push_constant("flow", flow.id.clone());
+        let mut scope = flow.scope(tenant).with("event", to_dynamic(event)).build();
         let value = expr
             .eval(&mut scope, None)
             .map_err(|e| AdmitError::Key(e.to_string()))?;
@@ -106,19 +101,22 @@ impl Runs {
 
     pub(super) fn start_queued(self: &Arc<Self>, queued: Queued) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let queued = match queued {
-                Queued::Run(run) => *run,
+        self.work.spawn(async move {
+            let (queued, permit) = match queued {
+                Queued::Run(run, permit) => (*run, permit),
                 Queued::OnDisk(id) => match this.engine.store().run_by_id(&id) {
                     Ok(Some(run)) if run.status == RunStatus::Queued => {
-                        this.backlog.fetch_add(1, Ordering::Relaxed);
-                        run
+                        (run, this.backlog.reserve())
                     }
                     Ok(_) => {
                         // Cancelled meanwhile: the next one may go.
                         if let Ok(Some(run)) = this.engine.store().run_by_id(&id) {
                             this.release_slot(&run);
                         }
+                        return;
+                    }
+                    Err(weir_storage::Error::Unreadable(u)) => {
+                        this.mark_stuck(&id, u.error);
                         return;
                     }
                     Err(e) => {
@@ -131,25 +129,23 @@ impl Runs {
                 // A retried run may wait in a queue too: it has records.
                 Ok(run) => {
                     let fresh = run.attempt == 1;
-                    this.launch(run, fresh)
+                    this.launch(run, fresh, permit)
                 }
                 Err(e) => {
                     error!(run_id = %queued.id, error = %e, "cannot start a queued run");
-                    this.backlog.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         });
     }
 
-    /// Takes a queued run out of its queue; true if it was there.
-    pub(super) fn unqueue(&self, id: &str) -> bool {
+    /// Takes a queued run out of its queue, if it is there.
+    pub(super) fn unqueue(&self, id: &str) -> Option<Queued> {
         let mut slots = lock(&self.slots);
         for slot in slots.values_mut() {
             if let Some(i) = slot.queue.iter().position(|q| q.id() == id) {
-                slot.queue.remove(i);
-                return true;
+                return slot.queue.remove(i);
             }
         }
-        false
+        None
     }
 }

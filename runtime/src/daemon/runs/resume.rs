@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -53,16 +52,7 @@ impl Runs {
                 due.into_keys().map(|(_, id)| id).collect()
             };
             for id in due {
-                match runs.engine.store().run_by_id(&id) {
-                    Ok(Some(run)) if !run.status.is_finished() => {
-                        runs.backlog.fetch_add(1, Ordering::Relaxed);
-                        runs.launch(run, false);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        error!(run_id = %id, error = %e, "cannot read a parked run; it resumes at the next start")
-                    }
-                }
+                runs.drive_stored(&id, "a parked run");
             }
         }
     }
@@ -73,7 +63,10 @@ impl Runs {
     /// and driven in the background, a bounded number at a time, so the
     /// daemon serves at once and its memory stays bounded.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let mut runs = self.engine.store().active_runs()?;
+        let (mut runs, unreadable) = self.engine.store().active_runs()?;
+        for u in unreadable {
+            self.mark_stuck(&u.id, u.error);
+        }
         runs.sort_by(|a, b| a.id.cmp(&b.id));
         let count = runs.len();
         let mut to_drive = VecDeque::new();
@@ -114,7 +107,7 @@ impl Runs {
         }
         if count > 0 {
             info!(runs = count, "resuming unfinished runs");
-            tokio::spawn(self.clone().feed(to_drive));
+            self.work.spawn(self.clone().feed(to_drive));
         }
         Ok(count)
     }
@@ -125,15 +118,21 @@ impl Runs {
             while lock(&self.live).len() >= MAX_DRIVEN {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            match self.engine.store().run_by_id(&id) {
-                Ok(Some(run)) if !run.status.is_finished() => {
-                    self.backlog.fetch_add(1, Ordering::Relaxed);
-                    self.launch(run, false);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    error!(run_id = %id, error = %e, "cannot read an unfinished run; it resumes at the next start")
-                }
+            self.drive_stored(&id, "an unfinished run");
+        }
+    }
+
+    /// Drives a run from its records on disk, if it is not finished.
+    fn drive_stored(self: &Arc<Self>, id: &str, what: &str) {
+        match self.engine.store().run_by_id(id) {
+            Ok(Some(run)) if !run.status.is_finished() => {
+                let permit = self.backlog.reserve();
+                self.launch(run, false, permit);
+            }
+            Ok(_) => {}
+            Err(weir_storage::Error::Unreadable(u)) => self.mark_stuck(id, u.error),
+            Err(e) => {
+                error!(run_id = %id, what, error = %e, "cannot read a run to drive it; it resumes at the next start")
             }
         }
     }

@@ -35,12 +35,27 @@ impl Default for DedupeLocks {
 }
 
 impl DedupeLocks {
-    pub async fn lock(&self, trigger: &TriggerKey, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    fn stripe(&self, trigger: &TriggerKey, key: &str) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         trigger.hash(&mut h);
         key.hash(&mut h);
-        let i = (h.finish() as usize) % self.stripes.len();
-        self.stripes[i].lock().await
+        (h.finish() as usize) % self.stripes.len()
+    }
+
+    /// Locks every key, in stripe order (so that two requests never wait
+    /// for each other).
+    pub async fn lock_all(
+        &self,
+        keys: &[(TriggerKey, String)],
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.iter().map(|(t, k)| self.stripe(t, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
     }
 }
 
@@ -120,12 +135,15 @@ impl Triggers {
             for tenant in &flow.tenants {
                 let (stop, stop_rx) = watch::channel(false);
                 let (runs, flow, tenant) = (self.runs.clone(), flow.clone(), tenant.clone());
+                // On the work runtime: polls evaluate expressions over
+                // whole answers.
+                let work = runs.work().clone();
                 let handle = match &trigger.kind {
                     TriggerKind::Cron(_) => {
                         let schedules = self.schedules.clone();
-                        tokio::spawn(cron::run(runs, schedules, flow, index, tenant, stop_rx))
+                        work.spawn(cron::run(runs, schedules, flow, index, tenant, stop_rx))
                     }
-                    _ => tokio::spawn(poll::run(runs, flow, index, tenant, stop_rx)),
+                    _ => work.spawn(poll::run(runs, flow, index, tenant, stop_rx)),
                 };
                 tasks.push(Task { stop, handle });
             }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Map, Scope};
+use rhai::Scope;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -109,15 +109,9 @@ pub(super) async fn run(
 }
 
 fn base_scope(flow: &Flow, tenant: &str, cursor: &Value) -> Scope<'static> {
-    let mut scope = Scope::new();
-    scope.push_constant_dynamic("cursor", to_dynamic(cursor));
-    scope.push_constant_dynamic("vars", flow.vars_dynamic.clone());
-    scope.push_constant("tenant", tenant.to_owned());
-    let mut f = Map::new();
-    f.insert("id".into(), flow.id.clone().into());
-    f.insert("version".into(), flow.version.clone().into());
-    scope.push_constant("flow", f);
-    scope
+    flow.scope(tenant)
+        .with("cursor", to_dynamic(cursor))
+        .build()
 }
 
 fn text_key(key: &Value) -> String {
@@ -180,8 +174,7 @@ async fn poll_once(
     let mut listed: Vec<(String, Value, Value, Value)> = Vec::new();
     let mut position: HashMap<String, usize> = HashMap::new();
     for item in items {
-        let mut item_scope =
-            Poll::item_scope(&item, &flow.vars_dynamic, tenant, &flow.id, &flow.version);
+        let mut item_scope = Poll::item_scope(&item, flow.scope(tenant));
         let (key_value, version) = poll
             .identify(&item, &mut item_scope)
             .map_err(|e| e.to_string())?;
@@ -222,13 +215,7 @@ async fn poll_once(
         for k in gone {
             let old = &seen[k];
             // The key as the record gave it (a number stays a number).
-            let mut item_scope = Poll::item_scope(
-                &old.item,
-                &flow.vars_dynamic,
-                tenant,
-                &flow.id,
-                &flow.version,
-            );
+            let mut item_scope = Poll::item_scope(&old.item, flow.scope(tenant));
             let key_value = poll
                 .identify(&old.item, &mut item_scope)
                 .map(|(k, _)| k)
