@@ -4,13 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{arg, run_weir, write_flow};
+use weir_testkit::{arg, run_weir, write_flow};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -249,7 +246,7 @@ fn the_example_flows_are_valid() {
 
 #[test]
 fn run_with_deliver_sends_the_deliveries_and_waits_for_them() {
-    let server = support::TestServer::start();
+    let server = weir_testkit::FakeServer::start();
     let dir = tempfile::tempdir().unwrap();
     let flow = write_flow(
         dir.path(),
@@ -259,7 +256,7 @@ fn run_with_deliver_sends_the_deliveries_and_waits_for_them() {
             server.url("/in")
         ),
     );
-    let done = support::Weir::spawn_with(
+    let done = weir_testkit::Weir::spawn_with(
         dir.path(),
         "deliver",
         &["run", arg(&flow), "--input", r#"{"n": 1}"#, "--deliver"],

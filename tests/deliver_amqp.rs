@@ -20,9 +20,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "support/mod.rs"]
-mod support;
-
 #[path = "deliver_amqp/broker.rs"]
 mod broker;
 #[path = "deliver_amqp/format.rs"]
@@ -38,9 +35,8 @@ mod routing;
 
 use std::time::Duration;
 
-use reqwest::blocking::Client;
 use serde_json::Value;
-use support::Daemon;
+use weir_testkit::{Api, Daemon};
 
 /// How long a run, or a delivery on a connected broker, may take (a debug
 /// build on a loaded machine).
@@ -93,7 +89,7 @@ fn write_flow_with_key(
 ) {
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
-    support::write_flow(
+    weir_testkit::write_flow(
         &flows,
         &format!("{id}.yaml"),
         &deliver_flow(id, exchange, routing_key, format),
@@ -112,95 +108,33 @@ struct Accepted {
     event_id: String,
 }
 
-/// The daemon's HTTP API.
-struct Api {
-    http: Client,
-    base: String,
+/// The calls these tests make, on the shared API client.
+trait AmqpApi {
+    /// A webhook that must be accepted.
+    fn send_hook(&self, flow: &str, body: &Value) -> Accepted;
+    /// The `amqp` entry of `GET /api/v1/outbox`.
+    fn amqp_outbox(&self) -> Value;
+    fn pending(&self) -> u64;
+    /// Polls a run until it finished; it must have succeeded.
+    fn wait_succeeded(&self, run_id: &str) -> Value;
 }
 
-impl Api {
-    fn new(daemon: &Daemon) -> Self {
-        Self::at(&daemon.base)
+impl AmqpApi for Api {
+    fn send_hook(&self, flow: &str, body: &Value) -> Accepted {
+        let (run_id, event_id) = self.accepted(flow, body);
+        Accepted { run_id, event_id }
     }
 
-    fn at(base: &str) -> Self {
-        let http = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        Self {
-            http,
-            base: base.to_owned(),
-        }
-    }
-
-    /// `POST /hooks/default/{flow}/hook`; the status and the body.
-    fn try_hook(&self, flow: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
-        let response = self
-            .http
-            .post(format!("{}/hooks/default/{flow}/hook", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()?;
-        let status = response.status().as_u16();
-        let body = response.json().unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-
-    /// A webhook that must be accepted.
-    fn hook(&self, flow: &str, body: &Value) -> Accepted {
-        let (status, answer) = self
-            .try_hook(flow, body)
-            .unwrap_or_else(|e| panic!("POST webhook to {flow}: {e}"));
-        assert_eq!(status, 202, "webhook to {flow}: {answer}");
-        accepted(&answer)
-    }
-
-    /// `GET path`, which must answer 200 with JSON.
-    fn get(&self, path: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status();
-        let text = response.text().unwrap();
-        assert!(status.is_success(), "GET {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    }
-
-    /// `GET /metrics` as text.
-    fn metrics(&self) -> String {
-        match self.get("/metrics") {
-            Value::String(text) => text,
-            other => panic!("/metrics is not text: {other}"),
-        }
-    }
-
-    /// The `amqp` entry of `GET /api/v1/outbox`.
     fn amqp_outbox(&self) -> Value {
-        let outbox = self.get("/api/v1/outbox");
-        outbox["targets"]
-            .as_array()
-            .and_then(|targets| targets.iter().find(|t| t["target"] == "amqp"))
-            .cloned()
-            .unwrap_or_else(|| panic!("no amqp target in the outbox: {outbox:#}"))
+        self.outbox_target("amqp")
     }
 
     fn pending(&self) -> u64 {
         self.amqp_outbox()["pending"].as_u64().unwrap()
     }
 
-    /// Polls a run until it finished; it must have succeeded.
     fn wait_succeeded(&self, run_id: &str) -> Value {
-        let mut run = Value::Null;
-        support::wait_until(&format!("run {run_id} finishes"), TIMEOUT, || {
-            run = self.get(&format!("/api/v1/runs/{run_id}"));
-            ["succeeded", "failed", "cancelled"]
-                .iter()
-                .any(|s| run["status"] == *s)
-        });
+        let run = self.wait_finished(run_id);
         assert_eq!(run["status"], "succeeded", "{run:#}");
         run
     }

@@ -8,14 +8,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use support::{TestServer, Weir, arg, run_weir, wait_until, write_flow};
+use weir_testkit::{FakeServer, Weir, arg, run_weir, wait_until, write_flow};
 
 /// Long enough for a debug build on a loaded machine; runs here take
 /// seconds.
@@ -31,7 +28,7 @@ const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// The one run `weir run --resume --json` printed.
-fn resumed_run(done: &support::Finished) -> Value {
+fn resumed_run(done: &weir_testkit::Finished) -> Value {
     let lines: Vec<&str> = done
         .stdout
         .lines()
@@ -62,7 +59,7 @@ fn time(value: &Value) -> DateTime<Utc> {
 fn kill_during_a_delay_resumes_without_repeating_the_request() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("data");
-    let server = TestServer::start();
+    let server = FakeServer::start();
     let flow = write_flow(
         dir.path(),
         "delayed.yaml",
@@ -119,7 +116,7 @@ nodes:
     first.assert_running();
     first.kill();
     let killed_at = Utc::now();
-    assert_eq!(server.count("/contacts"), 1, "{:?}", server.requests());
+    assert_eq!(server.count("/contacts"), 1, "{:?}", server.received());
 
     let done = run_weir(
         dir.path(),
@@ -190,16 +187,16 @@ nodes:
         "{summary:#}"
     );
 
-    assert_eq!(server.count("/contacts"), 1, "{:?}", server.requests());
+    assert_eq!(server.count("/contacts"), 1, "{:?}", server.received());
     let sent = &server.requests_to("/contacts")[0];
     assert_eq!(sent.method, "POST");
     assert_eq!(
-        sent.body,
+        sent.body_value(),
         json!({"email": "ada@example.com", "name": "Ada"})
     );
     let id = run["id"].as_str().expect("the run's id");
     assert_eq!(
-        sent.idempotency_key.as_deref(),
+        sent.idempotency_key().as_deref(),
         Some(format!("{id}:create").as_str())
     );
 }
@@ -208,7 +205,8 @@ nodes:
 fn kill_during_a_retry_backoff_retries_once_with_the_same_key() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("data");
-    let server = TestServer::failing_first(1);
+    let server = FakeServer::start();
+    server.answer_next(&[503]);
     let flow = write_flow(
         dir.path(),
         "retried.yaml",
@@ -267,7 +265,7 @@ nodes:
     first.kill();
     // The backoff is at least 1.5s (3s with jitter down to half), so the
     // kill came while the node was waiting.
-    assert_eq!(server.count("/orders"), 1, "{:?}", server.requests());
+    assert_eq!(server.count("/orders"), 1, "{:?}", server.received());
 
     let done = run_weir(
         dir.path(),
@@ -309,8 +307,8 @@ nodes:
     let id = run["id"].as_str().expect("the run's id");
     let key = format!("{id}:push");
     for request in &seen {
-        assert_eq!(request.idempotency_key.as_deref(), Some(key.as_str()));
-        assert_eq!(request.body, json!({"order": 42}));
+        assert_eq!(request.idempotency_key().as_deref(), Some(key.as_str()));
+        assert_eq!(request.body_value(), json!({"order": 42}));
     }
     // The resumed process kept the recorded wake time instead of retrying
     // at once (the kill came about half a second after the 503).
@@ -326,7 +324,8 @@ fn kill_during_a_request_sends_it_again_with_the_same_key() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("data");
     // The first request is never answered: weir is killed while it waits.
-    let server = TestServer::holding_first(1);
+    let server = FakeServer::start();
+    server.hold_next(1);
     let flow = write_flow(
         dir.path(),
         "in-flight.yaml",
@@ -404,8 +403,8 @@ nodes:
     let key = format!("{}:send", run["id"].as_str().expect("the run's id"));
     for request in &seen {
         assert_eq!(request.method, "PUT");
-        assert_eq!(request.idempotency_key.as_deref(), Some(key.as_str()));
-        assert_eq!(request.body, json!({"sku": "A-7"}));
+        assert_eq!(request.idempotency_key().as_deref(), Some(key.as_str()));
+        assert_eq!(request.body_value(), json!({"sku": "A-7"}));
     }
 }
 

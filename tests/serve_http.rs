@@ -7,9 +7,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -19,7 +16,8 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Answer, Api, Daemon, ScriptedServer, run_weir, wait_until, write_flow};
+use weir_testkit::api::ids_of;
+use weir_testkit::{Answer, Api, Daemon, FakeServer, run_weir, wait_until, write_flow};
 
 /// How long a run may take to reach a state the test waits for (runs here
 /// take a few seconds at most; the margin is for a loaded machine).
@@ -32,70 +30,6 @@ const RELOAD_TIMEOUT: Duration = Duration::from_millis(2500);
 const POLL: Duration = Duration::from_millis(20);
 
 // ---- talking to the daemon --------------------------------------------------
-
-impl Api {
-    /// A webhook with a JSON body and headers.
-    fn hook(&self, path: &str, body: &Value, headers: &[(&str, String)]) -> Answer {
-        self.post_raw(path, "application/json", &body.to_string(), headers)
-    }
-
-    /// `GET /api/v1/runs/{id}`.
-    fn run(&self, id: &str) -> Value {
-        let a = self.get(&format!("/api/v1/runs/{id}"));
-        assert_eq!(a.status, 200, "GET run {id}: {a}");
-        a.body
-    }
-
-    /// Polls a run until its status is `status`; panics if it finishes
-    /// otherwise or takes longer than [`RUN_TIMEOUT`].
-    fn wait_for(&self, id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        loop {
-            let run = self.run(id);
-            if run["status"] == status {
-                return run;
-            }
-            let finished = ["succeeded", "failed", "cancelled"]
-                .iter()
-                .any(|s| run["status"] == *s);
-            assert!(!finished, "run {id} ended other than {status}: {run:#}");
-            assert!(
-                Instant::now() < deadline,
-                "run {id} not {status} after {RUN_TIMEOUT:?}: {run:#}"
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// `GET /api/v1/runs?{query}`, asserting 200.
-    fn list(&self, query: &str) -> Value {
-        let a = self.get(&format!("/api/v1/runs?{query}"));
-        assert_eq!(a.status, 200, "list runs ?{query}: {a}");
-        a.body
-    }
-
-    /// The ids of `GET /api/v1/runs?{query}` (one page, up to 500).
-    fn ids(&self, query: &str) -> Vec<String> {
-        let body = self.list(&format!("{query}&limit=500"));
-        ids_of(&body)
-    }
-
-    /// `GET /api/v1/flows`.
-    fn flows(&self) -> Value {
-        let a = self.get("/api/v1/flows");
-        assert_eq!(a.status, 200, "GET flows: {a}");
-        a.body
-    }
-}
-
-fn ids_of(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items in {list:#}"))
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 /// The `run_id` of a 202 webhook/API answer (which also has an `event_id`
 /// for webhooks).
@@ -823,7 +757,7 @@ fn weir_runs(
     label: &str,
     daemon: &Daemon,
     args: &[&str],
-) -> support::Finished {
+) -> weir_testkit::Finished {
     let mut all = vec!["runs"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--server", &daemon.base]);
@@ -835,7 +769,7 @@ fn weir_runs(
 #[test]
 fn the_runs_api_and_cli_start_list_show_cancel_and_retry_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start();
+    let server = FakeServer::start();
     let flows = flows_dir(&dir);
     write_flow(&flows, "orders.yaml", ORDERS_FLOW);
     write_flow(&flows, "sleepy.yaml", SLEEPY_FLOW);
@@ -1263,7 +1197,7 @@ nodes:
 #[test]
 fn sigterm_lets_a_request_in_flight_finish_and_the_run_resumes_without_resending_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start();
+    let server = FakeServer::start();
     server.set_delay(Duration::from_secs(1));
     write_flow(
         &flows_dir(&dir),
@@ -1354,7 +1288,7 @@ fn sigterm_does_not_wait_for_timers_and_the_delay_resumes_after_restart() {
 #[test]
 fn sigterm_does_not_wait_for_a_retry_backoff_and_the_retry_happens_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start();
+    let server = FakeServer::start();
     server.set_status(503);
     write_flow(
         &flows_dir(&dir),
@@ -1405,7 +1339,7 @@ nodes:
     let keys: Vec<_> = server
         .requests_to("/flaky")
         .into_iter()
-        .map(|r| r.idempotency_key)
+        .map(|r| r.idempotency_key())
         .collect();
     assert_eq!(keys[0], Some(format!("{id}:call")), "SPEC §3.3");
     assert_eq!(keys[0], keys[1], "the retry's idempotency key changed");
@@ -1441,7 +1375,7 @@ fn fill_the_backlog(api: &Api, hook: &str, flow: &str) -> Vec<String> {
 #[test]
 fn past_max_backlog_webhooks_get_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start();
+    let server = FakeServer::start();
     server.set_delay(Duration::from_millis(1500));
     write_flow(
         &flows_dir(&dir),

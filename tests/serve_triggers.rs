@@ -16,9 +16,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "support/mod.rs"]
-mod support;
-
 #[path = "serve_triggers/cron.rs"]
 mod cron;
 #[path = "serve_triggers/poll.rs"]
@@ -29,32 +26,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use support::{Daemon, write_flow};
+use weir_testkit::{Api, Daemon, write_flow};
 
 /// Long enough for a debug build on a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---- the runs API -----------------------------------------------------------
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
 fn get(daemon: &Daemon, path: &str) -> Value {
-    let response = client()
-        .get(daemon.url(path))
-        .send()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
-    assert!(status.is_success(), "GET {path}: {status} {body}");
-    body
+    Api::new(daemon).get_ok(path)
 }
 
 /// Every run of `flow` (of `tenant` if given), oldest first.

@@ -148,7 +148,7 @@ impl Inbox {
 
     /// Waits (up to `timeout`) for at least `n` messages.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Got> {
-        crate::support::wait_until(&format!("{n} message(s) arrive"), timeout, || {
+        weir_testkit::wait_until(&format!("{n} message(s) arrive"), timeout, || {
             self.len() >= n
         });
         self.messages()

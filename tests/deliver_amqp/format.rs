@@ -7,10 +7,11 @@ use lapin::ExchangeKind;
 use serde_json::{Value, json};
 
 use crate::broker::{Broker, Got};
-use crate::support::wait_until;
 use crate::{
-    Accepted, Api, ROUTING_KEY, TIMEOUT, start_daemon, write_deliver_flow, write_flow_with_key,
+    Accepted, AmqpApi, Api, ROUTING_KEY, TIMEOUT, start_daemon, write_deliver_flow,
+    write_flow_with_key,
 };
+use weir_testkit::wait_until;
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -69,7 +70,7 @@ fn a_delivery_carries_the_properties_headers_and_body_of_spec_section_6() {
     let daemon = start_daemon(dir.path(), "daemon", &broker.url.url());
     let api = Api::new(&daemon);
 
-    let warmup = api.hook("warmup", &json!({"email": "W@x.org", "n": 0}));
+    let warmup = api.send_hook("warmup", &json!({"email": "W@x.org", "n": 0}));
     api.wait_succeeded(&warmup.run_id);
     wait_until("weir declares the exchange", TIMEOUT, || {
         broker.exchange_exists(&exchange)
@@ -82,7 +83,7 @@ fn a_delivery_carries_the_properties_headers_and_body_of_spec_section_6() {
     let inbox = broker.bind_and_consume(&exchange, "contact.#");
 
     let sent_s = now_s();
-    let accepted = api.hook("contacts", &json!({"email": "Ada@Example.com", "n": 1}));
+    let accepted = api.send_hook("contacts", &json!({"email": "Ada@Example.com", "n": 1}));
     let run = api.wait_succeeded(&accepted.run_id);
     let got = inbox.wait_for(1, TIMEOUT).remove(0);
 
@@ -124,7 +125,7 @@ fn the_cloudevents_format_wraps_the_payload_in_a_structured_envelope() {
     let api = Api::new(&daemon);
 
     let sent_s = now_s();
-    let accepted = api.hook(
+    let accepted = api.send_hook(
         "contacts-ce",
         &json!({"email": "Grace@Example.com", "n": 2}),
     );
@@ -180,7 +181,7 @@ fn publisher_metrics_count_publishes_confirms_and_the_connection() {
     let api = Api::new(&daemon);
 
     for n in 0..3 {
-        api.hook("counted", &json!({"email": "m@x.org", "n": n}));
+        api.send_hook("counted", &json!({"email": "m@x.org", "n": n}));
     }
     inbox.wait_for(3, TIMEOUT);
     let mut text = String::new();

@@ -14,8 +14,8 @@ use reqwest::blocking::Client;
 use serde_json::json;
 
 use crate::broker::Broker;
-use crate::support::wait_until;
-use crate::{Api, TIMEOUT, accepted, start_daemon, write_deliver_flow};
+use crate::{AmqpApi, Api, TIMEOUT, accepted, start_daemon, write_deliver_flow};
+use weir_testkit::wait_until;
 
 /// Webhooks to send.
 const TOTAL: usize = 3000;
@@ -187,7 +187,7 @@ fn every_acknowledged_webhook_is_delivered_across_repeated_kill_9() {
                 .iter()
                 .map(|id| {
                     let run = id.trim_end_matches(":publish");
-                    api.get(&format!("/api/v1/runs/{run}"))["status"].clone()
+                    api.get_ok(&format!("/api/v1/runs/{run}"))["status"].clone()
                 })
                 .collect();
             panic!(

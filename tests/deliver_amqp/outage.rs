@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::broker::Broker;
 use crate::proxy::Proxy;
-use crate::support::wait_until;
-use crate::{Accepted, Api, TIMEOUT, start_daemon, write_deliver_flow};
+use crate::{Accepted, AmqpApi, Api, TIMEOUT, start_daemon, write_deliver_flow};
+use weir_testkit::wait_until;
 
 /// Webhooks sent while the broker is away.
 const DURING: usize = 200;
@@ -30,7 +30,7 @@ fn send_all(api: &Api, flow: &str, n: usize) -> Vec<Accepted> {
                 s.spawn(move || {
                     (t..n)
                         .step_by(SENDERS)
-                        .map(|i| api.hook(flow, &json!({"email": "o@x.org", "n": i})))
+                        .map(|i| api.send_hook(flow, &json!({"email": "o@x.org", "n": i})))
                         .collect::<Vec<_>>()
                 })
             })
@@ -65,7 +65,7 @@ fn deliveries_wait_out_a_broker_outage_and_then_all_go_out() {
     let api = Api::new(&daemon);
 
     // The path through the proxy works.
-    let before = api.hook("outage", &json!({"email": "o@x.org", "n": -1}));
+    let before = api.send_hook("outage", &json!({"email": "o@x.org", "n": -1}));
     inbox.wait_for(1, TIMEOUT);
     assert_eq!(
         inbox.messages()[0].message_id(),
@@ -92,7 +92,7 @@ fn deliveries_wait_out_a_broker_outage_and_then_all_go_out() {
     );
     assert!(outbox["last_error"].is_string(), "{outbox:#}");
     // The runs completed without the broker.
-    let succeeded = api.get("/api/v1/runs?flow=outage&status=succeeded&limit=500");
+    let succeeded = api.get_ok("/api/v1/runs?flow=outage&status=succeeded&limit=500");
     assert_eq!(
         succeeded["items"].as_array().unwrap().len(),
         DURING + 1,

@@ -8,8 +8,8 @@ use lapin::ExchangeKind;
 use serde_json::json;
 
 use crate::broker::Broker;
-use crate::support::wait_until;
-use crate::{Api, TIMEOUT, start_daemon, write_deliver_flow};
+use crate::{AmqpApi, Api, TIMEOUT, start_daemon, write_deliver_flow};
+use weir_testkit::wait_until;
 
 /// SPEC §3.4 with `mandatory`: a message returned because no queue is
 /// bound stays pending, marked unroutable, while its run has succeeded;
@@ -26,7 +26,7 @@ fn an_unroutable_delivery_waits_until_a_queue_is_bound() {
     let daemon = start_daemon(dir.path(), "daemon", &broker.url.url());
     let api = Api::new(&daemon);
 
-    let accepted = api.hook("unbound", &json!({"email": "u@x.org", "n": 7}));
+    let accepted = api.send_hook("unbound", &json!({"email": "u@x.org", "n": 7}));
     api.wait_succeeded(&accepted.run_id);
     let mut outbox = serde_json::Value::Null;
     wait_until("the outbox shows the delivery unroutable", TIMEOUT, || {
@@ -79,7 +79,7 @@ fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
     let mut daemon = start_daemon(dir.path(), "daemon", &broker.url.url());
     let api = Api::new(&daemon);
 
-    let stuck = api.hook("to-fanout", &json!({"email": "f@x.org", "n": 1}));
+    let stuck = api.send_hook("to-fanout", &json!({"email": "f@x.org", "n": 1}));
     api.wait_succeeded(&stuck.run_id);
     let mut outbox = serde_json::Value::Null;
     wait_until(
@@ -97,7 +97,7 @@ fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
 
     let mut expected = Vec::new();
     for n in 0..3 {
-        let accepted = api.hook("to-good", &json!({"email": "g@x.org", "n": n}));
+        let accepted = api.send_hook("to-good", &json!({"email": "g@x.org", "n": n}));
         expected.push(format!("{}:publish", accepted.run_id));
     }
     wait_until(
@@ -109,7 +109,7 @@ fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
         },
     );
     daemon.weir.assert_running();
-    api.get("/healthz");
+    api.get_ok("/healthz");
     wait_until("only the fanout delivery waits", TIMEOUT, || {
         outbox = api.amqp_outbox();
         outbox["pending"] == 1
@@ -152,7 +152,7 @@ fn many_deliveries_to_a_mistyped_exchange_do_not_starve_the_others() {
     let api = Api::new(&daemon);
 
     for n in 0..STUCK {
-        api.hook("to-fanout", &json!({"email": "f@x.org", "n": n}));
+        api.send_hook("to-fanout", &json!({"email": "f@x.org", "n": n}));
     }
     wait_until("the stuck deliveries are refused", TIMEOUT, || {
         api.amqp_outbox()["last_error"]
@@ -167,7 +167,7 @@ fn many_deliveries_to_a_mistyped_exchange_do_not_starve_the_others() {
     let sent = Instant::now();
     let expected: HashSet<String> = (0..GOOD)
         .map(|n| {
-            let accepted = api.hook("to-good", &json!({"email": "g@x.org", "n": n}));
+            let accepted = api.send_hook("to-good", &json!({"email": "g@x.org", "n": n}));
             format!("{}:publish", accepted.run_id)
         })
         .collect();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Timelike, Utc};
 use serde_json::Value;
 
-use crate::support::{Daemon, wait_until};
 use crate::{TIMEOUT, assert_event_base, flow, get, runs, start, time};
+use weir_testkit::{Daemon, wait_until};
 
 /// One cron run: the instant it is for and when it was created.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::support::records::RecordServer;
-use crate::support::{Daemon, wait_until};
-use crate::{TIMEOUT, assert_event_base, client, flow, runs, start, time};
+use crate::{TIMEOUT, assert_event_base, flow, runs, start, time};
+use weir_testkit::RecordServer;
+use weir_testkit::{Daemon, wait_until};
 
 /// How often the poll triggers of these tests poll.
 const EVERY: &str = "200ms";
@@ -538,12 +538,8 @@ fn poll_backs_off_on_api_errors_and_emits_once_the_api_recovers() {
         failed(&server).len() >= 3
     });
     assert_eq!(changes(&daemon), vec![], "runs while the API fails");
-    let health = client().get(daemon.url("/healthz")).send().unwrap();
-    assert!(
-        health.status().is_success(),
-        "/healthz: {}",
-        health.status()
-    );
+    let health = weir_testkit::Api::new(&daemon).get("/healthz");
+    assert_eq!(health.status, 200, "/healthz: {health}");
     let log = daemon.weir.stderr();
     assert!(log.contains("poll failed"), "no warning in the log:\n{log}");
     let at: Vec<_> = failed(&server).iter().map(|p| p.at).collect();

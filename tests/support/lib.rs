@@ -1,0 +1,27 @@
+//! What weir's end-to-end tests share. Each test binary uses the parts it
+//! needs; as a library, nothing here has to be marked as possibly unused.
+//!
+//! - [`process`]: the `weir` binary as a child process ([`Weir`]), a
+//!   daemon on port 0 ([`Daemon`]), [`wait_until`], flow files
+//! - [`api`]: a blocking client for a daemon's HTTP API ([`Api`], [`Answer`])
+//! - [`fake`]: one configurable fake HTTP server ([`FakeServer`]) that
+//!   records every request and answers what the test scripts
+//! - [`records`]: a record API for poll triggers ([`RecordServer`])
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+pub mod api;
+pub mod fake;
+pub mod process;
+pub mod records;
+
+pub use api::{Answer, Api};
+pub use fake::{FakeServer, Received};
+pub use process::{Daemon, Finished, Weir, arg, run_weir, wait_until, write_flow};
+pub use records::{Polled, RecordServer};
+
+/// Whether the tests run under CI (`CI=true`), where a missing peer (the
+/// broker, the OAuth2 server, a browser) fails a test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
