@@ -51,10 +51,13 @@ impl Diagnostic {
     }
 }
 
-/// Collects every problem of a file, so that all are reported at once.
+/// Collects every problem of a file, so that all are reported at once; and
+/// the `nodes.X` and `secrets.X` its expressions read, which can only be
+/// checked once the whole flow is read.
 #[derive(Debug, Default)]
 pub struct Diags {
     list: RefCell<Vec<Diagnostic>>,
+    refs: RefCell<Vec<crate::script::Reference>>,
 }
 
 impl Diags {
@@ -68,6 +71,23 @@ impl Diags {
 
     pub fn push(&self, diagnostic: Diagnostic) {
         self.list.borrow_mut().push(diagnostic);
+    }
+
+    /// Notes references an expression makes.
+    pub fn references(&self, refs: &[crate::script::Reference]) {
+        self.refs.borrow_mut().extend_from_slice(refs);
+    }
+
+    /// How many references are noted so far (see [`Diags::take_references`]).
+    pub fn references_mark(&self) -> usize {
+        self.refs.borrow().len()
+    }
+
+    /// The references noted since `mark`, taken out.
+    pub fn take_references(&self, mark: usize) -> Vec<crate::script::Reference> {
+        let mut refs = self.refs.borrow_mut();
+        let mark = mark.min(refs.len());
+        refs.split_off(mark)
     }
 
     pub fn len(&self) -> usize {

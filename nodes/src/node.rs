@@ -136,9 +136,12 @@ pub struct NodeDef {
     pub retry: Retry,
     pub timeout: Option<Duration>,
     pub on_error: OnError,
+    /// The `nodes.X` and `secrets.X` its expressions read (a `for_each`'s
+    /// own, not its body's), checked once the whole flow is read.
+    pub references: Vec<crate::script::Reference>,
 }
 
-/// The node types of SPEC §2.3.
+/// The node types.
 #[derive(Debug)]
 pub enum NodeKind {
     Map(MapNode),
@@ -302,6 +305,13 @@ pub fn read_links(o: &Options, key: &str, value: &Yaml) -> Vec<Link> {
 /// node with errors comes back as [`NodeKind::Invalid`], its problems in
 /// `diags`.
 pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Option<NodeDef> {
+    let mark = diags.references_mark();
+    let mut node = read_node_options(yaml, source, names, diags)?;
+    node.references = diags.take_references(mark);
+    Some(node)
+}
+
+fn read_node_options(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Option<NodeDef> {
     let mut o = Options::new(yaml, "node", source, diags);
     let (id, id_pos) = match o.required_str("id") {
         Some((id, pos)) => {
@@ -378,6 +388,7 @@ pub fn read_node(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -> Op
         retry,
         timeout,
         on_error,
+        references: Vec::new(),
     })
 }
 
@@ -391,6 +402,7 @@ fn invalid(id: String, id_pos: Pos, pos: Pos, next: Vec<Link>, on_error: OnError
         retry: Retry::default(),
         timeout: None,
         on_error,
+        references: Vec::new(),
     }
 }
 

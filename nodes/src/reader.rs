@@ -211,6 +211,7 @@ impl<'a> Options<'a> {
     pub fn compile_expr(&self, key: &str, value: &Yaml, names: &[&str]) -> Option<Expr> {
         Expr::from_yaml(value, self.source, names, &format!("`{key}`"))
             .map_err(|d| self.error(d.pos, d.message))
+            .inspect(|e| self.diags.references(e.references()))
             .ok()
     }
 
@@ -220,6 +221,7 @@ impl<'a> Options<'a> {
         let text = self.expect_str(key, value)?;
         Expr::compile_script(text, Origin::of(self.source, value.pos), names)
             .map_err(|d| self.error(d.pos, d.message))
+            .inspect(|e| self.diags.references(e.references()))
             .ok()
     }
 
@@ -251,6 +253,7 @@ impl<'a> Options<'a> {
                     self.error(d.pos, d.message);
                 }
             })
+            .inspect(|t| self.diags.references(&t.references()))
             .ok()
     }
 
@@ -287,13 +290,9 @@ impl<'a> Options<'a> {
             );
             return None;
         }
-        Some(Mapping::compile(
-            value,
-            self.source,
-            names,
-            &self.what,
-            self.diags,
-        ))
+        let mapping = Mapping::compile(value, self.source, names, &self.what, self.diags);
+        self.diags.references(&mapping.references());
+        Some(mapping)
     }
 
     /// Reports every key that no accessor asked for.

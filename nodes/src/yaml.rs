@@ -75,11 +75,50 @@ impl Yaml {
     }
 }
 
+/// The largest flow file weir reads, by default.
+pub const DEFAULT_MAX_SIZE: usize = 1 << 20;
+
+static MAX_SIZE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_SIZE);
+
+/// Sets the largest file [`parse`] reads (`--max-flow-size`), for the
+/// whole process.
+pub fn set_max_size(bytes: usize) {
+    MAX_SIZE.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest file [`parse`] reads.
+pub fn max_size() -> usize {
+    MAX_SIZE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How deep YAML may nest (maps and lists within each other): far more
+/// than a flow needs, and little enough that reading never comes near the
+/// end of a thread's stack.
+pub const MAX_DEPTH: usize = 32;
+
 /// Parses one YAML document. A syntax error comes back as one diagnostic.
+/// Files over [`max_size`] are refused; within it, the parser's budget
+/// (values, events) grows with the size, so a file that fits is never
+/// refused for holding many small values.
 pub fn parse(source: &str) -> Result<Yaml, Diagnostic> {
+    let max = max_size();
+    if source.len() > max {
+        return Err(Diagnostic::new(
+            Pos::new(1, 1),
+            format!(
+                "the file is {} bytes; weir reads flow files of at most {max} bytes (raise it with --max-flow-size)",
+                source.len()
+            ),
+        ));
+    }
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = (max / 2).max(budget.max_nodes);
+    budget.max_events = max.max(budget.max_events);
+    budget.max_depth = MAX_DEPTH;
     // YAML 1.2 booleans only: `yes`, `no`, `on`, `off`, `y` and `n` are text,
     // so a key `n:` or a node id `no` means what it says.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    let options = serde_saphyr::options! { strict_booleans: true, budget: Some(budget) };
     match serde_saphyr::from_str_with_options::<Spanned<Kind>>(source, options) {
         Ok(root) => Ok(Yaml {
             pos: pos_of(&root),
@@ -101,9 +140,39 @@ pub fn parse(source: &str) -> Result<Yaml, Diagnostic> {
                 Some(i) => message[..i].to_owned(),
                 None => message,
             };
-            Err(Diagnostic::new(pos, format!("invalid YAML: {message}")))
+            Err(Diagnostic::new(pos, explain(&message)))
         }
     }
+}
+
+/// The parser's message in weir's words.
+fn explain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!(
+            "invalid YAML: the key `{key}` appears twice in this map; each key may appear once"
+        );
+    }
+    if message.contains("recursion limit") {
+        return format!(
+            "invalid YAML: maps and lists are nested more than {MAX_DEPTH} levels deep"
+        );
+    }
+    if message.contains("budget breached") {
+        if message.contains("Depth") {
+            return format!(
+                "invalid YAML: maps and lists are nested more than {MAX_DEPTH} levels deep"
+            );
+        }
+        return format!(
+            "invalid YAML: the file holds more than weir's parser reads in a file of {} bytes ({message}); raise it with --max-flow-size",
+            max_size()
+        );
+    }
+    format!("invalid YAML: {message}")
 }
 
 fn pos_of<T>(s: &Spanned<T>) -> Pos {
@@ -262,6 +331,43 @@ mod tests {
     fn a_duplicate_key_is_an_error() {
         let e = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(e.pos.line, 2);
-        assert!(e.message.contains("duplicate"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "invalid YAML: the key `a` appears twice in this map; each key may appear once"
+        );
+    }
+
+    #[test]
+    fn large_files_are_refused_by_size_and_dense_ones_within_it_read() {
+        let dense = format!("l: [{}]\n", vec!["1"; 300_000].join(","));
+        assert!(dense.len() < DEFAULT_MAX_SIZE);
+        assert!(
+            parse(&dense).is_ok(),
+            "300,000 values in {} bytes",
+            dense.len()
+        );
+        let big = format!("l: [{}]\n", vec!["1"; 600_000].join(","));
+        let e = parse(&big).unwrap_err();
+        assert!(e.message.contains("at most 1048576 bytes"), "{}", e.message);
+        assert!(e.message.contains("--max-flow-size"), "{}", e.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let at_limit = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(&format!("a: {at_limit}")).is_ok());
+        for levels in [MAX_DEPTH + 1, 200, 100_000] {
+            let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            let e = parse(&deep).unwrap_err();
+            assert!(
+                e.message.contains("nested more than 32 levels"),
+                "{}",
+                e.message
+            );
+        }
     }
 }

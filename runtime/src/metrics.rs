@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use weir_storage::RunRecord;
 
@@ -45,17 +45,149 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may be installed already (tests): then the
             // handle renders this one's (empty) metrics, which is harmless.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
+            register_known();
             handle
         })
         .clone()
+}
+
+/// `# HELP` for every metric.
+fn describe() {
+    describe_counter!(
+        "weir_events_received_total",
+        "Events accepted, by flow and trigger: webhooks, API calls, cron instants, poll changes."
+    );
+    describe_counter!(
+        "weir_events_rejected_total",
+        "Events refused, by reason: not_found, bad_signature, bad_body, too_large, timeout, overloaded, unavailable, duplicate, error."
+    );
+    describe_counter!(
+        "weir_runs_admitted_total",
+        "Runs admitted (on disk, started or queued), by flow."
+    );
+    describe_counter!(
+        "weir_runs_total",
+        "Runs finished, by flow and final status (succeeded, failed, cancelled)."
+    );
+    describe_counter!(
+        "weir_node_executions_total",
+        "Node attempts that ended, by node type and status (succeeded, failed)."
+    );
+    describe_histogram!(
+        "weir_webhook_ack_seconds",
+        metrics::Unit::Seconds,
+        "From a webhook's arrival to its acknowledgement (the run on disk)."
+    );
+    describe_histogram!(
+        "weir_run_duration_seconds",
+        metrics::Unit::Seconds,
+        "From a run's start to its end, by flow."
+    );
+    describe_gauge!(
+        "weir_runs_unfinished",
+        "Unfinished runs held in memory (running, waiting to be driven, queued); parked runs are not counted."
+    );
+    describe_gauge!(
+        "weir_runs_stuck",
+        "Unfinished runs that cannot be driven because their stored records cannot be read back."
+    );
+    describe_gauge!(
+        "weir_records_unreadable",
+        "Stored records found that cannot be read back (each counted once)."
+    );
+    describe_counter!(
+        "weir_runs_forgotten_total",
+        "Finished runs removed at the end of their retention."
+    );
+    describe_gauge!(
+        "weir_outbox_pending",
+        "Deliveries waiting in the outbox, by target."
+    );
+    describe_gauge!(
+        "weir_outbox_oldest_pending_seconds",
+        "Age of the oldest pending delivery, by target."
+    );
+    describe_counter!(
+        "weir_outbox_published_total",
+        "Delivery attempts sent, by target."
+    );
+    describe_counter!(
+        "weir_outbox_confirmed_total",
+        "Deliveries confirmed (and removed from the outbox), by target."
+    );
+    describe_histogram!(
+        "weir_outbox_confirm_seconds",
+        metrics::Unit::Seconds,
+        "From publishing an AMQP message to its publisher confirm."
+    );
+    describe_gauge!(
+        "weir_amqp_connected",
+        "1 while weir is connected to the AMQP broker."
+    );
+    describe_counter!(
+        "weir_poll_records_skipped_total",
+        "Polled records skipped because their key cannot be had, by flow and trigger."
+    );
+    describe_counter!(
+        "weir_connections_refused_total",
+        "Connections answered 503 because the connection limit was reached."
+    );
+}
+
+/// The reasons `weir_events_rejected_total` counts.
+pub const REJECTED: &[&str] = &[
+    "not_found",
+    "bad_signature",
+    "bad_body",
+    "too_large",
+    "timeout",
+    "overloaded",
+    "unavailable",
+    "duplicate",
+    "error",
+];
+
+/// Series whose labels are known in advance start at 0, so that a rate
+/// or an alert works before the first event.
+fn register_known() {
+    for reason in REJECTED {
+        counter!("weir_events_rejected_total", "reason" => *reason).absolute(0);
+    }
+    for node_type in weir_nodes::node::NODE_TYPES {
+        for status in ["succeeded", "failed"] {
+            counter!("weir_node_executions_total", "type" => *node_type, "status" => status)
+                .absolute(0);
+        }
+    }
+    for target in weir_storage::TargetKind::ALL {
+        let target = target.as_str();
+        outbox(target, 0, 0.0);
+        counter!("weir_outbox_published_total", "target" => target).absolute(0);
+        counter!("weir_outbox_confirmed_total", "target" => target).absolute(0);
+    }
+    counter!("weir_runs_forgotten_total").absolute(0);
+    counter!("weir_connections_refused_total").absolute(0);
+    backlog(0);
+}
+
+/// A flow's series, at 0, when it starts serving.
+pub fn register_flow(flow: &crate::flow::Flow) {
+    for trigger in &flow.triggers {
+        counter!("weir_events_received_total", "flow" => flow.id.clone(), "trigger" => trigger.id.clone())
+            .increment(0);
+    }
+    counter!("weir_runs_admitted_total", "flow" => flow.id.clone()).increment(0);
+    for status in ["succeeded", "failed", "cancelled"] {
+        counter!("weir_runs_total", "flow" => flow.id.clone(), "status" => status).increment(0);
+    }
 }
 
 pub fn event_received(flow: &str, trigger: &str) {
     counter!("weir_events_received_total", "flow" => flow.to_owned(), "trigger" => trigger.to_owned()).increment(1);
 }
 
-/// `reason`: `not_found`, `bad_signature`, `bad_body`, `too_large`,
-/// `overloaded`, `duplicate`, `error`.
+/// `reason`: one of [`REJECTED`].
 pub fn event_rejected(reason: &'static str) {
     counter!("weir_events_rejected_total", "reason" => reason).increment(1);
 }
@@ -65,7 +197,7 @@ pub fn webhook_ack(seconds: f64) {
 }
 
 pub fn run_admitted(run: &RunRecord) {
-    counter!("weir_runs_total", "flow" => run.flow.clone(), "status" => "admitted").increment(1);
+    counter!("weir_runs_admitted_total", "flow" => run.flow.clone()).increment(1);
 }
 
 pub fn run_finished(run: &RunRecord) {
@@ -88,6 +220,18 @@ pub fn node_executed(node_type: &'static str, status: &'static str) {
 
 pub fn backlog(runs: usize) {
     gauge!("weir_runs_unfinished").set(runs as f64);
+}
+
+/// Unfinished runs that cannot be driven, and stored records that cannot
+/// be read (set at each scrape).
+pub fn unreadable(stuck: usize, records: u64) {
+    gauge!("weir_runs_stuck").set(stuck as f64);
+    gauge!("weir_records_unreadable").set(records as f64);
+}
+
+/// A connection refused at the connection limit.
+pub fn connection_refused() {
+    counter!("weir_connections_refused_total").increment(1);
 }
 
 pub fn outbox_pending(target: &'static str, pending: usize) {
@@ -115,4 +259,9 @@ pub fn confirm_latency(seconds: f64) {
 
 pub fn broker_connected(connected: bool) {
     gauge!("weir_amqp_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
+/// A polled record skipped because its key cannot be had.
+pub fn poll_record_skipped(flow: &str, trigger: &str) {
+    counter!("weir_poll_records_skipped_total", "flow" => flow.to_owned(), "trigger" => trigger.to_owned()).increment(1);
 }

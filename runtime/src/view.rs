@@ -50,6 +50,18 @@ pub fn node_json(n: &NodeRecord) -> Value {
     })
 }
 
+/// A run's node records in flow order ([`in_flow_order`]), with a
+/// `pending` entry for each node of the flow (outside loops) that has no
+/// record yet: a run shows every node, reached or not.
+pub fn all_nodes(flow: &Flow, mut records: Vec<NodeRecord>) -> Vec<NodeRecord> {
+    for node in &flow.graph.nodes {
+        if !records.iter().any(|r| r.key == node.id) {
+            records.push(NodeRecord::new(node.id.clone(), node.id.clone()));
+        }
+    }
+    in_flow_order(flow, records)
+}
+
 /// Orders a run's node records as the flow lists its nodes, each loop's
 /// iterations after the loop node, in index order.
 pub fn in_flow_order(flow: &Flow, mut records: Vec<NodeRecord>) -> Vec<NodeRecord> {

@@ -16,9 +16,9 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
-    MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord, TriggerKey,
-    Unreadable,
+    ActiveRun, DedupeRecord, DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget,
+    FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RunRecord, RunStatus,
+    SeenRecord, TargetKind, TriggerKey, Unreadable,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Expired, Store, Ticket, Write};
@@ -38,7 +38,7 @@ pub enum Error {
     TooDeep { what: &'static str },
     #[error("run {} of tenant {} cannot be read: {}", .0.id, .0.tenant, .0.error)]
     Unreadable(Unreadable),
-    #[error("storage error: {0}")]
+    #[error("storage error: {}", sled_message(.0))]
     Sled(#[from] sled::Error),
     #[error("a stored record does not decode: {0}")]
     Decode(String),
@@ -48,6 +48,26 @@ pub enum Error {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+    /// A write or flush failed before: sled keeps failing after one (its
+    /// error is latched), so nothing more is written until weir restarts.
+    #[error("storage failed earlier ({0}); nothing more is written until weir restarts")]
+    Failed(String),
+}
+
+/// A sled error as a person reads it (sled wraps some I/O errors with their
+/// debug text).
+fn sled_message(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.raw_os_error().is_some() => io.to_string(),
+        sled::Error::Io(io) if io.kind() != std::io::ErrorKind::Other => {
+            let kind = io.kind();
+            match kind {
+                std::io::ErrorKind::StorageFull => "no space left on the device".into(),
+                _ => kind.to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 impl From<serde_json::Error> for Error {

@@ -239,8 +239,7 @@ pub enum DeliveryTarget {
     Amqp {
         exchange: String,
         routing_key: String,
-        /// `payload` or `cloudevents`.
-        format: String,
+        format: DeliveryFormat,
     },
     Http {
         url: String,
@@ -248,6 +247,54 @@ pub enum DeliveryTarget {
         /// secret itself).
         secret_env: Option<String>,
     },
+}
+
+impl DeliveryTarget {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Self::Amqp { .. } => TargetKind::Amqp,
+            Self::Http { .. } => TargetKind::Http,
+        }
+    }
+}
+
+/// The kinds of [`DeliveryTarget`], for counts and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Amqp,
+    Http,
+}
+
+impl TargetKind {
+    pub const ALL: [Self; 2] = [Self::Amqp, Self::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Amqp => "amqp",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// The body of an AMQP delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryFormat {
+    /// The payload as JSON.
+    #[default]
+    Payload,
+    /// A CloudEvents 1.0 structured JSON envelope around it.
+    Cloudevents,
+}
+
+impl std::fmt::Display for DeliveryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Payload => "payload",
+            Self::Cloudevents => "cloudevents",
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

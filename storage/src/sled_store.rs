@@ -94,6 +94,8 @@ pub struct SledStore {
     trees: Trees,
     stats: Arc<Stats>,
     queue: mpsc::UnboundedSender<Pending>,
+    /// Set by the committer when a group fails to apply or flush.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl SledStore {
@@ -118,15 +120,18 @@ impl SledStore {
         ));
         let (queue, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
-        let (db2, trees2, stats2) = (db.clone(), trees.clone(), stats.clone());
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let (db2, trees2, stats2, failure2) =
+            (db.clone(), trees.clone(), stats.clone(), failure.clone());
         std::thread::Builder::new()
             .name("weir-committer".into())
-            .spawn(move || committer(db2, trees2, stats2, rx))
+            .spawn(move || committer(db2, trees2, stats2, failure2, rx))
             .map_err(|e| Error::Commit(format!("cannot start the committer thread: {e}")))?;
         Ok(Arc::new(Self {
             trees,
             stats,
             queue,
+            failure,
         }))
     }
 
@@ -246,7 +251,13 @@ impl SledStore {
 /// The committer's loop, on its own thread: it blocks on the queue, takes
 /// everything waiting (up to [`MAX_GROUP`]), applies and flushes it, wakes
 /// the waiters, and starts over.
-fn committer(db: Db, trees: Trees, stats: Arc<Stats>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+fn committer(
+    db: Db,
+    trees: Trees,
+    stats: Arc<Stats>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut group = Vec::new();
     let mut closing = None;
     while closing.is_none() {
@@ -281,6 +292,10 @@ fn committer(db: Db, trees: Trees, stats: Arc<Stats>, mut rx: mpsc::UnboundedRec
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             error!(error = %e, commits = waiters.len(), "commit failed");
+            failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(|| e.to_string());
         }
         for waiter in waiters {
             // A dropped ticket means nobody waits for this commit: fine.
@@ -483,6 +498,9 @@ impl Store for SledStore {
     fn commit(&self, commit: Commit) -> Ticket {
         if let Err(e) = commit.check() {
             return Ticket::ready(Err(e));
+        }
+        if let Some(why) = self.failure() {
+            return Ticket::ready(Err(Error::Failed(why)));
         }
         let (done, rx) = oneshot::channel();
         match self.queue.send(Pending::Commit { commit, done }) {
@@ -756,5 +774,12 @@ impl Store for SledStore {
 
     fn unreadable_records(&self) -> u64 {
         self.stats.unreadable.load(Ordering::Relaxed)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

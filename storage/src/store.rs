@@ -254,4 +254,11 @@ pub trait Store: Send + Sync + 'static {
     fn unreadable_records(&self) -> u64 {
         0
     }
+
+    /// Why writing failed, once a write or flush has failed: from then on
+    /// every commit fails (the store cannot be trusted to hold what it
+    /// says until it is opened again).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

@@ -150,7 +150,7 @@ fn write() -> impl Strategy<Value = Write> {
             target: DeliveryTarget::Amqp {
                 exchange: "x".into(),
                 routing_key: "k".into(),
-                format: "payload".into(),
+                format: weir_storage::DeliveryFormat::Payload,
             },
             payload: json!({"d": d}),
             status: if dead {

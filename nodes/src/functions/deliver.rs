@@ -38,6 +38,8 @@ pub enum Target {
         /// The environment variable that holds the Standard Webhooks secret
         /// (`whsec_…`) the request is signed with.
         secret_env: String,
+        /// Where `secret_env` is written, for load errors.
+        secret_env_pos: crate::Pos,
     },
 }
 
@@ -108,10 +110,13 @@ impl Deliver {
             }
             ("http", _) => {
                 let url = o.required_template("url", names);
-                let secret_env = o.required_str("secret_env").map(|(s, _)| s.to_owned());
+                let (secret_env, secret_env_pos) = o
+                    .required_str("secret_env")
+                    .map(|(s, pos)| (s.to_owned(), pos))?;
                 Target::Http {
                     url: url?,
-                    secret_env: secret_env?,
+                    secret_env,
+                    secret_env_pos,
                 }
             }
             (other, pos) => {
@@ -143,7 +148,9 @@ impl Deliver {
                 routing_key: routing_key.render(scope, timeout)?,
                 format: *format,
             },
-            Target::Http { url, secret_env } => RenderedTarget::Http {
+            Target::Http {
+                url, secret_env, ..
+            } => RenderedTarget::Http {
                 url: url.render(scope, timeout)?,
                 secret_env: secret_env.clone(),
             },

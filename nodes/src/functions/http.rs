@@ -61,7 +61,10 @@ impl Http {
     }
 
     /// Reads the request options; the poll trigger's `request` uses them too.
+    /// Its templates and body may read `secrets` besides `names`.
     pub fn build_request(o: &mut Options, names: &[&str]) -> Option<Self> {
+        let names: Vec<&str> = names.iter().copied().chain(["secrets"]).collect();
+        let names = names.as_slice();
         let method = match o.str("method") {
             None => Method::GET,
             Some((m, pos)) => {

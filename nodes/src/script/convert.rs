@@ -88,6 +88,9 @@ fn to_json_within(value: &Dynamic, levels: usize) -> Result<Value, String> {
             bytes.iter().map(|b| Value::from(*b)).collect(),
         ));
     }
+    if let Some(missing) = value.read_lock::<super::MissingSecret>() {
+        return Err(missing.message());
+    }
     Err(format!(
         "a value of type `{}` cannot be written as JSON",
         value.type_name()

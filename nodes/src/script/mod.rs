@@ -2,6 +2,7 @@
 //! at load, evaluated in a sandbox against a scope of `event`, `nodes`,
 //! `vars`, `tenant`, `flow`, `run` (and `item`, `index` in loops).
 
+mod chains;
 pub mod convert;
 pub mod engine;
 mod library;
@@ -14,12 +15,31 @@ use std::time::Duration;
 
 use rhai::{AST, Dynamic, EvalAltResult, Map, Position, Scope};
 
+pub use chains::Reference;
 pub use convert::{to_dynamic, to_json};
 pub use scope::ScopeBuilder;
 pub use template::Template;
 
 use crate::diag::{Diagnostic, Diags, Pos};
 use crate::yaml::{Kind, Yaml};
+
+/// A secret a flow declares whose environment variable is not set (a run
+/// resumed on an older version of its flow): using it fails the node, with
+/// a message naming the variable.
+#[derive(Clone, Debug)]
+pub struct MissingSecret {
+    pub name: String,
+    pub env: String,
+}
+
+impl MissingSecret {
+    pub fn message(&self) -> String {
+        format!(
+            "the secret `{}` cannot be used: its environment variable `{}` is not set",
+            self.name, self.env
+        )
+    }
+}
 
 /// The names in scope for the expressions of a flow's nodes.
 pub const FLOW_SCOPE: &[&str] = &["event", "nodes", "vars", "tenant", "flow", "run"];
@@ -106,6 +126,8 @@ pub struct Expr {
     text: Arc<str>,
     origin: Origin,
     code: Code,
+    /// The `nodes.X` and `secrets.X` it reads, checked when the flow loads.
+    refs: Arc<[Reference]>,
 }
 
 #[derive(Clone)]
@@ -161,7 +183,10 @@ impl Expr {
         engine::start_compile();
         engine
             .compile_expression_with_scope(&compile_scope(names), text)
-            .map(|ast| Self::from_code(text, origin, Code::Expression(Arc::new(ast))))
+            .map(|ast| {
+                let refs = chains::references(&ast, origin);
+                Self::from_code(text, origin, Code::Expression(Arc::new(ast)), refs)
+            })
             .map_err(|e| parse_error(text, origin, names, e))
     }
 
@@ -172,16 +197,25 @@ impl Expr {
         engine::start_compile();
         engine
             .compile_with_scope(&compile_scope(names), text)
-            .map(|ast| Self::from_code(text, origin, Code::Script(Arc::new(ast))))
+            .map(|ast| {
+                let refs = chains::references(&ast, origin);
+                Self::from_code(text, origin, Code::Script(Arc::new(ast)), refs)
+            })
             .map_err(|e| parse_error(text, origin, names, e))
     }
 
-    fn from_code(text: &str, origin: Origin, code: Code) -> Self {
+    fn from_code(text: &str, origin: Origin, code: Code, refs: Vec<Reference>) -> Self {
         Self {
             text: text.into(),
             origin,
             code,
+            refs: refs.into(),
         }
+    }
+
+    /// The `nodes.X` and `secrets.X` it reads.
+    pub fn references(&self) -> &[Reference] {
+        &self.refs
     }
 
     /// A constant value (a YAML number, boolean or null).
@@ -190,6 +224,7 @@ impl Expr {
             text: value.to_string().into(),
             origin,
             code: Code::Value(value),
+            refs: Arc::new([]),
         }
     }
 
@@ -236,14 +271,14 @@ impl Expr {
                     engine::engine().eval_ast_with_scope::<Dynamic>(scope, ast)
                 });
                 scope.rewind(len);
-                result.map_err(|e| self.runtime_error(*e))
+                result.map_err(|e| self.runtime_error(*e, ast, scope))
             }
             Code::Script(ast) => {
                 let mut copy = scope.clone();
                 engine::with_deadline(timeout, || {
                     engine::engine().eval_ast_with_scope::<Dynamic>(&mut copy, ast)
                 })
-                .map_err(|e| self.runtime_error(*e))
+                .map_err(|e| self.runtime_error(*e, ast, scope))
             }
         }
     }
@@ -261,7 +296,12 @@ impl Expr {
         })
     }
 
-    fn runtime_error(&self, mut error: EvalAltResult) -> ScriptError {
+    fn runtime_error(
+        &self,
+        mut error: EvalAltResult,
+        ast: &AST,
+        scope: &Scope<'static>,
+    ) -> ScriptError {
         let position = error.take_position();
         let message = match &error {
             EvalAltResult::ErrorTerminated(token, _) => token.to_string(),
@@ -269,6 +309,16 @@ impl Expr {
                 "{error}: the expression did more than {} operations",
                 engine::LIMITS.operations
             ),
+            // A method called on () (`event.body.emial.to_upper()`), or a
+            // field read of something that is not a map: say which part of
+            // the chain is missing, from the values in scope.
+            EvalAltResult::ErrorFunctionNotFound(signature, _) => {
+                let on_unit = signature.contains("(()");
+                chains::explain(ast, scope, position, on_unit).unwrap_or_else(|| error.to_string())
+            }
+            EvalAltResult::ErrorDotExpr(..) => {
+                chains::explain(ast, scope, position, false).unwrap_or_else(|| error.to_string())
+            }
             _ => error.to_string(),
         };
         ScriptError {
@@ -342,6 +392,15 @@ impl Mapping {
                     Self::Expr(Expr::literal(Dynamic::UNIT, Origin::default()))
                 }
             },
+        }
+    }
+
+    /// The `nodes.X` and `secrets.X` its expressions read.
+    pub fn references(&self) -> Vec<Reference> {
+        match self {
+            Self::Expr(e) => e.references().to_vec(),
+            Self::Map(entries) => entries.iter().flat_map(|(_, m)| m.references()).collect(),
+            Self::List(items) => items.iter().flat_map(Mapping::references).collect(),
         }
     }
 

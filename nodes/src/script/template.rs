@@ -83,6 +83,19 @@ impl Template {
         }
     }
 
+    /// The `nodes.X` and `secrets.X` its expressions read.
+    pub fn references(&self) -> Vec<super::Reference> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Expr(e) => Some(e.references()),
+                Part::Text(_) => None,
+            })
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     /// The text, if the template has no expressions.
     pub fn as_literal(&self) -> Option<&str> {
         match self.parts.as_slice() {

@@ -22,6 +22,9 @@ pub struct TriggerDef {
     pub id: String,
     pub pos: Pos,
     pub kind: TriggerKind,
+    /// The `secrets.X` its expressions read (a poll's request), checked
+    /// once the whole flow is read.
+    pub references: Vec<crate::script::Reference>,
 }
 
 #[derive(Debug)]
@@ -47,6 +50,13 @@ impl TriggerKind {
 
 /// Reads one trigger.
 pub fn read_trigger(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerDef> {
+    let mark = diags.references_mark();
+    let trigger = read_trigger_options(yaml, source, diags);
+    let references = diags.take_references(mark);
+    trigger.map(|t| TriggerDef { references, ..t })
+}
+
+fn read_trigger_options(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerDef> {
     let mut o = Options::new(yaml, "trigger", source, diags);
     let id = match o.required_str("id") {
         Some((id, pos)) => {
@@ -88,6 +98,7 @@ pub fn read_trigger(yaml: &Yaml, source: &str, diags: &Diags) -> Option<TriggerD
         id,
         pos: yaml.pos,
         kind: kind?,
+        references: Vec::new(),
     })
 }
 

@@ -29,6 +29,27 @@ impl DaemonArgs {
     pub fn base(&self) -> &str {
         self.server.trim_end_matches('/')
     }
+
+    /// The URL of an API path, each segment escaped (an id like
+    /// `../flows/x` stays one segment). An error if `--server` is not an
+    /// http(s) URL.
+    pub fn url(&self, segments: &[&str]) -> Result<reqwest::Url, String> {
+        let bad = || {
+            format!(
+                "--server must be a URL like http://127.0.0.1:8080, not `{}`",
+                self.server
+            )
+        };
+        let mut url = reqwest::Url::parse(self.base()).map_err(|_| bad())?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(bad());
+        }
+        url.path_segments_mut()
+            .map_err(|()| bad())?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
 }
 
 /// Runs `call` to its end on a small runtime; an `Err` is printed.

@@ -21,7 +21,7 @@ pub fn graph(file: &Path, format: GraphFormat) -> ExitCode {
         GraphFormat::Dot => dot(&flow.id, &flow.graph),
         GraphFormat::Mermaid => mermaid(&flow.graph),
     };
-    print!("{text}");
+    crate::cli::print_line(format_args!("{}", text.trim_end_matches('\n')));
     ExitCode::SUCCESS
 }
 

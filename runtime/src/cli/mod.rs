@@ -1,5 +1,16 @@
 //! The `weir` command.
 
+/// Prints a line to stdout. A closed stdout (`weir runs list | head -1`)
+/// ends the command quietly, as it ends Unix tools; it never panics.
+macro_rules! out {
+    () => {
+        $crate::cli::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
 mod client;
 mod graph;
 mod outbox;
@@ -20,6 +31,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The largest flow file weir reads (like 1MiB); larger ones are
+    /// refused with a message.
+    #[arg(long, global = true, env = "WEIR_MAX_FLOW_SIZE", default_value = "1MiB", value_parser = size)]
+    pub max_flow_size: usize,
+}
+
+fn size(text: &str) -> Result<usize, String> {
+    let n = weir_nodes::units::parse_size(text)?;
+    usize::try_from(n).map_err(|_| format!("`{text}` is too large a size"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +51,9 @@ pub enum Command {
         /// Flow files or folders (default: ./flows).
         #[arg(env = "WEIR_FLOWS")]
         paths: Vec<PathBuf>,
+        /// Read symbolic links in a folder that lead out of it.
+        #[arg(long, env = "WEIR_FOLLOW_SYMLINKS")]
+        follow_symlinks: bool,
     },
     /// Run one event through a flow, in this process, and print each node.
     Run(run::RunArgs),
@@ -66,11 +89,15 @@ pub fn main() -> ExitCode {
         _ => "warn,weir::flow=info",
     };
     init_logging(default_log);
+    weir_nodes::yaml::set_max_size(cli.max_flow_size);
     match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Runs(args) => runs::main(args),
         Command::Outbox(args) => outbox::main(args),
-        Command::Validate { paths } => validate::validate(paths),
+        Command::Validate {
+            paths,
+            follow_symlinks,
+        } => validate::validate(paths, links(follow_symlinks)),
         Command::Graph { flow_file, format } => graph::graph(&flow_file, format),
         Command::Run(args) => run::main(args),
     }
@@ -80,6 +107,32 @@ pub fn main() -> ExitCode {
 /// message (payload included) of each message the broker returns; weir
 /// reports the delivery as unroutable itself.
 const SILENCED: &[&str] = &["lapin::returned_messages=error"];
+
+/// See [`out!`].
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("weir: cannot write to stdout: {e}");
+            std::process::exit(i32::from(exit::FAILED));
+        }
+    }
+}
+
+/// What `--follow-symlinks` allows.
+pub fn links(follow: bool) -> crate::flow::Links {
+    match follow {
+        true => crate::flow::Links::Anywhere,
+        false => crate::flow::Links::WithinFolder,
+    }
+}
 
 fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;

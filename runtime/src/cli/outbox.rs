@@ -28,33 +28,38 @@ pub fn main(args: OutboxArgs) -> ExitCode {
 
 async fn call(args: &OutboxArgs) -> Result<ExitCode, String> {
     let base = args.daemon.base();
+    let url = |segments: &[&str]| args.daemon.url(segments);
     let http = reqwest::Client::new();
     let request = match &args.command {
-        OutboxCommand::List => http.get(format!("{base}/api/v1/outbox")),
-        OutboxCommand::Retry { id } => http.post(format!("{base}/api/v1/outbox/{id}/retry")),
+        OutboxCommand::List => http.get(url(&["api", "v1", "outbox"])?),
+        OutboxCommand::Retry { id } => http.post(url(&["api", "v1", "outbox", id, "retry"])?),
     };
     let body = match client::send(request, base).await? {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
     if args.daemon.json {
-        println!("{body}");
+        out!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
     match &args.command {
         OutboxCommand::List => print_outbox(&body),
-        OutboxCommand::Retry { id } => println!("delivery {id} is pending again"),
+        OutboxCommand::Retry { id } => out!("delivery {id} is pending again"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_outbox(body: &Value) {
-    println!(
+    out!(
         "{:<8} {:<10} {:>8} {:>6} {:>12}  LAST ERROR",
-        "TARGET", "CONNECTED", "PENDING", "DEAD", "OLDEST (s)"
+        "TARGET",
+        "CONNECTED",
+        "PENDING",
+        "DEAD",
+        "OLDEST (s)"
     );
     for t in body["targets"].as_array().into_iter().flatten() {
-        println!(
+        out!(
             "{:<8} {:<10} {:>8} {:>6} {:>12.1}  {}",
             text(&t["target"]),
             text(&t["connected"]),
@@ -64,13 +69,26 @@ fn print_outbox(body: &Value) {
             text(&t["last_error"]),
         );
     }
+    let failing = body["failing"].as_array().cloned().unwrap_or_default();
+    if !failing.is_empty() {
+        out!("\nfailing deliveries (retried; each with its last error):");
+        for d in failing {
+            out!(
+                "  {}  {} attempts  next {}  {}",
+                text(&d["id"]),
+                text(&d["attempts"]),
+                text(&d["next_attempt_at"]),
+                text(&d["last_error"])
+            );
+        }
+    }
     let dead = body["dead"].as_array().cloned().unwrap_or_default();
     if dead.is_empty() {
         return;
     }
-    println!("\ndead deliveries (retry with `weir outbox retry ID`):");
+    out!("\ndead deliveries (retry with `weir outbox retry ID`):");
     for d in dead {
-        println!(
+        out!(
             "  {}  {} attempts  {}",
             text(&d["id"]),
             text(&d["attempts"]),

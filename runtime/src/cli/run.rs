@@ -52,6 +52,17 @@ pub struct RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if !args.flow_file.is_file() {
+        let name = args.flow_file.display();
+        let hint = match std::path::Path::new("flows").join(format!("{name}.yaml")) {
+            guess if guess.is_file() => format!("; did you mean {}?", guess.display()),
+            _ => String::new(),
+        };
+        eprintln!(
+            "weir: {name}: no such flow file (weir run takes a flow's file, not its id){hint}"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     let flow = match load_file(&args.flow_file) {
         Ok(flow) => Arc::new(flow),
         Err(e) => {
@@ -134,8 +145,11 @@ fn read_input(input: Option<&str>) -> Result<Value, String> {
         ),
         None => (input.to_owned(), "the argument".to_owned()),
     };
-    serde_json::from_str(&text).map_err(|e| {
-        format!("{source} is not valid JSON: {e}; pass a JSON value like '{{\"email\": \"a@b.c\"}}' or @file.json")
+    weir_nodes::json::parse(text.as_bytes()).map_err(|e| match e {
+        weir_nodes::json::ParseError::TooDeep => format!("{source}: {e}"),
+        e => format!(
+            "{source} is {e}; pass a JSON value like '{{\"email\": \"a@b.c\"}}' or @file.json"
+        ),
     })
 }
 
@@ -290,9 +304,9 @@ async fn deliver(
             }
         }
         if pending == 0 && dead == 0 {
-            println!("delivered");
+            out!("delivered");
         } else {
-            println!("not all delivered: {pending} pending, {dead} dead");
+            out!("not all delivered: {pending} pending, {dead} dead");
         }
     }
     Ok(pending == 0 && dead == 0)
@@ -322,7 +336,7 @@ fn report(
     };
     match shown {
         Shown::Json => {
-            println!("{}", view::run_json(run, &records));
+            out!("{}", view::run_json(run, &records));
             return Ok(());
         }
         Shown::Summary => {
@@ -331,9 +345,12 @@ fn report(
         }
         Shown::Table => {}
     }
-    println!(
+    out!(
         "run {}  flow {}  tenant {}  trigger {}",
-        run.id, run.flow, run.tenant, run.trigger
+        run.id,
+        run.flow,
+        run.tenant,
+        run.trigger
     );
     let width = records.iter().map(|r| r.key.len()).max().unwrap_or(0);
     for r in &records {
@@ -348,7 +365,7 @@ fn report(
         } else {
             String::new()
         };
-        println!(
+        out!(
             "  {:width$}  {:8}  {:9}{tries}  {detail}",
             r.key,
             type_,
@@ -361,7 +378,7 @@ fn report(
         .filter(|d| d.run == run.id)
         .collect();
     if !deliveries.is_empty() {
-        println!("deliveries (in the outbox; sent with --deliver):");
+        out!("deliveries (in the outbox; sent with --deliver):");
         for d in deliveries {
             let target = match &d.target {
                 weir_storage::DeliveryTarget::Amqp {
@@ -373,12 +390,12 @@ fn report(
                 }
                 weir_storage::DeliveryTarget::Http { url, .. } => format!("http POST {url}"),
             };
-            println!("  {}  {target}\n    {}", d.id, d.payload);
+            out!("  {}  {target}\n    {}", d.id, d.payload);
         }
     }
     match &run.error {
-        Some(e) => println!("{}: {e}", run.status.as_str()),
-        None => println!("{}", run.status.as_str()),
+        Some(e) => out!("{}: {e}", run.status.as_str()),
+        None => out!("{}", run.status.as_str()),
     }
     Ok(())
 }

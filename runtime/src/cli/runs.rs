@@ -45,6 +45,7 @@ pub fn main(args: RunsArgs) -> ExitCode {
 
 async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
     let base = args.daemon.base();
+    let url = |segments: &[&str]| args.daemon.url(segments);
     let http = reqwest::Client::new();
     let request = match &args.command {
         RunsCommand::List {
@@ -65,18 +66,18 @@ async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
                     query.push((k, v.clone()));
                 }
             }
-            http.get(format!("{base}/api/v1/runs")).query(&query)
+            http.get(url(&["api", "v1", "runs"])?).query(&query)
         }
-        RunsCommand::Show { id } => http.get(format!("{base}/api/v1/runs/{id}")),
-        RunsCommand::Retry { id } => http.post(format!("{base}/api/v1/runs/{id}/retry")),
-        RunsCommand::Cancel { id } => http.post(format!("{base}/api/v1/runs/{id}/cancel")),
+        RunsCommand::Show { id } => http.get(url(&["api", "v1", "runs", id])?),
+        RunsCommand::Retry { id } => http.post(url(&["api", "v1", "runs", id, "retry"])?),
+        RunsCommand::Cancel { id } => http.post(url(&["api", "v1", "runs", id, "cancel"])?),
     };
     let body = match client::send(request, base).await? {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
     if args.daemon.json {
-        println!("{body}");
+        out!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
     match &args.command {
@@ -109,7 +110,7 @@ fn print_table(rows: Vec<Vec<String>>) {
                 }
             })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out!("{}", line.join("  ").trim_end());
     }
 }
 
@@ -139,33 +140,33 @@ fn print_list(body: &Value) {
         ]);
     }
     if rows.len() == 1 {
-        println!("no runs");
+        out!("no runs");
         return;
     }
     print_table(rows);
     if let Some(next) = body["next_after"].as_str() {
-        println!("more: --after {next}");
+        out!("more: --after {next}");
     }
 }
 
 fn print_run(run: &Value) {
-    println!("run      {}", text(&run["id"]));
-    println!(
+    out!("run      {}", text(&run["id"]));
+    out!(
         "flow     {} (version {})",
         text(&run["flow"]),
         text(&run["flow_version"])
     );
-    println!("tenant   {}", text(&run["tenant"]));
-    println!("trigger  {}", text(&run["trigger"]));
-    println!(
+    out!("tenant   {}", text(&run["tenant"]));
+    out!("trigger  {}", text(&run["trigger"]));
+    out!(
         "status   {} (attempt {})",
         text(&run["status"]),
         text(&run["attempt"])
     );
-    println!("created  {}", short_time(&run["created_at"]));
-    println!("finished {}", short_time(&run["finished_at"]));
+    out!("created  {}", short_time(&run["created_at"]));
+    out!("finished {}", short_time(&run["finished_at"]));
     if !run["error"].is_null() {
-        println!("error    {}", text(&run["error"]));
+        out!("error    {}", text(&run["error"]));
     }
     let mut rows = vec![vec![
         "NODE".to_owned(),
@@ -187,6 +188,6 @@ fn print_run(run: &Value) {
             detail,
         ]);
     }
-    println!();
+    out!();
     print_table(rows);
 }

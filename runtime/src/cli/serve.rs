@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// How long a client may take to send a request's body (408 after).
     #[arg(long, env = "WEIR_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub body_timeout: Duration,
+    /// Read symbolic links in the flows folder that lead out of it (by
+    /// default they are reported and not read).
+    #[arg(long, env = "WEIR_FOLLOW_SYMLINKS")]
+    pub follow_symlinks: bool,
 }
 
 /// `--run-retention`: a duration, or `off`.
@@ -83,6 +87,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
+        links: super::links(args.follow_symlinks),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

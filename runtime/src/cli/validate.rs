@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::exit;
-use crate::flow::load_paths;
+use crate::flow::{Links, load_paths};
 
-pub fn validate(mut paths: Vec<PathBuf>) -> ExitCode {
+pub fn validate(mut paths: Vec<PathBuf>, links: Links) -> ExitCode {
     if paths.is_empty() {
         paths.push(PathBuf::from("flows"));
     }
@@ -17,9 +17,9 @@ pub fn validate(mut paths: Vec<PathBuf>) -> ExitCode {
         }
         return ExitCode::from(exit::USAGE);
     }
-    let (flows, errors) = load_paths(&paths);
+    let (flows, errors) = load_paths(&paths, links);
     for error in &errors {
-        println!("{error}");
+        out!("{error}");
     }
     let problems: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
     if errors.is_empty() {

@@ -53,6 +53,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long a client may take to send a request body.
     pub body_timeout: Duration,
+    /// Whether symbolic links in the flows folder may lead out of it.
+    pub links: crate::flow::Links,
 }
 
 /// Runs the daemon until `shutdown` resolves. `bound` learns the address it
@@ -74,7 +76,7 @@ pub async fn serve(
     // as soon as it connects; a value recorded earlier would be lost).
     let metrics = crate::metrics::install();
     let store = SledStore::open(&config.data)?;
-    let registry = Arc::new(Registry::load(&config.flows));
+    let registry = Arc::new(Registry::load(&config.flows, config.links));
     info!(flows = registry.all().len(), errors = registry.errors().len(), dir = %config.flows.display(), "flows loaded");
     if config.amqp.is_none() {
         warn!("no AMQP URL (--amqp or WEIR_AMQP_URL): AMQP deliveries wait in the outbox");
@@ -135,14 +137,24 @@ pub async fn serve(
         ))
     });
 
-    http::server::serve(
-        listener,
-        http::router(state),
-        limits,
-        config.grace,
-        shutdown,
-    )
-    .await;
+    // Stop on a signal, or when storage fails: sled cannot go on after a
+    // failed write or flush (its error is latched), and what it holds in
+    // memory may differ from the disk, so weir exits and recovers from
+    // the disk when started again (a supervisor restarts it).
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let stop = {
+        let (store, failure) = (store.clone(), failure.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                why = storage_failed(store) => {
+                    tracing::error!(error = %why, "storage failed; weir stops (start it again once the disk has space: nothing acknowledged is lost)");
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                }
+            }
+        }
+    };
+    http::server::serve(listener, http::router(state), limits, config.grace, stop).await;
 
     info!("shutting down: no new events; letting running nodes finish");
     drop(watcher);
@@ -155,8 +167,24 @@ pub async fn serve(
     outbox.stop();
     store.close().await;
     drop(work);
+    if let Some(why) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!(
+            "storage failed ({why}); weir stopped, because its store cannot be trusted after a failed write. Free space on the data disk (or fix the error) and start weir again: every acknowledged event, and every step that finished, is on disk and resumes"
+        );
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Resolves, with why, once the store reports that a write failed.
+async fn storage_failed(store: Arc<SledStore>) -> String {
+    use weir_storage::Store;
+    loop {
+        if let Some(why) = store.failure() {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The runtime runs are driven on, apart from the HTTP edge's (see

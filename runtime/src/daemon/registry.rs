@@ -1,22 +1,28 @@
 //! The flows the daemon serves, read from the flows folder and re-read when
-//! a file changes. An invalid new version of a file is reported and the old
-//! one keeps serving.
+//! a file changes. What serves is never unloaded by a problem reading it:
+//! an invalid new version of a file is reported and the old one keeps
+//! serving; a file that cannot be read, or a folder that cannot be listed
+//! (its permissions changed, it was moved away), keeps its flows serving,
+//! is logged, and is read again at each rescan until it can be. A new file
+//! whose flow id is already served is the duplicate; the flow serving
+//! keeps serving.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::{info, warn};
 
-use crate::flow::{Flow, LoadError, duplicate_id, flow_files, load_file};
+use crate::flow::{Flow, Links, LoadError, duplicate_id, flow_files, load_file};
 
 /// The loaded flows and the files that failed to load.
 #[derive(Default)]
 struct Loaded {
     /// The last valid version of each file, by file.
     by_file: BTreeMap<PathBuf, Arc<Flow>>,
-    /// Each file's modification time and size when it was last read, and
-    /// its problems then: an unchanged file is not read again.
+    /// Each file's signature when it was last read, and its problems then:
+    /// an unchanged file is not read again. A file that could not be read
+    /// at all has no entry (it is read again at each rescan).
     seen: HashMap<PathBuf, (Signature, Option<LoadError>)>,
     /// What serves: flows by id.
     flows: HashMap<String, Arc<Flow>>,
@@ -37,25 +43,40 @@ impl Changes {
     }
 }
 
-/// A file's modification time and size.
-type Signature = Option<(std::time::SystemTime, u64)>;
+/// What says a file changed: its inode, size, modification time and change
+/// time (which moves on a rename, a `chmod` or a write, and cannot be set
+/// back, so a file rewritten within the same second with the same size, or
+/// made readable again, is read again).
+type Signature = (u64, u64, std::time::SystemTime, i64, i64);
 
-fn signature(file: &Path) -> Signature {
+fn signature(file: &Path) -> Option<Signature> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(file).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((
+        meta.ino(),
+        meta.len(),
+        meta.modified().ok()?,
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ))
 }
 
 pub struct Registry {
     dir: PathBuf,
+    links: Links,
     loaded: RwLock<Loaded>,
+    /// The last problem listing the folder, logged once until it changes.
+    folder_error: Mutex<Option<String>>,
 }
 
 impl Registry {
     /// Reads the flows folder.
-    pub fn load(dir: &Path) -> Self {
+    pub fn load(dir: &Path, links: Links) -> Self {
         let registry = Self {
             dir: dir.to_path_buf(),
+            links,
             loaded: RwLock::new(Loaded::default()),
+            folder_error: Mutex::new(None),
         };
         registry.reload();
         registry
@@ -86,17 +107,31 @@ impl Registry {
 
     /// Re-reads the folder and says what changed.
     pub fn reload(&self) -> Changes {
-        let (files, mut errors) = flow_files(std::slice::from_ref(&self.dir));
+        if let Err(e) = std::fs::read_dir(&self.dir) {
+            return self.folder_unreadable(e.to_string());
+        }
+        let (files, mut errors) = flow_files(std::slice::from_ref(&self.dir), self.links);
+        if let Some(e) = errors.iter().find(|e| Path::new(&e.file) == self.dir) {
+            return self.folder_unreadable(e.to_string());
+        }
+        if let Some(was) = self
+            .folder_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            info!(dir = %self.dir.display(), was, "the flows folder can be read again");
+        }
         let mut by_file = BTreeMap::new();
         let mut seen = HashMap::new();
-        {
+        let serving = {
             let old = self.read();
             for file in files {
                 let signature = signature(&file);
                 if let Some((sig, error)) = old
                     .seen
                     .get(&file)
-                    .filter(|(sig, _)| signature.is_some() && *sig == signature)
+                    .filter(|(sig, _)| signature.as_ref() == Some(sig))
                 {
                     if let Some(flow) = old.by_file.get(&file) {
                         by_file.insert(file.clone(), flow.clone());
@@ -107,11 +142,16 @@ impl Registry {
                     seen.insert(file, (*sig, error.clone()));
                     continue;
                 }
-                seen.insert(file.clone(), (signature, None));
                 match load_file(&file) {
                     Ok(flow) => {
                         let same = old.by_file.get(&file).filter(|f| f.version == flow.version);
-                        by_file.insert(file, same.cloned().unwrap_or_else(|| Arc::new(flow)));
+                        by_file.insert(
+                            file.clone(),
+                            same.cloned().unwrap_or_else(|| Arc::new(flow)),
+                        );
+                        if let Some(sig) = signature {
+                            seen.insert(file, (sig, None));
+                        }
                     }
                     Err(e) => {
                         for line in e.to_string().lines() {
@@ -121,44 +161,28 @@ impl Registry {
                             warn!(flow = %previous.id, version = %previous.version, "the previous version keeps serving");
                             by_file.insert(file.clone(), previous.clone());
                         }
-                        if let Some(entry) = seen.get_mut(&file) {
-                            entry.1 = Some(e.clone());
+                        // A file that could not be read is read again at
+                        // the next rescan, whatever its signature.
+                        let unreadable = std::fs::File::open(&file).is_err();
+                        if let (Some(sig), false) = (signature, unreadable) {
+                            seen.insert(file.clone(), (sig, Some(e.clone())));
                         }
                         errors.push(e);
                     }
                 }
             }
-        }
-        let mut flows: HashMap<String, Arc<Flow>> = HashMap::new();
-        for flow in by_file.values() {
-            match flows.get(&flow.id) {
-                Some(first) => errors.push(duplicate_id(flow, &first.file)),
-                None => {
-                    flows.insert(flow.id.clone(), flow.clone());
-                }
+            (old.flows.clone(), old.errors.clone())
+        };
+        let (serving, reported) = serving;
+        let (flows, duplicates) = serving_flows(&by_file, &serving);
+        for e in duplicates {
+            if !reported.contains(&e) {
+                warn!(problem = %e, "a flow file has the id of a flow already served; it is not loaded");
             }
+            errors.push(e);
         }
         let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
-        let mut changes = Changes::default();
-        for (id, flow) in &flows {
-            match loaded.flows.get(id) {
-                None => changes.added.push(id.clone()),
-                Some(old) if old.version != flow.version => changes.changed.push(id.clone()),
-                Some(_) => {}
-            }
-        }
-        for id in loaded.flows.keys() {
-            if !flows.contains_key(id) {
-                changes.removed.push(id.clone());
-            }
-        }
-        for list in [
-            &mut changes.added,
-            &mut changes.changed,
-            &mut changes.removed,
-        ] {
-            list.sort();
-        }
+        let changes = changes(&loaded.flows, &flows);
         if !changes.is_empty() {
             info!(added = ?changes.added, changed = ?changes.changed, removed = ?changes.removed, "flows reloaded");
         }
@@ -170,4 +194,72 @@ impl Registry {
         };
         changes
     }
+
+    /// The folder cannot be listed: everything keeps serving as it was; the
+    /// problem is logged (once until it changes) and shown with the flows'
+    /// errors.
+    fn folder_unreadable(&self, error: String) -> Changes {
+        let mut last = self.folder_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(error.as_str()) {
+            warn!(dir = %self.dir.display(), error, "cannot read the flows folder; the flows loaded before keep serving, and the folder is read again at each rescan");
+            *last = Some(error.clone());
+        }
+        let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        let dir = self.dir.display().to_string();
+        loaded.errors.retain(|e| e.file != dir);
+        loaded.errors.push(LoadError::one(
+            &dir,
+            weir_nodes::Pos::new(1, 1),
+            format!("cannot read the flows folder: {error}; the flows loaded before keep serving"),
+        ));
+        Changes::default()
+    }
+}
+
+/// The flows that serve, by id: each file's flow, except that of two files
+/// with the same id, the one serving keeps serving (the newcomer is the
+/// duplicate); among new ones, the first by file name.
+fn serving_flows(
+    by_file: &BTreeMap<PathBuf, Arc<Flow>>,
+    serving: &HashMap<String, Arc<Flow>>,
+) -> (HashMap<String, Arc<Flow>>, Vec<LoadError>) {
+    let is_serving = |flow: &Flow| serving.get(&flow.id).is_some_and(|f| f.file == flow.file);
+    let mut ordered: Vec<&Arc<Flow>> = by_file.values().collect();
+    // Stable: files in name order, the serving ones first.
+    ordered.sort_by_key(|f| !is_serving(f));
+    let mut flows: HashMap<String, Arc<Flow>> = HashMap::new();
+    let mut duplicates = Vec::new();
+    for flow in ordered {
+        match flows.get(&flow.id) {
+            Some(first) => duplicates.push(duplicate_id(flow, &first.file)),
+            None => {
+                flows.insert(flow.id.clone(), flow.clone());
+            }
+        }
+    }
+    (flows, duplicates)
+}
+
+fn changes(old: &HashMap<String, Arc<Flow>>, new: &HashMap<String, Arc<Flow>>) -> Changes {
+    let mut changes = Changes::default();
+    for (id, flow) in new {
+        match old.get(id) {
+            None => changes.added.push(id.clone()),
+            Some(old) if old.version != flow.version => changes.changed.push(id.clone()),
+            Some(_) => {}
+        }
+    }
+    for id in old.keys() {
+        if !new.contains_key(id) {
+            changes.removed.push(id.clone());
+        }
+    }
+    for list in [
+        &mut changes.added,
+        &mut changes.changed,
+        &mut changes.removed,
+    ] {
+        list.sort();
+    }
+    changes
 }

@@ -327,7 +327,7 @@ impl Engine {
                 flow: run.flow.clone(),
                 version: run.flow_version.clone(),
             })?;
-        let flow = flow::load_source(&snapshot.source, &snapshot.file).map_err(|e| {
+        let flow = flow::load_snapshot(&snapshot.source, &snapshot.file).map_err(|e| {
             EngineError::BadSnapshot {
                 run: run.id.clone(),
                 flow: run.flow.clone(),

@@ -14,11 +14,15 @@ pub fn for_run(flow: &Flow, run: &RunRecord) -> Scope<'static> {
     let mut r = Map::new();
     r.insert("id".into(), run.id.clone().into());
     r.insert("attempt".into(), Dynamic::from_int(i64::from(run.attempt)));
-    flow.scope(&run.tenant)
+    let mut scope = flow
+        .scope(&run.tenant)
         .with("event", to_dynamic(&run.event))
-        .with("run", Dynamic::from_map(r))
-        .with("nodes", Dynamic::from_map(Map::new()))
-        .build()
+        .with("run", Dynamic::from_map(r));
+    if !flow.secrets.is_empty() {
+        // Only requests' templates and bodies can name it (checked at load).
+        scope = scope.with("secrets", flow.secrets.scope_value());
+    }
+    scope.with("nodes", Dynamic::from_map(Map::new())).build()
 }
 
 /// The scope of one iteration of a loop body: the parent's, plus `item` and

@@ -544,7 +544,7 @@ async fn deliver_writes_the_outbox_in_the_nodes_commit() {
         weir_storage::DeliveryTarget::Amqp {
             exchange: "crm.events".into(),
             routing_key: "contact.webhook".into(),
-            format: "payload".into()
+            format: weir_storage::DeliveryFormat::Payload
         }
     );
 }

@@ -11,7 +11,7 @@ use weir_nodes::script::{FLOW_SCOPE, to_dynamic};
 use weir_nodes::triggers::{EVENT_SCOPE, read_trigger};
 use weir_nodes::yaml::{self, Kind};
 
-use super::{Concurrency, Flow, Graph, version_of};
+use super::{Concurrency, Flow, Graph, Secrets, checks, version_of};
 
 /// Every problem of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl LoadError {
-    fn one(file: &str, pos: Pos, message: impl Into<String>) -> Self {
+    pub fn one(file: &str, pos: Pos, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             diagnostics: vec![Diagnostic::new(pos, message)],
@@ -53,8 +53,8 @@ pub fn load_file(path: &Path) -> Result<Flow, LoadError> {
 
 /// Reads every `*.yaml`/`*.yml` file in the given files and folders (a
 /// folder's files in name order). Flow ids must be unique across them.
-pub fn load_paths(paths: &[PathBuf]) -> (Vec<Flow>, Vec<LoadError>) {
-    let (files, mut errors) = flow_files(paths);
+pub fn load_paths(paths: &[PathBuf], links: Links) -> (Vec<Flow>, Vec<LoadError>) {
+    let (files, mut errors) = flow_files(paths, links);
     let mut flows: Vec<Flow> = Vec::new();
     let mut ids: HashMap<String, String> = HashMap::new();
     for file in files {
@@ -84,23 +84,31 @@ pub fn duplicate_id(flow: &Flow, first: &str) -> LoadError {
     )
 }
 
+/// Whether a folder's symbolic links may lead out of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Links {
+    /// Links to files inside the folder are read; others are reported,
+    /// not read (`--follow-symlinks` allows them).
+    #[default]
+    WithinFolder,
+    /// Links are read wherever they lead.
+    Anywhere,
+}
+
 /// The flow files among `paths`: files as given, and each folder's
-/// `*.yaml`/`*.yml` files in name order.
-pub fn flow_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<LoadError>) {
+/// `*.yaml`/`*.yml` files in name order. In a folder, a symbolic link that
+/// leads nowhere is reported, and one that leads out of the folder is
+/// reported and not read, unless `links` allows it. A folder that cannot
+/// be read is an error of its own.
+pub fn flow_files(paths: &[PathBuf], links: Links) -> (Vec<PathBuf>, Vec<LoadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
         if path.is_dir() {
-            match std::fs::read_dir(path) {
-                Ok(entries) => {
-                    let mut found: Vec<PathBuf> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| {
-                            p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml")
-                        })
-                        .collect();
-                    found.sort();
+            match folder_files(path, links) {
+                Ok((found, problems)) => {
                     files.extend(found);
+                    errors.extend(problems);
                 }
                 Err(e) => errors.push(LoadError::one(
                     &path.display().to_string(),
@@ -113,6 +121,53 @@ pub fn flow_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<LoadError>) {
         }
     }
     (files, errors)
+}
+
+fn is_flow_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+}
+
+/// A folder's flow files, and the problems of its links.
+fn folder_files(dir: &Path, links: Links) -> std::io::Result<(Vec<PathBuf>, Vec<LoadError>)> {
+    let canonical = std::fs::canonicalize(dir)?;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if !is_flow_file(&path) {
+            continue;
+        }
+        let file = path.display().to_string();
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            match std::fs::canonicalize(&path) {
+                Err(_) => problems.push(LoadError::one(
+                    &file,
+                    Pos::new(1, 1),
+                    format!("a symbolic link to `{target}`, which does not exist"),
+                )),
+                Ok(real) if links == Links::WithinFolder && !real.starts_with(&canonical) => {
+                    problems.push(LoadError::one(
+                        &file,
+                        Pos::new(1, 1),
+                        format!(
+                            "a symbolic link to `{target}`, outside the flows folder: it is not read (weir serve --follow-symlinks allows links out of the folder)"
+                        ),
+                    ))
+                }
+                Ok(real) if real.is_file() => found.push(path),
+                Ok(_) => {}
+            }
+        } else if kind.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok((found, problems))
 }
 
 /// Where the `id:` value of a valid flow stands.
@@ -129,14 +184,26 @@ fn id_pos(source: &str) -> Pos {
     }
 }
 
-/// Reads a flow from its text; `file` names it in messages.
+/// Reads a flow from its text; `file` names it in messages. The
+/// environment variables it names (`secret_env`, `secrets`) must be set.
 pub fn load_source(source: &str, file: &str) -> Result<Flow, LoadError> {
+    load(source, file, true)
+}
+
+/// Reads back a stored flow version for a run that resumes on it: its
+/// environment variables need not be set any more (a node that uses a
+/// secret that is gone fails, naming it).
+pub fn load_snapshot(source: &str, file: &str) -> Result<Flow, LoadError> {
+    load(source, file, false)
+}
+
+fn load(source: &str, file: &str, require_env: bool) -> Result<Flow, LoadError> {
     let root = yaml::parse(source).map_err(|d| LoadError {
         file: file.to_owned(),
         diagnostics: vec![d],
     })?;
     let diags = Diags::new();
-    let flow = read_flow(&root, source, file, &diags);
+    let flow = read_flow(&root, source, file, &diags, require_env);
     match flow {
         Some(flow) if diags.is_empty() => Ok(flow),
         _ => {
@@ -152,7 +219,13 @@ pub fn load_source(source: &str, file: &str) -> Result<Flow, LoadError> {
     }
 }
 
-fn read_flow(root: &yaml::Yaml, source: &str, file: &str, diags: &Diags) -> Option<Flow> {
+fn read_flow(
+    root: &yaml::Yaml,
+    source: &str,
+    file: &str,
+    diags: &Diags,
+    require_env: bool,
+) -> Option<Flow> {
     let mut o = Options::new(root, "flow", source, diags);
     let id = o.required_str("id").map(|(id, pos)| {
         if !valid_id(id) {
@@ -172,6 +245,10 @@ fn read_flow(root: &yaml::Yaml, source: &str, file: &str, diags: &Diags) -> Opti
             serde_json::json!({})
         }
     };
+    let secrets = o
+        .get("secrets")
+        .map(|v| Secrets::read(v, source, diags, require_env))
+        .unwrap_or_default();
     let tenants = match o.str_list("tenants") {
         None => vec!["default".to_owned()],
         Some(list) => {
@@ -250,6 +327,10 @@ fn read_flow(root: &yaml::Yaml, source: &str, file: &str, diags: &Diags) -> Opti
     }
     o.finish();
     let graph = Graph::build(nodes, &mut HashMap::new(), None, diags);
+    checks::references(&graph, &triggers, &secrets, diags);
+    if require_env {
+        checks::environment(&graph, &triggers, &tenants, diags);
+    }
     Some(Flow {
         id: id?,
         name,
@@ -258,6 +339,7 @@ fn read_flow(root: &yaml::Yaml, source: &str, file: &str, diags: &Diags) -> Opti
         source: source.to_owned(),
         vars_dynamic: to_dynamic(&vars),
         vars,
+        secrets,
         tenants,
         concurrency,
         triggers,

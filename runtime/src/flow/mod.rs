@@ -1,11 +1,16 @@
 //! Flows: a YAML file read into triggers and a DAG of nodes, with every
 //! problem reported at once.
 
+mod checks;
 mod graph;
 mod load;
+mod secrets;
 
 pub use graph::{Edge, Graph};
-pub use load::{LoadError, duplicate_id, flow_files, load_file, load_paths, load_source};
+pub use load::{
+    Links, LoadError, duplicate_id, flow_files, load_file, load_paths, load_snapshot, load_source,
+};
+pub use secrets::Secrets;
 
 use rhai::Dynamic;
 use serde_json::Value;
@@ -26,6 +31,8 @@ pub struct Flow {
     /// `vars`: constants visible to expressions.
     pub vars: Value,
     pub vars_dynamic: Dynamic,
+    /// `secrets`: values from the environment for requests.
+    pub secrets: Secrets,
     /// The tenants the flow serves (default `[default]`).
     pub tenants: Vec<String>,
     pub concurrency: Option<Concurrency>,

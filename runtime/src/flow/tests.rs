@@ -211,7 +211,7 @@ fn duplicate_flow_ids_across_files() {
     std::fs::write(dir.path().join("a.yaml"), flow).unwrap();
     std::fs::write(dir.path().join("b.yml"), flow).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a flow").unwrap();
-    let (flows, errors) = load_paths(&[dir.path().to_path_buf()]);
+    let (flows, errors) = load_paths(&[dir.path().to_path_buf()], Default::default());
     assert_eq!(flows.len(), 1);
     assert_eq!(errors.len(), 1);
     let line = errors[0].to_string();

@@ -98,7 +98,17 @@ impl Cron {
     pub fn new(text: &str, timezone: Tz, catch_up: CatchUp) -> Result<Self, String> {
         let t = translate(text)?;
         let parse = |fields: &[String]| {
-            cron::Schedule::from_str(&fields.join(" ")).map_err(|e| format!("{e}"))
+            // The crate's message shows its own form of the schedule and a
+            // caret over lines; keep the reason alone.
+            cron::Schedule::from_str(&fields.join(" ")).map_err(|e| {
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty() && !l.trim().starts_with('^'))
+                    .unwrap_or(&text);
+                reason.trim().to_owned()
+            })
         };
         let (schedule, or_weekdays) = if t.dom_restricted && t.dow_restricted {
             let mut any_weekday = t.fields.clone();
@@ -166,6 +176,18 @@ fn translate(text: &str) -> Result<Translated, String> {
             ));
         }
     };
+    for (i, (what, plural, min, max)) in [
+        ("second", "seconds", 0, 59),
+        ("minute", "minutes", 0, 59),
+        ("hour", "hours", 0, 23),
+        ("day-of-month", "days of the month", 1, 31),
+        ("month", "months", 1, 12),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_field(&fields[i], (what, plural), min, max)?;
+    }
     let restricted = |f: &str| !(f.starts_with('*') || f.starts_with('?'));
     let dom_restricted = restricted(&fields[3]);
     let dow_restricted = restricted(&fields[5]);
@@ -177,6 +199,76 @@ fn translate(text: &str) -> Result<Translated, String> {
         dow_restricted,
         fixed_hour,
     })
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// Checks the numbers of one field against its range, so that a mistake
+/// is reported in crontab's terms (the `cron` crate's own messages name
+/// its internal form and are off by one).
+fn check_field(
+    field: &str,
+    (what, plural): (&str, &str),
+    min: u32,
+    max: u32,
+) -> Result<(), String> {
+    let value = |text: &str| -> Result<u32, String> {
+        let n = match text.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if what == "month" => MONTHS
+                .iter()
+                .position(|m| m.eq_ignore_ascii_case(text))
+                .map(|i| i as u32 + 1)
+                .ok_or_else(|| {
+                    format!("the month field has `{text}`; write 1 to 12, or JAN to DEC")
+                })?,
+            Err(_) => {
+                return Err(format!(
+                    "the {what} field has `{text}`, which is not a number"
+                ));
+            }
+        };
+        if !(min..=max).contains(&n) {
+            return Err(format!(
+                "the {what} field has {n}; {plural} go from {min} to {max}"
+            ));
+        }
+        Ok(n)
+    };
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (part, None),
+        };
+        if let Some(step) = step {
+            match step.parse::<u32>() {
+                Ok(0) => return Err(format!("the {what} field has a step of 0 in `{part}`")),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "the {what} field has the step `{step}`, which is not a number"
+                    ));
+                }
+            }
+        }
+        match range {
+            "*" | "?" => {}
+            _ => match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (value(a)?, value(b)?);
+                    if a > b {
+                        return Err(format!("the {what} field's range `{range}` runs backwards"));
+                    }
+                }
+                None => {
+                    value(range)?;
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Expands a crontab day-of-week field into day names.

@@ -650,3 +650,40 @@ fn cost_of_next_after() {
         t.second()
     );
 }
+
+#[test]
+fn schedule_errors_are_one_line_in_crontab_terms() {
+    for (schedule, expected) in [
+        (
+            "60 * * * *",
+            "the minute field has 60; minutes go from 0 to 59",
+        ),
+        ("0 24 * * *", "the hour field has 24; hours go from 0 to 23"),
+        (
+            "0 0 32 * *",
+            "the day-of-month field has 32; days of the month go from 1 to 31",
+        ),
+        (
+            "0 0 0 * *",
+            "the day-of-month field has 0; days of the month go from 1 to 31",
+        ),
+        (
+            "0 0 1 13 *",
+            "the month field has 13; months go from 1 to 12",
+        ),
+        ("*/0 * * * *", "the minute field has a step of 0 in `*/0`"),
+        (
+            "5-2 * * * *",
+            "the minute field's range `5-2` runs backwards",
+        ),
+        (
+            "x * * * *",
+            "the minute field has `x`, which is not a number",
+        ),
+    ] {
+        let e = Cron::new(schedule, Tz::UTC, CatchUp::Skip).unwrap_err();
+        assert_eq!(e, expected, "{schedule}");
+    }
+    // 59 is a minute, JAN-DEC are months.
+    assert!(Cron::new("59 23 31 DEC *", Tz::UTC, CatchUp::Skip).is_ok());
+}

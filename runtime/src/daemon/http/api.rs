@@ -245,7 +245,7 @@ fn run_with_nodes(app: &AppState, run: &RunRecord) -> Result<Value, ApiError> {
         .nodes(&run.tenant, &run.id)
         .map_err(ApiError::internal)?;
     let records = match engine.flow_of(run) {
-        Ok(flow) => view::in_flow_order(&flow, records),
+        Ok(flow) => view::all_nodes(&flow, records),
         Err(_) => records,
     };
     Ok(view::run_json(run, &records))

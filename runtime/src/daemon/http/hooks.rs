@@ -38,6 +38,8 @@ pub async fn webhook(
             StatusCode::BAD_REQUEST => "bad_body",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::TOO_MANY_REQUESTS => "overloaded",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             _ => "error",
         }),
     }

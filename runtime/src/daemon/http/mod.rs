@@ -290,6 +290,7 @@ impl From<crate::daemon::runs::AdmitError> for ApiError {
         use crate::daemon::runs::AdmitError;
         match e {
             AdmitError::Overloaded(_) => Self::overloaded(e.to_string()),
+            AdmitError::Unavailable(_) => Self::unavailable(e.to_string()),
             AdmitError::Key(message) => {
                 Self::bad_request(format!("the flow's concurrency key: {message}"))
             }

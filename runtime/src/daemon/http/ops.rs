@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -16,19 +16,33 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// Ready: the daemon only listens once its storage is open and its flows
-/// are loaded, so answering at all means ready.
-pub async fn readyz(State(app): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({
-        "status": "ready",
+/// are loaded; it is not ready once its storage failed (503; it stops).
+/// `stuck` counts unfinished runs that cannot be driven because their
+/// records cannot be read back.
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let failure = app.runs.engine().store().failure();
+    let body = json!({
+        "status": if failure.is_some() { "failing" } else { "ready" },
+        "storage": failure.as_deref().unwrap_or("ok"),
         "flows": app.registry.all().len(),
         "flow_errors": app.registry.errors().len(),
         "backlog": app.runs.backlog(),
         "parked": app.runs.parked(),
-    }))
+        "stuck": app.runs.stuck().len(),
+    });
+    let status = match failure {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
+    };
+    (status, Json(body)).into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     metrics::backlog(app.runs.backlog());
+    metrics::unreadable(
+        app.runs.stuck().len(),
+        app.runs.engine().store().unreadable_records(),
+    );
     app.outbox.publish_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

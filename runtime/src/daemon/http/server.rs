@@ -141,7 +141,7 @@ async fn refuse(mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
-    crate::metrics::event_rejected("overloaded");
+    crate::metrics::connection_refused();
 }
 
 /// The file descriptors this process may open, raised to the hard limit

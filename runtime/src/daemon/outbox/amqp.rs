@@ -14,12 +14,13 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Notify;
 use tracing::{info, warn};
+use weir_nodes::backoff::Backoff;
 use weir_storage::{DeliveryRecord, DeliveryTarget};
 
 use super::{Failure, message};
 
-/// The longest wait between connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The waits between connection attempts.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(30));
 /// How long a publish may wait for its confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -123,11 +124,7 @@ impl Amqp {
                     if failures == 1 || failures.is_power_of_two() {
                         warn!(broker = %redacted(&self.url), attempts = failures, error = %e, "cannot connect to the AMQP broker; deliveries wait in the outbox");
                     }
-                    let base = Duration::from_millis(200)
-                        .saturating_mul(2u32.saturating_pow(failures.min(10)));
-                    let wait = base
-                        .min(MAX_BACKOFF)
-                        .mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    let wait = RECONNECT.delay(failures, rand::random::<f64>());
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -281,9 +278,15 @@ async fn declare(link: &Link, exchange: &str) -> Result<(), Failure> {
         .await;
     result.map_err(|e| {
         *declarer = None;
-        Failure::retry(format!(
+        let message = format!(
             "cannot declare exchange `{exchange}` as a durable topic exchange: {e}; if it exists with another type or durability, delete it or deliver to another exchange"
-        ))
+        );
+        // The broker refused it (another type, no access): trying again
+        // helps only once someone changes the broker.
+        match e.is_amqp_soft_error() {
+            true => Failure::refused(message),
+            false => Failure::retry(message),
+        }
     })
 }
 

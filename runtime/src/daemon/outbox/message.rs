@@ -6,7 +6,7 @@ use chrono::SecondsFormat;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Value, json};
-use weir_storage::{DeliveryRecord, DeliveryTarget};
+use weir_storage::{DeliveryFormat, DeliveryRecord, DeliveryTarget};
 
 pub const JSON: &str = "application/json";
 pub const CLOUDEVENTS: &str = "application/cloudevents+json";
@@ -20,7 +20,13 @@ fn routing_key(d: &DeliveryRecord) -> Option<&str> {
 }
 
 fn is_cloudevents(d: &DeliveryRecord) -> bool {
-    matches!(&d.target, DeliveryTarget::Amqp { format, .. } if format == "cloudevents")
+    matches!(
+        &d.target,
+        DeliveryTarget::Amqp {
+            format: DeliveryFormat::Cloudevents,
+            ..
+        }
+    )
 }
 
 /// The message body and its content type.
@@ -84,7 +90,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use weir_storage::DeliveryStatus;
 
-    fn delivery(format: &str) -> DeliveryRecord {
+    fn delivery(format: DeliveryFormat) -> DeliveryRecord {
         DeliveryRecord {
             id: "run1:publish".into(),
             tenant: "acme".into(),
@@ -95,7 +101,7 @@ mod tests {
             target: DeliveryTarget::Amqp {
                 exchange: "crm.events".into(),
                 routing_key: "contact.created".into(),
-                format: format.into(),
+                format,
             },
             payload: json!({"email": "a@b.c", "n": 1}),
             status: DeliveryStatus::Pending,
@@ -112,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_payload_format_is_the_payload_as_json() {
-        let (body, content_type) = body(&delivery("payload"));
+        let (body, content_type) = body(&delivery(DeliveryFormat::Payload));
         assert_eq!(content_type, "application/json");
         assert_eq!(
             serde_json::from_slice::<Value>(&body).unwrap(),
@@ -122,7 +128,7 @@ mod tests {
 
     #[test]
     fn the_cloudevents_format_is_a_structured_envelope() {
-        let (body, content_type) = body(&delivery("cloudevents"));
+        let (body, content_type) = body(&delivery(DeliveryFormat::Cloudevents));
         assert_eq!(content_type, "application/cloudevents+json");
         let envelope: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(envelope["specversion"], "1.0");
@@ -135,7 +141,7 @@ mod tests {
 
     #[test]
     fn properties_follow_spec_section_6() {
-        let d = delivery("payload");
+        let d = delivery(DeliveryFormat::Payload);
         let p = properties(&d, JSON);
         assert_eq!(p.delivery_mode(), &Some(2));
         assert_eq!(

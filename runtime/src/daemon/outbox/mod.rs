@@ -4,11 +4,20 @@
 //!
 //! Deliveries are grouped in lanes — a run's deliveries, or those of runs
 //! sharing a concurrency key — and a lane sends one delivery at a time, in
-//! order; lanes go out concurrently (at most [`AMQP_WINDOW`] unconfirmed
-//! AMQP messages and [`HTTP_WINDOW`] HTTP requests at once). There is no
-//! order across lanes. A failed attempt is retried with exponential backoff
-//! and jitter; a delivery becomes dead after its node's `retry.max_attempts`
-//! (unbounded by default), or at once when an HTTP backend refuses it (4xx).
+//! the order the `deliver` nodes ran; lanes go out concurrently (at most
+//! [`AMQP_WINDOW`] unconfirmed AMQP messages and [`HTTP_WINDOW`] HTTP
+//! requests at once). There is no order across lanes.
+//!
+//! Order and liveness trade like this: a delivery that fails keeps its
+//! lane waiting while it is retried (exponential backoff with jitter, or
+//! the backend's `Retry-After`), so order holds through outages. It leaves
+//! the lane — dead, listed with its error, retried by hand — after its
+//! node's `retry.max_attempts`; at once when an HTTP backend refuses it
+//! (4xx); and after [`REFUSED_ATTEMPTS`] (or its `max_attempts`) when the
+//! broker refuses it as it is (an exchange of another type, no access),
+//! so one broken delivery cannot hold its lane's others forever. Without
+//! `max_attempts`, a delivery waiting for its backend (down, unroutable,
+//! 5xx) is retried without bound.
 //!
 //! - `amqp`: the broker connection, publishing with confirms
 //! - `http`: signed HTTP deliveries
@@ -26,7 +35,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tracing::{debug, info, warn};
-use weir_storage::{Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, Store, Write};
+use weir_nodes::backoff::Backoff;
+use weir_storage::{
+    Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, Store, TargetKind, Write,
+};
 
 use crate::engine::Clock;
 
@@ -34,15 +46,21 @@ use crate::engine::Clock;
 pub const AMQP_WINDOW: usize = 256;
 /// HTTP deliveries in flight at once.
 pub const HTTP_WINDOW: usize = 64;
-/// The first wait after a failed attempt, and the longest.
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The waits after failed attempts.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+/// Attempts of a delivery the broker refuses as it is (its exchange has
+/// another type, access is refused) before it is dead, unless its node's
+/// `retry.max_attempts` says otherwise: time for an operator to fix it,
+/// without holding its lane forever.
+pub const REFUSED_ATTEMPTS: u32 = 5;
 
 /// Why an attempt failed, and what follows.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub message: String,
     pub kind: FailureKind,
+    /// How long the backend asked to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,37 +69,51 @@ pub enum FailureKind {
     Retry,
     /// Returned by the broker: no queue bound yet; try again later.
     Unroutable,
+    /// The broker refuses it as it is: dead after [`REFUSED_ATTEMPTS`].
+    Refused,
     /// The backend refused it: it will not go through by trying again.
     Dead,
 }
 
 impl Failure {
-    pub fn retry(message: impl Into<String>) -> Self {
+    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            kind: FailureKind::Retry,
+            kind,
+            retry_after: None,
         }
+    }
+
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Retry, message)
     }
 
     pub fn unroutable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            kind: FailureKind::Unroutable,
-        }
+        Self::new(FailureKind::Unroutable, message)
+    }
+
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Refused, message)
     }
 
     pub fn dead(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            kind: FailureKind::Dead,
-        }
+        Self::new(FailureKind::Dead, message)
     }
-}
 
-fn target_name(d: &DeliveryRecord) -> &'static str {
-    match d.target {
-        DeliveryTarget::Amqp { .. } => "amqp",
-        DeliveryTarget::Http { .. } => "http",
+    pub fn after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = wait;
+        self
+    }
+
+    /// Whether the delivery is dead after this, its `attempts`-th failure.
+    fn is_final(&self, attempts: u32, max_attempts: Option<u32>) -> bool {
+        match self.kind {
+            FailureKind::Dead => true,
+            FailureKind::Refused => attempts >= max_attempts.unwrap_or(REFUSED_ATTEMPTS),
+            FailureKind::Retry | FailureKind::Unroutable => {
+                max_attempts.is_some_and(|max| attempts >= max)
+            }
+        }
     }
 }
 
@@ -100,9 +132,13 @@ struct State {
     /// Ids of pending deliveries.
     known: HashSet<String>,
     /// Pending deliveries per target.
-    pending: HashMap<&'static str, usize>,
-    dead: HashMap<&'static str, usize>,
-    last_error: HashMap<&'static str, String>,
+    pending: HashMap<TargetKind, usize>,
+    dead: HashMap<TargetKind, usize>,
+    /// Pending deliveries whose last attempt failed, by id: their target
+    /// and when they failed. A target's `last_error` is its most recent
+    /// one's (kept per delivery, so another delivery's success does not
+    /// hide it).
+    failing: HashMap<String, (TargetKind, DateTime<Utc>)>,
     stopping: bool,
 }
 
@@ -124,7 +160,7 @@ impl State {
         if d.status != DeliveryStatus::Pending || !self.known.insert(d.id.clone()) {
             return;
         }
-        *self.pending.entry(target_name(&d)).or_default() += 1;
+        *self.pending.entry(d.target.kind()).or_default() += 1;
         let lane = d.lane.clone();
         let queue = self.lanes.entry(lane.clone()).or_default();
         let first = queue.is_empty();
@@ -195,7 +231,7 @@ impl Outbox {
                         pending += 1;
                         state.add(d, now);
                     }
-                    DeliveryStatus::Dead => *state.dead.entry(target_name(&d)).or_default() += 1,
+                    DeliveryStatus::Dead => *state.dead.entry(d.target.kind()).or_default() += 1,
                 }
             }
         }
@@ -221,8 +257,7 @@ impl Outbox {
     }
 
     fn add(&self, d: DeliveryRecord) {
-        let target = target_name(&d);
-        if target == "amqp" && self.amqp.is_none() {
+        if d.target.kind() == TargetKind::Amqp && self.amqp.is_none() {
             debug!(delivery = %d.id, "an AMQP delivery waits: no broker is configured (--amqp)");
         }
         self.state().add(d, self.clock.now());
@@ -317,32 +352,29 @@ impl Outbox {
     /// Records how an attempt went and schedules the lane's next delivery.
     async fn settle(&self, lane: String, mut d: DeliveryRecord, result: Result<(), Failure>) {
         let now = self.clock.now();
-        let target = target_name(&d);
+        let target = d.target.kind();
         let write = match &result {
             Ok(()) => {
-                crate::metrics::delivery_confirmed(target);
-                debug!(delivery = %d.id, target, "delivered");
+                crate::metrics::delivery_confirmed(target.as_str());
+                debug!(delivery = %d.id, target = target.as_str(), "delivered");
                 Write::RemoveDelivery(d.id.clone())
             }
             Err(failure) => {
                 d.attempts += 1;
                 d.last_error = Some(failure.message.clone());
                 d.unroutable = failure.kind == FailureKind::Unroutable;
-                let exhausted = d.max_attempts.is_some_and(|max| d.attempts >= max);
-                if failure.kind == FailureKind::Dead || exhausted {
+                if failure.is_final(d.attempts, d.max_attempts) {
                     d.status = DeliveryStatus::Dead;
                     d.next_attempt_at = None;
-                    warn!(delivery = %d.id, target, attempts = d.attempts, error = %failure.message, "delivery is dead; retry it with `weir outbox retry ID`");
+                    warn!(delivery = %d.id, target = target.as_str(), attempts = d.attempts, error = %failure.message, "delivery is dead; its lane goes on; retry it with `weir outbox retry ID`");
                 } else {
-                    let exp = BACKOFF_FIRST
-                        .saturating_mul(2u32.saturating_pow(d.attempts.saturating_sub(1).min(16)));
-                    let wait = exp
-                        .min(BACKOFF_MAX)
-                        .mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    let wait = BACKOFF
+                        .delay(d.attempts, rand::random::<f64>())
+                        .max(failure.retry_after.unwrap_or_default());
                     d.next_attempt_at =
                         Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
                     if d.attempts == 1 || d.attempts.is_power_of_two() {
-                        warn!(delivery = %d.id, target, attempts = d.attempts, error = %failure.message, "delivery failed; will retry");
+                        warn!(delivery = %d.id, target = target.as_str(), attempts = d.attempts, error = %failure.message, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
                     }
                 }
                 Write::Delivery(d.clone())
@@ -357,12 +389,12 @@ impl Outbox {
         {
             let mut state = self.state();
             state.busy.remove(&lane);
-            match &result {
-                Err(failure) => {
-                    state.last_error.insert(target, failure.message.clone());
+            match (&result, d.status) {
+                (Err(_), DeliveryStatus::Pending) => {
+                    state.failing.insert(d.id.clone(), (target, now));
                 }
-                Ok(()) => {
-                    state.last_error.remove(target);
+                _ => {
+                    state.failing.remove(&d.id);
                 }
             }
             let queue = state.lanes.entry(lane.clone()).or_default();
@@ -370,7 +402,7 @@ impl Outbox {
                 (Ok(()), _) | (Err(_), DeliveryStatus::Dead) => {
                     queue.pop_front();
                     state.known.remove(&d.id);
-                    if let Some(n) = state.pending.get_mut(target) {
+                    if let Some(n) = state.pending.get_mut(&target) {
                         *n = n.saturating_sub(1);
                     }
                     if d.status == DeliveryStatus::Dead {
@@ -393,18 +425,21 @@ impl Outbox {
     /// go (cheap: called on every change).
     fn publish_counts(&self) {
         let pending = self.state().pending.clone();
-        for target in ["amqp", "http"] {
-            crate::metrics::outbox_pending(target, pending.get(target).copied().unwrap_or(0));
+        for target in TargetKind::ALL {
+            crate::metrics::outbox_pending(
+                target.as_str(),
+                pending.get(&target).copied().unwrap_or(0),
+            );
         }
     }
 
     /// Pending count and oldest age per target (reads every pending
     /// delivery: for the API and metrics scrapes, not per delivery).
-    fn pending_by_target(&self) -> HashMap<&'static str, (usize, Option<DateTime<Utc>>)> {
+    fn pending_by_target(&self) -> HashMap<TargetKind, (usize, Option<DateTime<Utc>>)> {
         let state = self.state();
-        let mut out: HashMap<&'static str, (usize, Option<DateTime<Utc>>)> = HashMap::new();
+        let mut out: HashMap<TargetKind, (usize, Option<DateTime<Utc>>)> = HashMap::new();
         for d in state.lanes.values().flatten() {
-            let entry = out.entry(target_name(d)).or_default();
+            let entry = out.entry(d.target.kind()).or_default();
             entry.0 += 1;
             entry.1 = Some(
                 entry
@@ -419,46 +454,65 @@ impl Outbox {
     pub fn publish_gauges(&self) {
         let now = self.clock.now();
         let pending = self.pending_by_target();
-        for target in ["amqp", "http"] {
-            let (n, oldest) = pending.get(target).copied().unwrap_or_default();
+        for target in TargetKind::ALL {
+            let (n, oldest) = pending.get(&target).copied().unwrap_or_default();
             let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
-            crate::metrics::outbox(target, n, age);
+            crate::metrics::outbox(target.as_str(), n, age);
         }
     }
 
-    /// `GET /api/v1/outbox`.
+    /// `GET /api/v1/outbox`: per target, its connection, counts and the
+    /// error of its most recently failed pending delivery; the pending
+    /// deliveries that are failing, each with its own error; and the dead
+    /// ones.
     pub fn view(&self) -> Result<Value, weir_storage::Error> {
         let now = self.clock.now();
         let pending = self.pending_by_target();
-        let (dead_counts, errors) = {
+        let (dead_counts, failing) = {
             let state = self.state();
-            (state.dead.clone(), state.last_error.clone())
+            let mut failing: Vec<(DateTime<Utc>, TargetKind, DeliveryRecord)> = Vec::new();
+            for d in state.lanes.values().flatten() {
+                if let Some((target, at)) = state.failing.get(&d.id) {
+                    failing.push((*at, *target, d.clone()));
+                }
+            }
+            failing.sort_by(|a, b| b.0.cmp(&a.0));
+            (state.dead.clone(), failing)
         };
-        let targets: Vec<Value> = ["amqp", "http"]
+        let targets: Vec<Value> = TargetKind::ALL
             .iter()
             .map(|target| {
                 let (n, oldest) = pending.get(target).copied().unwrap_or_default();
-                let connected = match *target {
-                    "amqp" => self.amqp.as_ref().is_some_and(|a| a.is_connected()),
-                    _ => true,
+                let connected = match target {
+                    TargetKind::Amqp => self.amqp.as_ref().is_some_and(|a| a.is_connected()),
+                    TargetKind::Http => true,
                 };
-                let last_error = match *target {
-                    "amqp" if !connected => self
+                let last_error = match target {
+                    TargetKind::Amqp if !connected => self
                         .amqp
                         .as_ref()
                         .and_then(|a| a.last_error())
                         .or_else(|| Some("no AMQP broker is configured (--amqp or WEIR_AMQP_URL)".into())),
-                    _ => errors.get(target).cloned(),
+                    _ => failing
+                        .iter()
+                        .find(|(_, t, _)| t == target)
+                        .and_then(|(_, _, d)| d.last_error.clone()),
                 };
                 json!({
-                    "target": target,
+                    "target": target.as_str(),
                     "connected": connected,
                     "pending": n,
+                    "failing": failing.iter().filter(|(_, t, _)| t == target).count(),
                     "dead": dead_counts.get(target).copied().unwrap_or(0),
                     "oldest_pending_age_s": oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
                     "last_error": last_error,
                 })
             })
+            .collect();
+        let failing: Vec<Value> = failing
+            .into_iter()
+            .take(1000)
+            .map(|(_, _, d)| serde_json::to_value(&d).unwrap_or(Value::Null))
             .collect();
         let dead: Vec<Value> = self
             .store
@@ -468,7 +522,7 @@ impl Outbox {
             .take(1000)
             .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null))
             .collect();
-        Ok(json!({"targets": targets, "dead": dead}))
+        Ok(json!({"targets": targets, "failing": failing, "dead": dead}))
     }
 
     /// Sends a dead delivery again, from its first attempt.
@@ -491,7 +545,7 @@ impl Outbox {
             .await?;
         {
             let mut state = self.state();
-            if let Some(n) = state.dead.get_mut(target_name(&d)) {
+            if let Some(n) = state.dead.get_mut(&d.target.kind()) {
                 *n = n.saturating_sub(1);
             }
         }

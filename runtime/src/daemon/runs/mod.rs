@@ -50,6 +50,9 @@ pub struct Submitted {
 pub enum AdmitError {
     #[error("too many unfinished runs ({0}); try again later")]
     Overloaded(usize),
+    /// Storage failed: nothing can be made durable (weir is stopping).
+    #[error("weir cannot store events now: {0}")]
+    Unavailable(String),
     #[error("the flow's concurrency key: {0}")]
     Key(String),
     #[error(transparent)]
@@ -179,6 +182,9 @@ impl Runs {
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<Submitted, AdmitError> {
+        if let Some(why) = self.engine.store().failure() {
+            return Err(AdmitError::Unavailable(why));
+        }
         let permit = self.backlog.try_reserve().map_err(AdmitError::Overloaded)?;
         let key = Self::concurrency_key(flow, tenant, &event)?;
         let run_id = Engine::new_run_id();

@@ -127,6 +127,7 @@ impl Triggers {
     }
 
     fn start_flow(self: &Arc<Self>, flow: &Arc<Flow>) {
+        crate::metrics::register_flow(flow);
         let mut tasks = Vec::new();
         for (index, trigger) in flow.triggers.iter().enumerate() {
             if !matches!(trigger.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {

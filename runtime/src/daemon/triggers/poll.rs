@@ -3,6 +3,12 @@
 //! change. Each run is committed together with the seen-version update of
 //! its record, so each (key, version) is emitted exactly once, across
 //! crashes too. Polls of one trigger never overlap: one task, one loop.
+//!
+//! One poll, step by step ([`PollTask::poll`]): fetch the answer, read its
+//! records and the next cursor, identify each record (its key and
+//! version; a record whose key cannot be had is reported and skipped),
+//! diff against what was seen, admit a run per change, and move the cursor
+//! once every change is on disk.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 use weir_nodes::TriggerKind;
-use weir_nodes::functions::http::HttpError;
+use weir_nodes::backoff::Backoff;
 use weir_nodes::script::{to_dynamic, to_json};
 use weir_nodes::triggers::poll::Poll;
 use weir_storage::{Commit, SeenRecord, TriggerKey, Write};
@@ -26,6 +32,43 @@ use crate::flow::Flow;
 /// The longest wait after failed polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Why a poll failed (it is tried again with backoff).
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("{0}")]
+    Request(String),
+    #[error("`items`: {0}")]
+    Items(String),
+    #[error("`cursor`: {0}")]
+    Cursor(String),
+    #[error("a change cannot start its run: {0}")]
+    Admit(String),
+    #[error(transparent)]
+    Storage(#[from] weir_storage::Error),
+}
+
+/// How a poll that did not fail ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Every change started its run (or was recorded); the cursor moved.
+    Done,
+    /// The backlog was full: this many changes wait for the next poll, at
+    /// the usual interval (the cursor did not move).
+    Deferred(usize),
+    /// Some changes could not start their runs (the flow's concurrency key
+    /// fails on them): they are tried again at the next poll; the cursor
+    /// did not move.
+    Held,
+}
+
+/// A record as one answer lists it.
+struct Listed {
+    key: String,
+    key_value: Value,
+    version: Value,
+    item: Value,
+}
+
 /// What one poll found.
 struct Change {
     kind: &'static str,
@@ -35,6 +78,26 @@ struct Change {
     key_value: Value,
     version: Value,
     item: Value,
+}
+
+/// A change's commit, submitted.
+enum Pending {
+    Run(Box<Submitted>),
+    Seen(weir_storage::Ticket),
+}
+
+/// One poll trigger of one flow for one tenant, and what it saw.
+struct PollTask {
+    runs: Arc<Runs>,
+    flow: Arc<Flow>,
+    index: usize,
+    tenant: String,
+    key: TriggerKey,
+    /// Every record seen, by key, as on disk.
+    seen: HashMap<String, SeenRecord>,
+    cursor: Value,
+    /// No poll has completed yet (with `baseline`, the first only records).
+    first: bool,
 }
 
 pub(super) async fn run(
@@ -48,70 +111,61 @@ pub(super) async fn run(
     let TriggerKind::Poll(poll) = &trigger.kind else {
         return;
     };
+    let every = poll.every;
+    let backoff = Backoff::new(every, MAX_BACKOFF.max(every));
     let key = TriggerKey::new(&tenant, &flow.id, &trigger.id);
     let store = runs.engine().store().clone();
-    let (mut seen, mut cursor, mut first) = match (store.seen(&key), store.cursor(&key)) {
-        (Ok(seen), Ok(cursor)) => (
-            seen.into_iter().collect::<HashMap<_, _>>(),
-            cursor.clone().unwrap_or(Value::Null),
-            cursor.is_none(),
-        ),
+    let (seen, cursor) = match (store.seen(&key), store.cursor(&key)) {
+        (Ok(seen), Ok(cursor)) => (seen, cursor),
         (Err(e), _) | (_, Err(e)) => {
             warn!(flow = %flow.id, trigger = %trigger.id, tenant, error = %e, "cannot read what the poll trigger saw; it does not run");
             return;
         }
     };
+    let mut task = PollTask {
+        runs: runs.clone(),
+        flow: flow.clone(),
+        index,
+        tenant: tenant.clone(),
+        key,
+        seen: seen.into_iter().collect(),
+        first: cursor.is_none(),
+        cursor: cursor.unwrap_or(Value::Null),
+    };
     let mut failures = 0u32;
     let mut deferring = false;
     loop {
-        match poll_once(
-            &runs,
-            &flow,
-            poll,
-            &trigger.id,
-            &tenant,
-            &key,
-            &mut seen,
-            &mut cursor,
-            first,
-        )
-        .await
-        {
-            Ok(0) => {
+        match task.poll().await {
+            Ok(outcome) => {
                 failures = 0;
-                first = false;
-                deferring = false;
-            }
-            // Not a failure of the API: the next poll, at the usual time,
-            // brings them again (the cursor did not move).
-            Ok(deferred) => {
-                failures = 0;
-                if !deferring {
-                    warn!(flow = %flow.id, trigger = %trigger.id, tenant, deferred, "too many unfinished runs (--max-backlog): changes wait for the next poll");
+                match outcome {
+                    Outcome::Done => deferring = false,
+                    Outcome::Deferred(deferred) => {
+                        if !deferring {
+                            warn!(flow = %flow.id, trigger = %trigger.id, tenant, deferred, "too many unfinished runs (--max-backlog): changes wait for the next poll");
+                        }
+                        deferring = true;
+                    }
+                    Outcome::Held => {}
                 }
-                deferring = true;
             }
             Err(e) => {
                 failures += 1;
-                warn!(flow = %flow.id, trigger = %trigger.id, tenant, failures, error = %e, "poll failed; backing off");
+                let error = flow.secrets.redact(&e.to_string()).into_owned();
+                warn!(flow = %flow.id, trigger = %trigger.id, tenant, failures, error, "poll failed; backing off");
             }
         }
-        let wait = if failures == 0 {
-            poll.every
-        } else {
-            (poll.every * 2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF.max(poll.every))
+        // Not a failure of the API (a full backlog, a held record): the
+        // next poll, at the usual time, brings them again.
+        let wait = match failures {
+            0 => every,
+            n => backoff.delay(n + 1, 1.0),
         };
         let at = runs.engine().clock().now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if sleep_or_stop(&runs, at, &mut stop).await {
             return;
         }
     }
-}
-
-fn base_scope(flow: &Flow, tenant: &str, cursor: &Value) -> Scope<'static> {
-    flow.scope(tenant)
-        .with("cursor", to_dynamic(cursor))
-        .build()
 }
 
 fn text_key(key: &Value) -> String {
@@ -121,208 +175,305 @@ fn text_key(key: &Value) -> String {
     }
 }
 
-/// A change's commit, submitted.
-enum Pending {
-    Run(Box<Submitted>),
-    Seen(weir_storage::Ticket),
+/// The start of a record, for messages.
+fn excerpt(item: &Value) -> String {
+    let text = item.to_string();
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn poll_once(
-    runs: &Arc<Runs>,
-    flow: &Arc<Flow>,
-    poll: &Poll,
-    trigger: &str,
-    tenant: &str,
-    key: &TriggerKey,
-    seen: &mut HashMap<String, SeenRecord>,
-    cursor: &mut Value,
-    first: bool,
-) -> Result<usize, String> {
-    let mut scope = base_scope(flow, tenant, cursor);
-    let request = poll
-        .request
-        .prepare(&mut scope, None)
-        .map_err(|e| e.to_string())?;
-    let idempotency = format!("poll:{}:{}:{}", key.tenant, key.flow, key.trigger);
-    let response = request
-        .send(&idempotency, None)
-        .await
-        .map_err(|e: HttpError| e.to_string())?;
-    scope.push_constant_dynamic("response", to_dynamic(&response));
-    let items = poll
-        .items
-        .eval(&mut scope, None)
-        .map_err(|e| format!("`items`: {e}"))?;
-    let items = match to_json(&items).map_err(|e| format!("`items`: {e}"))? {
-        Value::Array(items) => items,
-        Value::Null => Vec::new(),
-        other => return Err(format!("`items` must give a list, not {other}")),
-    };
-    let next_cursor = match &poll.cursor {
-        Some(expr) => to_json(
-            &expr
-                .eval(&mut scope, None)
-                .map_err(|e| format!("`cursor`: {e}"))?,
-        )
-        .map_err(|e| format!("`cursor`: {e}"))?,
-        None => Value::Null,
-    };
+impl PollTask {
+    fn poll_def(&self) -> &Poll {
+        match &self.flow.triggers[self.index].kind {
+            TriggerKind::Poll(poll) => poll,
+            // `run` starts a task only for a poll trigger.
+            _ => unreachable!("a poll task for a trigger that is not a poll"),
+        }
+    }
 
-    // A record listed more than once in one answer (overlapping pages, a
-    // change feed) counts once, as its last listing says.
-    let mut listed: Vec<(String, Value, Value, Value)> = Vec::new();
-    let mut position: HashMap<String, usize> = HashMap::new();
-    for item in items {
-        let mut item_scope = Poll::item_scope(&item, flow.scope(tenant));
-        let (key_value, version) = poll
-            .identify(&item, &mut item_scope)
-            .map_err(|e| e.to_string())?;
-        let k = text_key(&key_value);
-        match position.get(&k) {
-            Some(&i) => listed[i] = (k, key_value, version, item),
-            None => {
-                position.insert(k.clone(), listed.len());
-                listed.push((k, key_value, version, item));
+    fn trigger_id(&self) -> &str {
+        &self.flow.triggers[self.index].id
+    }
+
+    fn base_scope(&self) -> Scope<'static> {
+        let scope = self
+            .flow
+            .scope(&self.tenant)
+            .with("cursor", to_dynamic(&self.cursor));
+        match self.flow.secrets.is_empty() {
+            true => scope.build(),
+            false => scope
+                .with("secrets", self.flow.secrets.scope_value())
+                .build(),
+        }
+    }
+
+    async fn poll(&mut self) -> Result<Outcome, PollError> {
+        let mut scope = self.base_scope();
+        let response = self.fetch(&mut scope).await?;
+        scope.push_constant_dynamic("response", to_dynamic(&response));
+        let (items, next_cursor) = self.read(&mut scope)?;
+        let listed = self.identify(items);
+        let changes = self.diff(listed);
+        let outcome = self.admit(changes).await?;
+        if outcome == Outcome::Done {
+            self.commit_cursor(next_cursor).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The API's answer, `{status, headers, body}` (secrets it echoes
+    /// redacted: its records become events).
+    async fn fetch(&self, scope: &mut Scope<'static>) -> Result<Value, PollError> {
+        let poll = self.poll_def();
+        let request = poll
+            .request
+            .prepare(scope, None)
+            .map_err(|e| PollError::Request(e.to_string()))?;
+        let key = &self.key;
+        let idempotency = format!("poll:{}:{}:{}", key.tenant, key.flow, key.trigger);
+        let mut response = request
+            .send(&idempotency, None)
+            .await
+            .map_err(|e| PollError::Request(e.to_string()))?;
+        self.flow.secrets.redact_value(&mut response);
+        Ok(response)
+    }
+
+    /// The records (`items`) and the next cursor (`cursor`) of an answer.
+    fn read(&self, scope: &mut Scope<'static>) -> Result<(Vec<Value>, Value), PollError> {
+        let poll = self.poll_def();
+        let items = poll
+            .items
+            .eval(scope, None)
+            .map_err(|e| PollError::Items(e.to_string()))?;
+        let items = match to_json(&items).map_err(PollError::Items)? {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            other => {
+                return Err(PollError::Items(format!(
+                    "must give a list, not {}",
+                    excerpt(&other)
+                )));
             }
-        }
-    }
-    let mut changes = Vec::new();
-    let mut present = HashSet::new();
-    for (k, key_value, version, item) in listed {
-        present.insert(k.clone());
-        let kind = match seen.get(&k) {
-            None => "created",
-            Some(old) if old.version != version => "updated",
-            Some(_) => continue,
         };
-        changes.push(Change {
-            kind,
-            key: k,
-            record: Some(SeenRecord {
-                version: version.clone(),
-                item: item.clone(),
-            }),
-            key_value,
-            version,
-            item,
-        });
-    }
-    // Without a cursor each poll is a full scan: what is gone was deleted.
-    if poll.cursor.is_none() {
-        let mut gone: Vec<&String> = seen.keys().filter(|k| !present.contains(*k)).collect();
-        gone.sort();
-        for k in gone {
-            let old = &seen[k];
-            // The key as the record gave it (a number stays a number).
-            let mut item_scope = Poll::item_scope(&old.item, flow.scope(tenant));
-            let key_value = poll
-                .identify(&old.item, &mut item_scope)
-                .map(|(k, _)| k)
-                .unwrap_or_else(|_| json!(k));
-            changes.push(Change {
-                kind: "deleted",
-                key: k.clone(),
-                record: None,
-                key_value,
-                version: old.version.clone(),
-                item: old.item.clone(),
-            });
-        }
+        let cursor = match &poll.cursor {
+            Some(expr) => to_json(
+                &expr
+                    .eval(scope, None)
+                    .map_err(|e| PollError::Cursor(e.to_string()))?,
+            )
+            .map_err(PollError::Cursor)?,
+            None => Value::Null,
+        };
+        Ok((items, cursor))
     }
 
-    // Every change's commit is submitted in order without waiting, so they
-    // share disk flushes; then each is waited for. The seen-set in memory
-    // learns only what reached the disk.
-    let store = runs.engine().store().clone();
-    let baseline = first && poll.baseline;
-    let mut submitted = Vec::new();
-    let mut failed = None;
-    let mut deferred = 0;
-    let mut held = 0;
-    let total = changes.len();
-    for (n, change) in changes.into_iter().enumerate() {
-        let emit = !baseline
-            && match change.kind {
-                "created" => poll.emit.created,
-                "updated" => poll.emit.updated,
-                _ => poll.emit.deleted,
-            };
-        let write = Write::Seen {
-            trigger: key.clone(),
-            key: change.key.clone(),
-            record: change.record.clone(),
-        };
-        let pending = if emit {
-            let now = runs.engine().clock().now();
-            let mut event =
-                weir_nodes::triggers::event_base(change.kind, &Engine::new_run_id(), trigger, now);
-            event.insert("key".into(), change.key_value);
-            event.insert("version".into(), change.version);
-            event.insert("item".into(), change.item);
-            match runs.submit(flow, tenant, trigger, Value::Object(event), |_| vec![write]) {
-                Ok(admission) => Pending::Run(Box::new(admission)),
-                // The rest is found again by the next poll.
-                Err(AdmitError::Overloaded(_)) => {
-                    deferred = total - n;
-                    break;
-                }
-                // This record cannot start a run until the flow is fixed;
-                // the others go on. It stays unseen, and the cursor stays,
-                // so nothing is lost.
-                Err(AdmitError::Key(e)) => {
-                    warn!(flow = %flow.id, trigger, tenant, key = %change.key, error = %e, "a change cannot start its run: the flow's concurrency key failed on it; it is tried again at the next poll");
-                    held += 1;
+    /// Each record's key and version. A record listed more than once
+    /// (overlapping pages, a change feed) counts once, as its last listing
+    /// says. A record whose key cannot be had (null, or the expression
+    /// fails on it) is reported, by its place in the answer and its start,
+    /// and skipped: the others go on.
+    fn identify(&self, items: Vec<Value>) -> Vec<Listed> {
+        let poll = self.poll_def();
+        let mut listed: Vec<Listed> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        for (n, item) in items.into_iter().enumerate() {
+            let mut scope = Poll::item_scope(&item, self.flow.scope(&self.tenant));
+            let (key_value, version) = match poll.identify(&item, &mut scope) {
+                Ok(identified) => identified,
+                Err(e) => {
+                    crate::metrics::poll_record_skipped(&self.flow.id, self.trigger_id());
+                    let record = self.flow.secrets.redact(&excerpt(&item)).into_owned();
+                    warn!(flow = %self.flow.id, trigger = self.trigger_id(), tenant = %self.tenant, index = n, record, error = %e, "a polled record is skipped: its key cannot be had");
                     continue;
                 }
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
+            };
+            let key = text_key(&key_value);
+            let record = Listed {
+                key: key.clone(),
+                key_value,
+                version,
+                item,
+            };
+            match position.get(&key) {
+                Some(&i) => listed[i] = record,
+                None => {
+                    position.insert(key, listed.len());
+                    listed.push(record);
                 }
-            }
-        } else {
-            Pending::Seen(store.commit(Commit::new().with(write)))
-        };
-        submitted.push((change.key, change.kind, change.record, pending));
-    }
-    for (k, kind, record, pending) in submitted {
-        let outcome = match pending {
-            Pending::Run(admission) => match runs.admitted(*admission).await {
-                Ok(run) => {
-                    crate::metrics::event_received(&flow.id, trigger);
-                    debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, change = kind, key = %k, "poll change");
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            Pending::Seen(ticket) => ticket.await.map_err(|e| e.to_string()),
-        };
-        match (outcome, record) {
-            (Ok(()), Some(record)) => {
-                seen.insert(k, record);
-            }
-            (Ok(()), None) => {
-                seen.remove(&k);
-            }
-            (Err(e), _) => {
-                failed.get_or_insert(e);
             }
         }
+        listed
     }
-    if let Some(e) = failed {
-        return Err(e);
+
+    /// What changed since the last poll: created and updated records; and
+    /// without a cursor (each poll a full scan), deleted ones.
+    fn diff(&self, listed: Vec<Listed>) -> Vec<Change> {
+        let poll = self.poll_def();
+        let mut changes = Vec::new();
+        let mut present = HashSet::new();
+        for record in listed {
+            present.insert(record.key.clone());
+            let kind = match self.seen.get(&record.key) {
+                None => "created",
+                Some(old) if old.version != record.version => "updated",
+                Some(_) => continue,
+            };
+            changes.push(Change {
+                kind,
+                record: Some(SeenRecord {
+                    version: record.version.clone(),
+                    item: record.item.clone(),
+                }),
+                key: record.key,
+                key_value: record.key_value,
+                version: record.version,
+                item: record.item,
+            });
+        }
+        if poll.cursor.is_none() {
+            let mut gone: Vec<&String> =
+                self.seen.keys().filter(|k| !present.contains(*k)).collect();
+            gone.sort();
+            for k in gone {
+                let old = &self.seen[k];
+                // The key as the record gave it (a number stays a number).
+                let mut scope = Poll::item_scope(&old.item, self.flow.scope(&self.tenant));
+                let key_value = poll
+                    .identify(&old.item, &mut scope)
+                    .map(|(k, _)| k)
+                    .unwrap_or_else(|_| json!(k));
+                changes.push(Change {
+                    kind: "deleted",
+                    key: k.clone(),
+                    record: None,
+                    key_value,
+                    version: old.version.clone(),
+                    item: old.item.clone(),
+                });
+            }
+        }
+        changes
     }
-    if deferred > 0 || held > 0 {
-        return Ok(deferred);
+
+    /// Starts a run per change (or only records it: the first poll with
+    /// `baseline`, or a kind `emit` leaves out). Every commit is submitted
+    /// in order without waiting, so they share disk flushes; then each is
+    /// waited for. What was seen learns only what reached the disk.
+    async fn admit(&mut self, changes: Vec<Change>) -> Result<Outcome, PollError> {
+        let poll = self.poll_def();
+        let store = self.runs.engine().store().clone();
+        let baseline = self.first && poll.baseline;
+        let trigger = self.trigger_id().to_owned();
+        let mut submitted = Vec::new();
+        let mut failed = None;
+        let mut deferred = 0;
+        let mut held = 0;
+        let total = changes.len();
+        for (n, change) in changes.into_iter().enumerate() {
+            let emit = !baseline
+                && match change.kind {
+                    "created" => poll.emit.created,
+                    "updated" => poll.emit.updated,
+                    _ => poll.emit.deleted,
+                };
+            let write = Write::Seen {
+                trigger: self.key.clone(),
+                key: change.key.clone(),
+                record: change.record.clone(),
+            };
+            let pending = if emit {
+                let now = self.runs.engine().clock().now();
+                let mut event = weir_nodes::triggers::event_base(
+                    change.kind,
+                    &Engine::new_run_id(),
+                    &trigger,
+                    now,
+                );
+                event.insert("key".into(), change.key_value);
+                event.insert("version".into(), change.version);
+                event.insert("item".into(), change.item);
+                let event = Value::Object(event);
+                match self
+                    .runs
+                    .submit(&self.flow, &self.tenant, &trigger, event, |_| vec![write])
+                {
+                    Ok(admission) => Pending::Run(Box::new(admission)),
+                    // The rest is found again by the next poll.
+                    Err(AdmitError::Overloaded(_)) => {
+                        deferred = total - n;
+                        break;
+                    }
+                    // This record cannot start a run until the flow is
+                    // fixed; the others go on. It stays unseen, and the
+                    // cursor stays, so nothing is lost.
+                    Err(AdmitError::Key(e)) => {
+                        warn!(flow = %self.flow.id, trigger, tenant = %self.tenant, key = %change.key, error = %e, "a change cannot start its run: the flow's concurrency key failed on it; it is tried again at the next poll");
+                        held += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            } else {
+                Pending::Seen(store.commit(Commit::new().with(write)))
+            };
+            submitted.push((change.key, change.kind, change.record, pending));
+        }
+        for (k, kind, record, pending) in submitted {
+            let outcome = match pending {
+                Pending::Run(admission) => match self.runs.admitted(*admission).await {
+                    Ok(run) => {
+                        crate::metrics::event_received(&self.flow.id, &trigger);
+                        debug!(flow = %self.flow.id, trigger, tenant = %self.tenant, run_id = %run.id, change = kind, key = %k, "poll change");
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Pending::Seen(ticket) => ticket.await.map_err(|e| e.to_string()),
+            };
+            match (outcome, record) {
+                (Ok(()), Some(record)) => {
+                    self.seen.insert(k, record);
+                }
+                (Ok(()), None) => {
+                    self.seen.remove(&k);
+                }
+                (Err(e), _) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(PollError::Admit(e));
+        }
+        Ok(if deferred > 0 {
+            Outcome::Deferred(deferred)
+        } else if held > 0 {
+            Outcome::Held
+        } else {
+            Outcome::Done
+        })
     }
-    // The cursor's record also marks that the first poll happened.
-    store
-        .commit(Commit::new().with(Write::Cursor {
-            trigger: key.clone(),
-            cursor: next_cursor.clone(),
-        }))
-        .await
-        .map_err(|e| e.to_string())?;
-    *cursor = next_cursor;
-    Ok(0)
+
+    /// Moves the cursor (its record also marks that the first poll
+    /// happened).
+    async fn commit_cursor(&mut self, next: Value) -> Result<(), PollError> {
+        self.runs
+            .engine()
+            .store()
+            .commit(Commit::new().with(Write::Cursor {
+                trigger: self.key.clone(),
+                cursor: next.clone(),
+            }))
+            .await?;
+        self.cursor = next;
+        self.first = false;
+        Ok(())
+    }
 }

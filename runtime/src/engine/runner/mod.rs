@@ -24,11 +24,11 @@ use futures::stream::FuturesUnordered;
 use rhai::Dynamic;
 use serde_json::Value;
 use tracing::{Instrument, debug, info_span};
-use weir_nodes::functions::deliver::{Delivery, RenderedTarget};
+use weir_nodes::functions::deliver::{Delivery, Format, RenderedTarget};
 use weir_nodes::node::{NodeDef, NodeError};
 use weir_storage::{
-    Commit, DeliveryRecord, DeliveryStatus, DeliveryTarget, NodeRecord, RunRecord, RunStatus,
-    Ticket, Write,
+    Commit, DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, NodeRecord, RunRecord,
+    RunStatus, Ticket, Write,
 };
 
 use crate::engine::{Engine, Result, RunControl, scope};
@@ -393,7 +393,10 @@ impl<'e> Runner<'e> {
                 } => DeliveryTarget::Amqp {
                     exchange,
                     routing_key,
-                    format: format.as_str().to_owned(),
+                    format: match format {
+                        Format::Payload => DeliveryFormat::Payload,
+                        Format::CloudEvents => DeliveryFormat::Cloudevents,
+                    },
                 },
                 RenderedTarget::Http { url, secret_env } => DeliveryTarget::Http {
                     url,

@@ -332,10 +332,14 @@ impl<'e> Runner<'e> {
         let now = self.engine.clock.now();
         match done {
             Done::Ok {
-                output,
+                mut output,
                 dynamic,
                 delivery,
             } => {
+                if node.kind.has_effect() {
+                    // A response may echo what the request sent.
+                    self.flow.secrets.redact_value(&mut output);
+                }
                 let record = &mut frame.state[i].record;
                 record.status = NodeStatus::Succeeded;
                 record.finished_at = Some(now);
@@ -355,6 +359,7 @@ impl<'e> Runner<'e> {
                 Ok(self.resolved_ok(frame, i, output, dynamic))
             }
             Done::Fail(message) => {
+                let message = self.flow.secrets.redact(&message).into_owned();
                 let record = &mut frame.state[i].record;
                 record.status = NodeStatus::Failed;
                 record.finished_at = Some(now);
@@ -368,9 +373,13 @@ impl<'e> Runner<'e> {
             }
             Done::Error(error) => {
                 let attempts = frame.state[i].attempts;
-                let message = error.to_string();
+                let message = self.flow.secrets.redact(&error.to_string()).into_owned();
                 if error.is_retryable() && attempts < node.retry.max_attempts {
-                    let backoff = node.retry.backoff(attempts, rand::random::<f64>());
+                    // As long as the server asked (`Retry-After`), if longer.
+                    let backoff = node
+                        .retry
+                        .backoff(attempts, rand::random::<f64>())
+                        .max(error.retry_after().unwrap_or_default());
                     let wake_at = now + chrono::Duration::from_std(backoff).unwrap_or_default();
                     warn!(node = %node.id, attempt = attempts, error = %message, retry_in_ms = backoff.as_millis() as u64, "node failed; will retry");
                     let record = &mut frame.state[i].record;
