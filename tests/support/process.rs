@@ -90,10 +90,29 @@ impl Weir {
 
     /// [`Weir::spawn`] with environment variables.
     pub fn spawn_with(dir: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_under(dir, label, &[], args, env)
+    }
+
+    /// [`Weir::spawn_with`] under a wrapper command, like
+    /// `["prlimit", "--nofile=300", "--"]` (empty: none).
+    pub fn spawn_under(
+        dir: &Path,
+        label: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let stdout = dir.join(format!("{label}.stdout"));
         let stderr = dir.join(format!("{label}.stderr"));
         let file = |p: &Path| std::fs::File::create(p).expect("create an output file");
-        let mut command = Command::new(weir_binary());
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(weir_binary());
+                c
+            }
+            None => Command::new(weir_binary()),
+        };
         for (k, v) in env {
             command.env(k, v);
         }
@@ -232,6 +251,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it logs the address it serves on.
     pub fn start(dir: &Path, label: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_under(dir, label, &[], extra, env)
+    }
+
+    /// [`Daemon::start`] under a wrapper command ([`Weir::spawn_under`]).
+    pub fn start_under(
+        dir: &Path,
+        label: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let flows = dir.join("flows");
         let data = dir.join("data");
         std::fs::create_dir_all(&flows).expect("create the flows folder");
@@ -247,7 +277,7 @@ impl Daemon {
         args.extend_from_slice(extra);
         let mut all_env = vec![("WEIR_LOG", "info")];
         all_env.extend_from_slice(env);
-        let mut weir = Weir::spawn_with(dir, label, &args, &all_env);
+        let mut weir = Weir::spawn_under(dir, label, wrapper, &args, &all_env);
         let mut address = None;
         wait_until(
             "the daemon logs its address",

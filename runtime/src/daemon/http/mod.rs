@@ -146,9 +146,15 @@ async fn buffer_api_body(
     }
 }
 
+/// How much of a body over its limit is still read (and dropped) before
+/// the 413, so that the client, still sending, reads the answer instead
+/// of a reset connection. A body declared larger is refused at once.
+const DRAIN_LIMIT: u64 = 8 << 20;
+
 /// Reads a request body of at most `limit` bytes within `timeout`: 413 at
-/// once if the declared length is over the limit (or as soon as the body
-/// goes over it), 408 if it is not complete in time.
+/// once if the declared length is far over the limit; 413 after reading
+/// the rest (up to [`DRAIN_LIMIT`]) if it is over it; 408 if the body is
+/// not complete in time.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -156,36 +162,53 @@ pub async fn read_body(
     timeout: Duration,
     too_large: impl Fn() -> String,
 ) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > limit as u64 && n > DRAIN_LIMIT) {
         return Err(ApiError::too_large(too_large()));
     }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!("the request body did not arrive within {timeout:?}"),
-        )),
-        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::too_large(too_large())),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "the request body could not be read: {e}"
-        ))),
-        Ok(Ok(bytes)) => Ok(bytes),
-    }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = body.into_data_stream();
+    let mut bytes: Vec<u8> = Vec::new();
+    let (mut seen, mut over) = (0u64, false);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("the request body did not arrive within {timeout:?}"),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {e}"
+                )));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        seen += chunk.len() as u64;
+        if over {
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
         }
-        source = s.source();
+        if bytes.len() + chunk.len() > limit {
+            over = true;
+            bytes = Vec::new();
+            continue;
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    false
+    if over {
+        return Err(ApiError::too_large(too_large()));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// Query parameters; a query that does not parse is a JSON 400 naming the

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
@@ -60,17 +60,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: detecting HTTP/2 (h2c) waits for a connection's first
+    // bytes without a timeout, which is what a slow client exploits.
+    // Webhook senders and API clients speak HTTP/1.1; TLS (and HTTP/2 with
+    // it) ends at a proxy in front of weir.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(HEAD_BUFFER);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.header_timeout))
-        .keep_alive_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     let mut last_accept_error: Option<Instant> = None;
@@ -100,9 +98,8 @@ pub async fn serve(
         let service = router
             .clone()
             .map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are the client's (a reset, a timeout): nothing to do.
