@@ -317,6 +317,12 @@ impl From<crate::daemon::runs::AdmitError> for ApiError {
             AdmitError::Key(message) => {
                 Self::bad_request(format!("the flow's concurrency key: {message}"))
             }
+            // The event could not be made durable: not acknowledged, and
+            // worth sending again (weir stops to recover; see `serve`).
+            AdmitError::Engine(crate::engine::EngineError::Storage(e)) => {
+                error!(error = %e, "an event could not be stored");
+                Self::unavailable(format!("weir cannot store the event now: {e}"))
+            }
             AdmitError::Engine(e) => Self::internal(e),
         }
     }
@@ -328,6 +334,12 @@ impl From<crate::daemon::runs::ControlError> for ApiError {
         match e {
             ControlError::NotFound(_) => Self::not_found(e.to_string()),
             ControlError::Conflict { .. } => Self::conflict(e.to_string()),
+            ControlError::Engine(crate::engine::EngineError::Storage(
+                weir_storage::Error::Unreadable(u),
+            )) => Self::conflict(format!(
+                "run {} cannot be read ({}); it cannot be cancelled or retried",
+                u.id, u.error
+            )),
             ControlError::Engine(e) => Self::internal(e),
         }
     }
