@@ -800,3 +800,57 @@ fn a_redirect_does_not_confirm_a_delivery() {
     );
     assert_clean_log(&daemon);
 }
+
+/// A backend that answers 429 (or 503) with `Retry-After` gets the next
+/// attempt no sooner than it asked.
+#[test]
+fn a_backends_retry_after_is_honoured() {
+    let backend = FakeServer::start();
+    backend.answer_next(&[429]);
+    backend.set_header("retry-after", "2");
+    let (_dir, _daemon, api) = start(&simple_flow(SECRET_ENV, ""));
+    let (run, _) = api.accepted("simple", &json!({"n": 1, "base": backend.base()}));
+    api.wait_for(&run, "succeeded");
+    wait_until("the retry is confirmed", TIMEOUT, || {
+        backend.confirmed().len() == 1
+    });
+    let attempts = backend.with_id(&format!("{run}:notify"));
+    assert_eq!(
+        attempts.iter().filter_map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let gap = attempts[1].at - attempts[0].at;
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+}
+
+/// Each delivery keeps its own error: another delivery's success does not
+/// hide that one is failing.
+#[test]
+fn a_failing_delivery_keeps_its_error_while_others_succeed() {
+    let down = FakeServer::start();
+    down.set_status(503);
+    let up = FakeServer::start();
+    let (_dir, _daemon, api) = start(&simple_flow(SECRET_ENV, ""));
+    let (failing, _) = api.accepted("simple", &json!({"n": 1, "base": down.base()}));
+    api.wait_for(&failing, "succeeded");
+    wait_until("the failure shows", TIMEOUT, || {
+        !http_target(&api.outbox())["last_error"].is_null()
+    });
+    let (fine, _) = api.accepted("simple", &json!({"n": 2, "base": up.base()}));
+    api.wait_for(&fine, "succeeded");
+    wait_until("the other delivery is confirmed", TIMEOUT, || {
+        up.confirmed().len() == 1
+    });
+    let outbox = api.outbox();
+    let http = http_target(&outbox);
+    let error = http["last_error"].as_str().unwrap_or_else(|| panic!("{outbox:#}"));
+    assert!(error.contains("answered 503"), "{outbox:#}");
+    assert_eq!(http["failing"], 1, "{outbox:#}");
+    assert_eq!(outbox["failing"][0]["id"], format!("{failing}:notify"), "{outbox:#}");
+    assert!(
+        outbox["failing"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{outbox:#}"
+    );
+}

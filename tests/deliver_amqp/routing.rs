@@ -56,11 +56,16 @@ fn an_unroutable_delivery_waits_until_a_queue_is_bound() {
     );
     wait_until("the outbox is empty", TIMEOUT, || api.pending() == 0);
     assert_eq!(inbox.len(), 1, "{:#?}", inbox.messages());
+    // lapin logs each returned message whole (its payload included): not
+    // in weir's log.
+    let log = daemon.weir.stderr();
+    assert!(!log.contains("Server returned us a message"), "{log}");
 }
 
 /// An exchange that exists as `fanout` cannot be declared as weir's topic
 /// exchange: the delivery waits with an error naming the exchange, the
-/// daemon keeps running, and deliveries to other exchanges go out.
+/// daemon keeps running, and deliveries to other exchanges go out; after
+/// its attempts the refused delivery is dead.
 #[test]
 fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
     let Some(broker) = Broker::connect_or_skip("exchange type") else {
@@ -110,11 +115,21 @@ fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
     );
     daemon.weir.assert_running();
     api.get_ok("/healthz");
-    wait_until("only the fanout delivery waits", TIMEOUT, || {
+    // The broker refuses it as it is: after its attempts it is dead, with
+    // its error, and out of the way.
+    wait_until("the fanout delivery is dead", TIMEOUT, || {
         outbox = api.amqp_outbox();
-        outbox["pending"] == 1
+        outbox["dead"] == 1
     });
-    assert_eq!(outbox["dead"], 0, "{outbox:#}");
+    assert_eq!(outbox["pending"], 0, "{outbox:#}");
+    let view = api.outbox();
+    let dead = &view["dead"][0];
+    assert_eq!(dead["id"], format!("{}:publish", stuck.run_id), "{view:#}");
+    assert_eq!(dead["attempts"], 5, "{view:#}");
+    assert!(
+        dead["last_error"].as_str().unwrap().contains(&fanout),
+        "{view:#}"
+    );
     // weir left the exchange as it was.
     broker
         .declare_exchange(&fanout, ExchangeKind::Fanout)
@@ -195,4 +210,41 @@ fn many_deliveries_to_a_mistyped_exchange_do_not_starve_the_others() {
         took < Duration::from_secs(3) && reconnects <= 2,
         "good deliveries took {took:?} and weir reconnected {reconnects} times"
     );
+}
+
+/// A run whose first delivery the broker refuses (its exchange has
+/// another type) and whose second goes to a good exchange: the second
+/// waits behind the first (a run's deliveries leave in order) only until
+/// the first is dead after its attempts; then it goes out.
+#[test]
+fn a_refused_delivery_goes_dead_and_its_runs_next_delivery_goes_out() {
+    let Some(broker) = Broker::connect_or_skip("refused delivery in a lane") else {
+        return;
+    };
+    let fanout = broker.unique("lane-fanout");
+    let good = broker.unique("lane-good");
+    broker
+        .declare_exchange(&fanout, ExchangeKind::Fanout)
+        .unwrap();
+    broker.declare_exchange(&good, ExchangeKind::Topic).unwrap();
+    let inbox = broker.bind_and_consume(&good, "#");
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    weir_testkit::write_flow(
+        &flows,
+        "two.yaml",
+        &format!(
+            "id: two\ntriggers: [{{id: hook, type: webhook}}]\nnodes:\n  - {{id: first, type: deliver, target: amqp, exchange: {fanout}, routing_key: a, payload: event.body, next: second}}\n  - {{id: second, type: deliver, target: amqp, exchange: {good}, routing_key: b, payload: event.body}}\n"
+        ),
+    );
+    let daemon = start_daemon(dir.path(), "daemon", &broker.url.url());
+    let api = Api::new(&daemon);
+    let accepted = api.send_hook("two", &json!({"email": "l@x.org", "n": 1}));
+    api.wait_succeeded(&accepted.run_id);
+    let got = inbox.wait_for(1, Duration::from_secs(60)).remove(0);
+    assert_eq!(got.message_id(), format!("{}:second", accepted.run_id));
+    let view = api.outbox();
+    assert_eq!(view["dead"][0]["id"], format!("{}:first", accepted.run_id), "{view:#}");
+    assert_eq!(api.pending(), 0);
 }
