@@ -233,14 +233,26 @@ fn validate_checks_a_folder_and_the_default_flows_folder() {
 
 #[test]
 fn the_example_flows_are_valid() {
-    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
-    let done = run_weir(
+    // flows/ loads with nothing exported (the README's first command).
+    let done = weir_testkit::Weir::spawn_with(
         dir.path(),
         "examples",
-        &["validate", flows.to_str().unwrap()],
-        TIMEOUT,
-    );
+        &["validate", root.join("flows").to_str().unwrap()],
+        &[],
+    )
+    .finish(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert!(done.stderr.contains("3 valid flows"), "{done}");
+    // examples/flows needs the secret GitHub signs with.
+    let done = weir_testkit::Weir::spawn_with(
+        dir.path(),
+        "signed-examples",
+        &["validate", root.join("examples/flows").to_str().unwrap()],
+        &[("GITHUB_WEBHOOK_SECRET", "a-secret-for-the-example")],
+    )
+    .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
 }
 
@@ -287,4 +299,116 @@ fn run_with_deliver_sends_the_deliveries_and_waits_for_them() {
         done.stderr.contains("no AMQP broker is configured"),
         "{done}"
     );
+}
+
+/// Mistakes of use exit 2 with a message that says what to do: a flow id
+/// where a file is expected, a `--server` that is not a URL, a data folder
+/// whose files are damaged (not blamed on permissions).
+#[test]
+fn usage_mistakes_exit_2_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    write_flow(
+        &flows,
+        "contact-sync.yaml",
+        "id: contact-sync\ntriggers: [{id: t, type: api}]\nnodes: [{id: a, type: log, message: '\"x\"'}]\n",
+    );
+    let done = run_weir(dir.path(), "run-id", &["run", "contact-sync"], TIMEOUT);
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(
+        done.stderr.contains("takes a flow's file")
+            && done.stderr.contains("flows/contact-sync.yaml"),
+        "{done}"
+    );
+    for command in [["runs", "list"], ["outbox", "list"]] {
+        let done = run_weir(
+            dir.path(),
+            "server",
+            &[command[0], command[1], "--server", "127.0.0.1:8080"],
+            TIMEOUT,
+        );
+        assert_eq!(done.code, Some(2), "{done}");
+        assert!(
+            done.stderr.contains("--server must be a URL like http://"),
+            "{done}"
+        );
+    }
+    let data = dir.path().join("damaged");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("db"), vec![7u8; 5000]).unwrap();
+    std::fs::write(data.join("conf"), "segment_size: 524288\n").unwrap();
+    let done = run_weir(
+        dir.path(),
+        "damaged",
+        &[
+            "serve",
+            "--flows",
+            arg(&flows),
+            "--data",
+            arg(&data),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(1), "{done}");
+    assert!(done.stderr.contains("its files are corrupt"), "{done}");
+    assert!(!done.stderr.contains("writable"), "{done}");
+}
+
+/// Output into a pipe that is closed (`weir ... | head -1`) ends the
+/// command quietly: no panic, exit 0.
+#[test]
+fn printing_into_a_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = write_flow(dir.path(), "f.yaml", FLOW);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(weir_testkit::process::weir_binary())
+        .args(["graph", arg(&flow)])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// `weir runs show ID` sends the id as one path segment (escaped), and
+/// shows every node of the run's flow, those not reached yet as pending.
+#[test]
+fn runs_show_escapes_ids_and_lists_nodes_not_reached_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    write_flow(
+        &flows,
+        "later.yaml",
+        "id: later\ntriggers: [{id: hook, type: webhook}]\nnodes:\n  - {id: first, type: map, mapping: {n: 1}, next: pause}\n  - {id: pause, type: delay, for: 1h, next: after}\n  - {id: after, type: map, mapping: {n: 2}}\n",
+    );
+    let daemon = weir_testkit::Daemon::start(dir.path(), "daemon", &[], &[]);
+    let api = weir_testkit::Api::new(&daemon);
+    let (run, _) =
+        weir_testkit::api::run_and_event(&api.hook("/hooks/default/later/hook", &json!({}), &[]));
+    api.wait_for(&run, "waiting");
+    let server = ["--server", daemon.base.as_str()];
+    let show = |id: &str, label: &str| {
+        let mut args = vec!["runs", "show", id];
+        args.extend(server);
+        run_weir(dir.path(), label, &args, TIMEOUT)
+    };
+    let done = show(&run, "show");
+    assert_eq!(done.code, Some(0), "{done}");
+    let after = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("after"))
+        .unwrap_or_else(|| panic!("{done}"));
+    assert!(after.contains("pending"), "{done}");
+    let done = show("../flows/later", "escaped");
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(done.stderr.contains("no run ../flows/later"), "{done}");
+    assert!(!done.stdout.contains("definition"), "{done}");
 }

@@ -843,10 +843,16 @@ fn a_failing_delivery_keeps_its_error_while_others_succeed() {
     });
     let outbox = api.outbox();
     let http = http_target(&outbox);
-    let error = http["last_error"].as_str().unwrap_or_else(|| panic!("{outbox:#}"));
+    let error = http["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{outbox:#}"));
     assert!(error.contains("answered 503"), "{outbox:#}");
     assert_eq!(http["failing"], 1, "{outbox:#}");
-    assert_eq!(outbox["failing"][0]["id"], format!("{failing}:notify"), "{outbox:#}");
+    assert_eq!(
+        outbox["failing"][0]["id"],
+        format!("{failing}:notify"),
+        "{outbox:#}"
+    );
     assert!(
         outbox["failing"][0]["last_error"]
             .as_str()

@@ -156,9 +156,7 @@ fn open_failure(e: &sled::Error) -> String {
             "{io}; another weir process (or another program) holds it: stop it, or give this one its own --data folder"
         ),
         sled::Error::Io(io) => format!("{io}"),
-        sled::Error::Corruption { .. } => format!(
-            "its files are corrupt ({e}); restore the folder from a backup, or move it away to start with an empty one"
-        ),
+        sled::Error::Corruption { .. } => "its files are corrupt; restore the folder from a backup, or move it away to start with an empty one".into(),
         other => format!("{other}"),
     }
 }

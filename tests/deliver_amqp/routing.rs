@@ -245,6 +245,10 @@ fn a_refused_delivery_goes_dead_and_its_runs_next_delivery_goes_out() {
     let got = inbox.wait_for(1, Duration::from_secs(60)).remove(0);
     assert_eq!(got.message_id(), format!("{}:second", accepted.run_id));
     let view = api.outbox();
-    assert_eq!(view["dead"][0]["id"], format!("{}:first", accepted.run_id), "{view:#}");
+    assert_eq!(
+        view["dead"][0]["id"],
+        format!("{}:first", accepted.run_id),
+        "{view:#}"
+    );
     assert_eq!(api.pending(), 0);
 }

@@ -291,7 +291,8 @@ fn poll_record_without_a_key_is_reported_and_skipped_while_the_others_go_on() {
     let b = json!({"id": "b", "v": 1});
     let c = json!({"id": "c", "ref": "r-c", "v": 1});
     let server = RecordServer::start(vec![a.clone(), b, c.clone()]);
-    let yaml = poll_flow(&server.url("/items"), "    baseline: false").replace("key: item.id", "key: item.ref");
+    let yaml = poll_flow(&server.url("/items"), "    baseline: false")
+        .replace("key: item.id", "key: item.ref");
     flow(dir.path(), "items.yaml", &yaml);
     let mut daemon = start(dir.path(), "daemon");
     let by_ref = |item: &Value| Change {
@@ -303,15 +304,25 @@ fn poll_record_without_a_key_is_reported_and_skipped_while_the_others_go_on() {
     assert_same_changes(&changes(&daemon), &[by_ref(&a), by_ref(&c)], "without b");
     let log = daemon.weir.stderr();
     assert!(
-        log.contains("its key cannot be had") && log.contains("index=1") && log.contains(r#"\"id\":\"b\""#),
+        log.contains("its key cannot be had")
+            && log.contains("index=1")
+            && log.contains(r#"\"id\":\"b\""#),
         "no warning naming the record:\n{log}"
     );
     let d = json!({"id": "d", "ref": "r-d", "v": 1});
     server.put(d.clone());
     wait_changes(&mut daemon, 3);
     wait_polls(&server, &mut daemon, "/items", 2);
-    assert_same_changes(&changes(&daemon), &[by_ref(&a), by_ref(&c), by_ref(&d)], "then d");
-    assert!(!daemon.weir.stderr().contains("poll failed"), "{}", daemon.weir.stderr());
+    assert_same_changes(
+        &changes(&daemon),
+        &[by_ref(&a), by_ref(&c), by_ref(&d)],
+        "then d",
+    );
+    assert!(
+        !daemon.weir.stderr().contains("poll failed"),
+        "{}",
+        daemon.weir.stderr()
+    );
 }
 
 #[test]

@@ -248,3 +248,52 @@ fn keywords_read_as_properties_after_a_dot() {
     .unwrap();
     assert_eq!(expr.eval(&mut scope, None).unwrap().as_int(), Ok(3));
 }
+
+#[test]
+fn a_failure_on_a_chain_says_which_part_is_missing() {
+    let body = json!({"body": {"email": "a@b.c", "first_name": "Ada"}});
+    let e = eval("event.body.emial.to_upper()", body.clone()).unwrap_err();
+    assert!(
+        e.message.starts_with(
+            "`event.body.emial` is missing: `event.body` has no field `emial`; did you mean `email`?"
+        ) && e.message.contains("`.to_upper()` cannot be called on it"),
+        "{}",
+        e.message
+    );
+    let e = eval("event.body.phone.number.len()", body).unwrap_err();
+    assert!(
+        e.message.starts_with("`event.body.phone` is missing: `event.body` has no field `phone`; it has `email`, `first_name`"),
+        "{}",
+        e.message
+    );
+    // A field of a text or a list cannot be read: the message says what
+    // the parent is.
+    let e = eval("event.body.email", json!({"body": "just text"})).unwrap_err();
+    assert_eq!(
+        e.message,
+        "`event.body` is text, not a map, so it has no field `email`"
+    );
+    let e = eval("event.body.items.first", json!({"body": {"items": [1, 2]}})).unwrap_err();
+    assert_eq!(
+        e.message,
+        "`event.body.items` is a list, not a map, so it has no field `first`"
+    );
+    // A null field, with the default `??` gives.
+    assert_eq!(
+        eval(
+            r#"(event.body.email ?? "").to_upper()"#,
+            json!({"body": {}})
+        ),
+        Ok(json!(""))
+    );
+    let e = eval(
+        "event.body.email.to_upper()",
+        json!({"body": {"email": null}}),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.starts_with("`event.body.email` is null"),
+        "{}",
+        e.message
+    );
+}

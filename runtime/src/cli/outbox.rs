@@ -23,6 +23,10 @@ pub enum OutboxCommand {
 }
 
 pub fn main(args: OutboxArgs) -> ExitCode {
+    if let Err(e) = args.daemon.url(&[]) {
+        eprintln!("weir: {e}");
+        return ExitCode::from(super::exit::USAGE);
+    }
     client::block_on(call(&args))
 }
 

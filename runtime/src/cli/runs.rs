@@ -40,6 +40,10 @@ pub enum RunsCommand {
 }
 
 pub fn main(args: RunsArgs) -> ExitCode {
+    if let Err(e) = args.daemon.url(&[]) {
+        eprintln!("weir: {e}");
+        return ExitCode::from(super::exit::USAGE);
+    }
     client::block_on(call(&args))
 }
 

@@ -138,6 +138,51 @@ fn links_to_missing_nodes() {
 }
 
 #[test]
+fn node_references_in_expressions_are_checked_with_a_hint() {
+    // A misspelt node, in a mapping and in a template.
+    one(
+        &format!(
+            "{HEAD}  - {{id: normalize, type: map, mapping: {{email: event.body.email}}, next: check}}\n  - {{id: check, type: map, mapping: {{e: nodes.normalise.email}}}}\n"
+        ),
+        "7:47",
+        "node 'check': `nodes.normalise`: there is no node 'normalise'; did you mean `nodes.normalize`?",
+    );
+    one(
+        &format!(
+            "{HEAD}  - {{id: normalize, type: map, mapping: {{n: 1}}, next: call}}\n  - {{id: call, type: http, url: 'http://x/${{nodes.normalize.n}}/${{nodes[\"normalzie\"]}}'}}\n"
+        ),
+        "7:72",
+        "did you mean `nodes.normalize`?",
+    );
+    // A loop body's node, outside its loop.
+    one(
+        &format!(
+            "{HEAD}  - id: lines\n    type: for_each\n    items: event.body.lines\n    do:\n      - {{id: price, type: map, mapping: {{t: item.qty}}}}\n    next: sum\n  - {{id: sum, type: map, mapping: {{t: nodes.price.t}}}}\n"
+        ),
+        "12:45",
+        "node 'price' is inside the body of for_each 'lines', so it is not visible here; outside the body, `nodes.lines` holds the list of its iterations' outputs",
+    );
+    // Inside the body, the flow's nodes and the body's are visible; a
+    // node not upstream reads as () and is not an error.
+    assert_eq!(
+        problems(&format!(
+            "{HEAD}  - {{id: first, type: map, mapping: {{n: 1}}, next: lines}}\n  - id: lines\n    type: for_each\n    items: event.body.lines\n    do:\n      - {{id: price, type: map, mapping: {{t: item.qty, f: nodes.first.n, later: nodes.after}}, next: tax}}\n      - {{id: tax, type: map, mapping: {{t: nodes.price.t}}}}\n    next: after\n  - {{id: after, type: map, mapping: {{n: nodes.lines}}}}\n"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn dedupe_and_concurrency_keys_see_flow_as_id_and_version() {
+    assert_eq!(
+        problems(
+            "id: f\nconcurrency: {key: flow.id + event.body.k}\ntriggers:\n  - {id: hook, type: webhook, dedupe: 'flow.id + \":\" + flow.version + \":\" + event.body.id'}\nnodes:\n  - {id: a, type: map, mapping: {f: flow.id}}\n"
+        ),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn cycles_name_their_nodes() {
     let src = format!(
         "{HEAD}  - id: a\n    type: log\n    message: '\"x\"'\n    next: b\n  - id: b\n    type: log\n    message: '\"x\"'\n    next: c\n  - id: c\n    type: log\n    message: '\"x\"'\n    next: a\n"
