@@ -1,5 +1,5 @@
-//! AMQP deliveries against the real RabbitMQ broker, end to end (SPEC §3.3,
-//! §3.4, §4 `/api/v1/outbox`, §6): the message's properties, headers and
+//! AMQP deliveries against the real RabbitMQ broker, end to end (docs/ARCHITECTURE.md,
+//! docs/api.md `/api/v1/outbox`, docs/consuming.md): the message's properties, headers and
 //! body in both formats, and the publisher's metrics; an unroutable
 //! delivery that waits until a queue is bound; an exchange of the wrong
 //! type that does not stop other deliveries; a broker outage (through a

@@ -1,4 +1,4 @@
-//! HTTP deliveries end to end (SPEC §3.3–3.4, §4 `/api/v1/outbox`, §6):
+//! HTTP deliveries end to end (docs/ARCHITECTURE.md, docs/api.md `/api/v1/outbox`, docs/consuming.md):
 //! Standard Webhooks signatures checked with the published algorithm, the
 //! `weir-*` headers, retries on 5xx/429/408 and refused connections, dead
 //! deliveries (4xx, `retry.max_attempts`) and their retry through the API
@@ -767,7 +767,7 @@ fn weir_outbox_lists_and_retries_deliveries() {
 
 // ---- redirects ------------------------------------------------------------------
 
-/// A redirect is not a confirmation (SPEC §3.4: a delivery leaves the
+/// A redirect is not a confirmation (a delivery leaves the
 /// outbox only after the backend confirmed it with a 2xx). Following a 302
 /// would send a GET without the body, whose 200 would wrongly remove the
 /// delivery from the outbox.

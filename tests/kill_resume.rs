@@ -2,9 +2,9 @@
 //! backoff) or waits for a response, then `weir run --resume`: the run
 //! finishes, a finished side effect is not repeated, an interrupted one is
 //! repeated with the same idempotency key, the recorded timers are kept
-//! (SPEC §3, promises 2, 3 and 5).
+//! (docs/ARCHITECTURE.md, promises 2, 3 and 5).
 //! Also: bad input and bad flow files end with an exit code and a message,
-//! never a panic (SPEC §2.4, §5).
+//! never a panic (docs/flow-format.md, the README's commands).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 

@@ -1,4 +1,4 @@
-//! `weir serve` over HTTP, end to end (SPEC §2.2, §3, §4, §5): webhook
+//! `weir serve` over HTTP, end to end (docs/flow-format.md, docs/ARCHITECTURE.md, docs/api.md): webhook
 //! signatures, bodies and errors, dedupe, acknowledgement before `kill -9`,
 //! the runs API and `weir runs`, hot reload, graceful shutdown, overload,
 //! concurrency keys, health and metrics. Every test starts its own daemon
@@ -24,7 +24,7 @@ use weir_testkit::{Answer, Api, Daemon, FakeServer, run_weir, wait_until, write_
 const RUN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the daemon may take to exit after SIGTERM when it must not wait.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-/// SPEC §2.4 says 2 s; a little margin for the test's own polling.
+/// Reloads happen within 2 s; a little margin for the test's own polling.
 const RELOAD_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How often a test looks again.
 const POLL: Duration = Duration::from_millis(20);
@@ -1341,7 +1341,11 @@ nodes:
         .into_iter()
         .map(|r| r.idempotency_key())
         .collect();
-    assert_eq!(keys[0], Some(format!("{id}:call")), "SPEC §3.3");
+    assert_eq!(
+        keys[0],
+        Some(format!("{id}:call")),
+        "the idempotency key is the run id and the node id"
+    );
     assert_eq!(keys[0], keys[1], "the retry's idempotency key changed");
 }
 
@@ -1411,7 +1415,7 @@ fn accepted_soon(api: &Api, hook: &str) -> String {
     }
 }
 
-/// SPEC §3.6 and `--max-backlog`'s help ("Unfinished runs past which
+/// docs/ARCHITECTURE.md and `--max-backlog`'s help ("Unfinished runs past which
 /// webhooks are refused with 429"): a run sleeping in a delay is unfinished.
 /// The backlog bounds memory: runs that only wait on a long timer are
 /// parked (their state is on disk alone) and do not count toward it.

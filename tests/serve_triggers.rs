@@ -1,5 +1,5 @@
-//! The triggers `weir serve` runs itself, end to end (SPEC §2.2 "Cron
-//! semantics" and "Poll semantics", §3): cron instants fire once each,
+//! The triggers `weir serve` runs itself, end to end (docs/flow-format.md "Cron
+//! semantics" and "Poll semantics"): cron instants fire once each,
 //! across `kill -9` too, with `catch_up` deciding what happens to instants
 //! missed while the daemon was down; `next_fire_at` in the flows API; cron
 //! and poll triggers per tenant; poll triggers emit each (key, version)
@@ -69,7 +69,7 @@ fn time(value: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Panics unless a run's event has what every event has (SPEC §2.2): an
+/// Panics unless a run's event has what every event has (docs/flow-format.md): an
 /// `id` and a `received_at`.
 fn assert_event_base(run: &Value) {
     let event = &run["event"];

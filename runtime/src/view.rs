@@ -1,4 +1,4 @@
-//! The run object of SPEC §4, shared by `weir run --json` and the HTTP API.
+//! The run object of docs/api.md, shared by `weir run --json` and the HTTP API.
 
 use serde_json::{Value, json};
 use weir_storage::{NodeRecord, RunRecord, Unreadable};

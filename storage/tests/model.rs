@@ -496,7 +496,19 @@ fn simple_run(id: &str, status: RunStatus, event: serde_json::Value) -> RunRecor
 /// Replaces the bytes stored under `key` in `tree`, as a damaged disk (or
 /// an earlier version of weir) could have left them.
 fn poke(dir: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
-    let db = sled::open(dir).unwrap();
+    // The store's last handle lets go of the folder's lock when sled's own
+    // threads end, a moment after it is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the store's lock: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
     db.open_tree(tree).unwrap().insert(key, value).unwrap();
     db.flush().unwrap();
 }

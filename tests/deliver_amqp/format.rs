@@ -1,4 +1,4 @@
-//! What a delivery looks like on the wire (SPEC §6), in both formats, and
+//! What a delivery looks like on the wire (docs/consuming.md), in both formats, and
 //! the publisher's metrics.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,7 +52,7 @@ fn assert_common_properties(got: &Got, flow: &str, accepted: &Accepted, sent_s: 
     }
 }
 
-/// SPEC §6, format `payload`: persistent, `application/json`, the
+/// docs/consuming.md, format `payload`: persistent, `application/json`, the
 /// idempotency key as `message_id`, timestamp, `app_id`, `type`, the five
 /// `weir-*` headers, the payload as the body; and the exchange weir
 /// declares is a durable topic exchange.
@@ -106,7 +106,7 @@ fn a_delivery_carries_the_properties_headers_and_body_of_spec_section_6() {
     assert_eq!(inbox.len(), 1, "one webhook, one message");
 }
 
-/// SPEC §6, `format: cloudevents`: a CloudEvents 1.0 structured envelope
+/// docs/consuming.md, `format: cloudevents`: a CloudEvents 1.0 structured envelope
 /// whose `id` is the `message_id`, with the same properties and headers.
 #[test]
 fn the_cloudevents_format_wraps_the_payload_in_a_structured_envelope() {

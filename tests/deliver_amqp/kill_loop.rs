@@ -1,4 +1,4 @@
-//! `kill -9` under load (SPEC §3.1–3.4): while threads post webhooks, the
+//! `kill -9` under load (docs/ARCHITECTURE.md): while threads post webhooks, the
 //! test kills the daemon again and again and restarts it on the same data
 //! folder. Every webhook answered 202 must end as a message on the queue,
 //! with the idempotency key `{run_id}:publish`; duplicates are allowed

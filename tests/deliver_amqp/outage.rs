@@ -1,4 +1,4 @@
-//! A broker outage (SPEC §3.4): weir reaches the broker through a proxy the
+//! A broker outage (docs/ARCHITECTURE.md): weir reaches the broker through a proxy the
 //! test cuts. While cut, webhooks are acknowledged, runs complete, the
 //! deliveries wait and the API shows the backlog; once restored, every
 //! delivery goes out and the outbox drains.

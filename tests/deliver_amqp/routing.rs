@@ -11,7 +11,7 @@ use crate::broker::Broker;
 use crate::{AmqpApi, Api, TIMEOUT, start_daemon, write_deliver_flow};
 use weir_testkit::wait_until;
 
-/// SPEC §3.4 with `mandatory`: a message returned because no queue is
+/// docs/ARCHITECTURE.md with `mandatory`: a message returned because no queue is
 /// bound stays pending, marked unroutable, while its run has succeeded;
 /// once a queue is bound, a retry brings it there and the outbox empties.
 /// The exchange weir declared is a durable topic exchange.

@@ -90,7 +90,7 @@ fn build() -> Engine {
             late.then(|| "the time limit was reached".into())
         });
     // A property named like a keyword (`nodes.pause.until`, `nodes.loop`)
-    // reads as a property: SPEC's `delay` output is `{until}`, and node ids
+    // reads as a property: a `delay` node's output is `{until}`, and node ids
     // like `call` or `loop` are natural. Rhai's own parser refuses keywords
     // after a dot, so the token after a `.` is turned back into a name.
     #[allow(deprecated)] // a volatile API, not a deprecated one

@@ -1,5 +1,5 @@
-//! Webhook signature verification (`verify:` on a webhook trigger, SPEC 2.2)
-//! and Standard Webhooks signing of HTTP deliveries (SPEC 6).
+//! Webhook signature verification (`verify:` on a webhook trigger, docs/flow-format.md)
+//! and Standard Webhooks signing of HTTP deliveries (docs/consuming.md).
 //!
 //! Every scheme is HMAC-SHA256. A received signature is decoded (hex or
 //! base64) and compared with [`Mac::verify_slice`], which is constant-time;

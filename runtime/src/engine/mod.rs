@@ -124,7 +124,7 @@ pub struct EngineOptions {
     /// starts. Off (the default), pure nodes run back to back while their
     /// commits are flushed in the background; the engine still waits for the
     /// disk before any side effect (an `http` request, a timer) and before a
-    /// run is reported finished, which is all SPEC §3.2 asks.
+    /// run is reported finished, which is all the durability promises ask (docs/ARCHITECTURE.md).
     pub durable_each_step: bool,
     /// Let a run leave memory when all it waits for are timers, the earliest
     /// more than this far away; it is driven again from its records when the

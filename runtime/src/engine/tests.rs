@@ -1,5 +1,5 @@
 //! The engine on the in-memory store and on sled: every node type, the DAG
-//! rules of SPEC §2.3, retries, errors, and resuming from records.
+//! rules of docs/flow-format.md, retries, errors, and resuming from records.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

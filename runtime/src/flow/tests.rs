@@ -1,4 +1,4 @@
-//! One test per diagnostic case of SPEC §2.4, each checking file, line,
+//! One test per diagnostic case of docs/flow-format.md, each checking file, line,
 //! column and message; and loading of every node and trigger type.
 
 use super::*;

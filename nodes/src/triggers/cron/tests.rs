@@ -489,7 +489,7 @@ fn fires_between_bounds_and_limit() {
 }
 
 /// Which instants in (from, to] fire, found minute by minute from the rules
-/// as SPEC states them (5-field schedules only).
+/// as the flow format states them (5-field schedules only).
 fn brute_force(c: &Cron, fixed_hour: bool, from: i64, to: i64) -> Vec<i64> {
     let tz = c.timezone;
     let offset = |t: i64| {

@@ -1,4 +1,4 @@
-//! What a delivery looks like on the wire (SPEC §6): the AMQP properties and
+//! What a delivery looks like on the wire (docs/consuming.md): the AMQP properties and
 //! headers, and the body — the payload as JSON, or a CloudEvents 1.0
 //! structured envelope.
 

@@ -192,7 +192,7 @@ impl<'e> Runner<'e> {
     /// Submits a commit; waits for the disk if every step must be durable.
     ///
     /// Otherwise the writes wait in this run's pending commit: pure nodes
-    /// may be recomputed after a crash (SPEC §3.2), so their results need
+    /// may be recomputed after a crash (docs/ARCHITECTURE.md), so their results need
     /// not reach the disk one by one; everything pending is committed, as
     /// one commit, at the next point that needs the disk ([`Self::sync`]).
     async fn submit(&self, commit: Commit) -> Result<()> {
