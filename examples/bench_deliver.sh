@@ -13,7 +13,8 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
 PORT=${PORT:-18282}
 AMQP=${AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
 cargo build --release -q -p weir-runtime --bin weir --example loadgen --example consumer
-WEIR=$PWD/target/release/weir
+# WEIR=path/to/weir compares another build with the same load generator.
+WEIR=${WEIR:-$PWD/target/release/weir}
 LOADGEN=$PWD/target/release/examples/loadgen
 CONSUMER=$PWD/target/release/examples/consumer
 WORK=$(mktemp -d)

@@ -13,7 +13,8 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
 UNFINISHED=${UNFINISHED:-100000}
 PORT=${PORT:-18181}
 cargo build --release -q -p weir-runtime --bin weir --example loadgen
-WEIR=$PWD/target/release/weir
+# WEIR=path/to/weir compares another build with the same load generator.
+WEIR=${WEIR:-$PWD/target/release/weir}
 LOADGEN=$PWD/target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'pkill -f "weir serve --listen 127.0.0.1:$PORT" 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -9,6 +9,7 @@
 //!     --url http://127.0.0.1:8080/hooks/default/bench/hook --concurrency 64 --seconds 10
 //! cargo run --release -p weir-runtime --example loadgen -- --url ... --rate 5000 --seconds 10
 //! cargo run --release -p weir-runtime --example loadgen -- --url ... --requests 100000 --seconds 600
+//! cargo run --release -p weir-runtime --example loadgen -- --url .../healthz --get --rate 100
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ struct Args {
     /// Put `"sent_us": <Unix microseconds>` into each body, for end-to-end
     /// latency measured by the consumer.
     stamp: bool,
+    /// `GET` instead of `POST` (no body): to time `/healthz`.
+    get: bool,
 }
 
 fn parse_args() -> Args {
@@ -55,6 +58,7 @@ fn parse_args() -> Args {
         rate: get("--rate").and_then(|v| v.parse().ok()),
         requests: get("--requests").and_then(|v| v.parse().ok()),
         stamp: args.iter().any(|a| a == "--stamp"),
+        get: args.iter().any(|a| a == "--get"),
         body,
     }
 }
@@ -81,12 +85,14 @@ fn body(args: &Args) -> String {
 
 async fn one(client: &reqwest::Client, args: &Args, stats: &Mutex<Stats>) {
     let start = Instant::now();
-    let result = client
-        .post(&args.url)
-        .header("content-type", "application/json")
-        .body(body(args))
-        .send()
-        .await;
+    let request = match args.get {
+        true => client.get(&args.url),
+        false => client
+            .post(&args.url)
+            .header("content-type", "application/json")
+            .body(body(args)),
+    };
+    let result = request.send().await;
     let status = match result {
         Ok(response) => {
             let status = response.status().as_u16();
