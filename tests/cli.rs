@@ -412,3 +412,64 @@ fn runs_show_escapes_ids_and_lists_nodes_not_reached_yet() {
     assert!(done.stderr.contains("no run ../flows/later"), "{done}");
     assert!(!done.stdout.contains("definition"), "{done}");
 }
+
+/// The example flows do what their comments say: a contact is published as
+/// `contact.created`; one without an e-mail address takes the `reject`
+/// branch (its run fails there, saying why); an order is priced and its
+/// follow-up published.
+#[test]
+fn the_example_flows_do_what_they_say() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flow: &str, input: &str| {
+        let file = root.join("flows").join(flow);
+        let done = run_weir(
+            dir.path(),
+            flow,
+            &["run", arg(&file), "--input", input, "--json"],
+            TIMEOUT,
+        );
+        let run: Value =
+            serde_json::from_str(&done.stdout).unwrap_or_else(|e| panic!("{e}: {done}"));
+        (done, run)
+    };
+    let contact = root.join("examples/payloads/contact.json");
+    let (done, run_object) = run("contact-sync.yaml", &format!("@{}", contact.display()));
+    assert_eq!(done.code, Some(0), "{done}");
+    assert_eq!(run_object["status"], "succeeded");
+    let printed = run_weir(
+        dir.path(),
+        "contact-text",
+        &[
+            "run",
+            arg(&root.join("flows/contact-sync.yaml")),
+            "--input",
+            &format!("@{}", contact.display()),
+        ],
+        TIMEOUT,
+    );
+    assert!(
+        printed.stdout.contains("routing_key=contact.created"),
+        "{printed}"
+    );
+
+    let (done, run_object) = run("contact-sync.yaml", r#"{"first_name": "Ada"}"#);
+    assert_eq!(done.code, Some(1), "{done}");
+    let nodes = run_object["nodes"].as_array().unwrap();
+    let status = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap()["status"].clone();
+    assert_eq!(status("normalize"), "succeeded", "{run_object:#}");
+    assert_eq!(status("reject"), "failed", "{run_object:#}");
+    assert_eq!(status("publish"), "skipped", "{run_object:#}");
+
+    let order = root.join("examples/payloads/order.json");
+    let (done, run_object) = run("order-followup.yaml", &format!("@{}", order.display()));
+    assert_eq!(done.code, Some(0), "{done}");
+    let sum = run_object["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "sum")
+        .unwrap()["output"]
+        .clone();
+    assert_eq!(sum["gross"], 1188.0, "{run_object:#}");
+}

@@ -379,8 +379,9 @@ nodes:
     type: script
     timeout: 4s
     script: |
-      let s = "";
-      loop { s = s + "0123456789012345678901234567890123456789"; }
+      let s = "x";
+      s.pad(40000, "y");
+      loop { let h = sha256(s); }
 "#;
 
 /// Scripts that burn CPU run on the runtime runs are driven on: health

@@ -312,3 +312,29 @@ fn an_unset_or_unusable_secret_is_a_load_error_naming_it() {
     api.post("/hooks/default/crm/hook", &json!({}))
         .assert_error(404, "not_found");
 }
+
+/// `flow` is `{id, version}` in a trigger's `dedupe` and the flow's
+/// concurrency key, as in every other expression.
+#[test]
+fn dedupe_and_concurrency_keys_read_flow_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    write_flow(
+        &flows,
+        "keyed.yaml",
+        "id: keyed\nconcurrency: {key: 'flow.id + \":\" + event.body.customer'}\ntriggers:\n  - {id: hook, type: webhook, dedupe: 'flow.id + \":\" + flow.version + \":\" + event.body.id'}\nnodes:\n  - {id: seen, type: map, mapping: {flow: flow.id}}\n",
+    );
+    let daemon = Daemon::start(dir.path(), "daemon", &[], &[]);
+    let api = Api::new(&daemon);
+    let body = json!({"id": "evt-1", "customer": "c-1"});
+    let (run, _) = run_and_event(&api.hook("/hooks/default/keyed/hook", &body, &[]));
+    let run = api.wait_for(&run, "succeeded");
+    assert_eq!(
+        weir_testkit::api::node(&run, "seen")["output"]["flow"],
+        "keyed"
+    );
+    let again = api.hook("/hooks/default/keyed/hook", &body, &[]);
+    assert_eq!(again.status, 200, "{again}");
+    assert_eq!(again.body["duplicate"], true, "{again}");
+}

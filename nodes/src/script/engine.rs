@@ -83,7 +83,9 @@ fn build() -> Engine {
         .on_print(|text| tracing::info!(target: "weir::script", text, "print"))
         .on_debug(|text, _, pos| tracing::debug!(target: "weir::script", text, %pos, "debug"))
         .on_progress(|ops| {
-            if ops % 1024 != 0 {
+            // Often enough that a costly operation (hashing a large string)
+            // cannot carry an evaluation far past its time limit.
+            if ops % 64 != 0 {
                 return None;
             }
             let late = DEADLINE.with(|d| d.get().is_some_and(|at| Instant::now() >= at));

@@ -297,3 +297,28 @@ fn a_failure_on_a_chain_says_which_part_is_missing() {
         e.message
     );
 }
+
+#[test]
+fn the_time_limit_holds_for_costly_operations_too() {
+    // Each `sha256` of 4 MiB is one operation that takes milliseconds: the
+    // time limit is checked often enough that it cannot run far past it.
+    let script = Expr::compile_script(
+        "let s = \"x\"; s.pad(4000000, \"y\"); loop { let h = sha256(s); }",
+        origin(),
+        FLOW_SCOPE,
+    )
+    .expect("compiles");
+    let started = std::time::Instant::now();
+    let e = script
+        .eval(
+            &mut scope(json!({})),
+            Some(std::time::Duration::from_millis(100)),
+        )
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(e.message.contains("time limit"), "{}", e.message);
+    assert!(
+        took < std::time::Duration::from_millis(800),
+        "it ran {took:?}"
+    );
+}

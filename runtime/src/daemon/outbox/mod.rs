@@ -476,7 +476,7 @@ impl Outbox {
                     failing.push((*at, *target, d.clone()));
                 }
             }
-            failing.sort_by(|a, b| b.0.cmp(&a.0));
+            failing.sort_by_key(|f| std::cmp::Reverse(f.0));
             (state.dead.clone(), failing)
         };
         let targets: Vec<Value> = TargetKind::ALL
