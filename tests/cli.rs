@@ -334,6 +334,14 @@ fn usage_mistakes_exit_2_with_a_hint() {
             "{done}"
         );
     }
+    for (flag, value) in [
+        ("--header-timeout", "0s"),
+        ("--body-timeout", "5ms"),
+        ("--max-connections", "0"),
+    ] {
+        let done = run_weir(dir.path(), "flags", &["serve", flag, value], TIMEOUT);
+        assert_eq!(done.code, Some(2), "{flag} {value}: {done}");
+    }
     let data = dir.path().join("damaged");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("db"), vec![7u8; 5000]).unwrap();

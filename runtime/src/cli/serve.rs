@@ -41,14 +41,14 @@ pub struct ServeArgs {
     /// Connections open at once; past it, a new connection is answered 503.
     /// Default: what the file descriptor limit allows (it is raised to its
     /// hard limit first), less 256 kept for storage and outgoing requests.
-    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// How long a client may take to send a request's head; also how long
     /// a keep-alive connection may stay idle between requests.
-    #[arg(long, env = "WEIR_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT", default_value = "10s", value_parser = timeout)]
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body (408 after).
-    #[arg(long, env = "WEIR_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "WEIR_BODY_TIMEOUT", default_value = "30s", value_parser = timeout)]
     pub body_timeout: Duration,
     /// Read symbolic links in the flows folder that lead out of it (by
     /// default they are reported and not read).
@@ -74,6 +74,17 @@ fn duration(text: &str) -> Result<Duration, String> {
     weir_nodes::units::parse_duration(text)
 }
 
+/// A connection timeout: at least 100ms (shorter would cut off every
+/// client).
+fn timeout(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d < Duration::from_millis(100) => Err(format!(
+            "`{text}` is too short a timeout; give at least 100ms (like 10s)"
+        )),
+        d => Ok(d),
+    }
+}
+
 pub fn main(args: ServeArgs) -> ExitCode {
     let config = Config {
         flows: args.flows,
@@ -84,7 +95,9 @@ pub fn main(args: ServeArgs) -> ExitCode {
         max_backlog: args.max_backlog,
         dedupe_retention: args.dedupe_retention,
         run_retention: args.run_retention.0,
-        max_connections: args.max_connections,
+        max_connections: args
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         links: super::links(args.follow_symlinks),
