@@ -51,8 +51,8 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verify {
     pub scheme: Scheme,
-    /// The header carrying the signature (`hmac-sha256` only; the other
-    /// schemes name their own headers).
+    /// The header carrying the signature (lower case): the configured one
+    /// for `hmac-sha256`, the scheme's own for the others.
     pub header: String,
     /// The environment variable that holds the secret; `{TENANT}` in it
     /// stands for the tenant's key in upper case, `-` as `_`
@@ -118,10 +118,7 @@ impl Webhook {
         if self.keep_headers.iter().any(|h| h == name) {
             return true;
         }
-        let signature = self
-            .verify
-            .as_ref()
-            .is_some_and(|v| v.signature_headers().contains(&name));
+        let signature = self.verify.as_ref().is_some_and(|v| v.header == name);
         !(signature
             || CREDENTIAL_HEADERS.contains(&name)
             || self.drop_headers.iter().any(|h| h == name))
@@ -141,16 +138,6 @@ impl Webhook {
         event.insert("query".into(), request.query);
         event.insert("method".into(), json!(request.method));
         Value::Object(event)
-    }
-}
-
-impl Verify {
-    /// The headers that carry the signature (dropped from stored events).
-    pub fn signature_headers(&self) -> Vec<&str> {
-        match self.scheme {
-            Scheme::StandardWebhooks => vec!["webhook-signature"],
-            _ => vec![self.header.as_str()],
-        }
     }
 }
 
