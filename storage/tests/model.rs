@@ -346,7 +346,7 @@ async fn check(ops: Vec<Op>) {
             Op::Reopen => {
                 sled.close().await;
                 drop(sled);
-                sled = SledStore::open(dir.path()).unwrap();
+                sled = reopen(dir.path());
             }
         }
         assert_same(sled.as_ref(), &model);
@@ -454,7 +454,7 @@ async fn only_finished_runs_are_forgotten() {
     sled.close().await;
     drop(sled);
     // Gone for good: reopened, the sled store agrees.
-    let sled = SledStore::open(dir.path()).unwrap();
+    let sled = reopen(dir.path());
     assert_eq!(sled.run_by_id("01-old-done").unwrap(), None);
     assert_eq!(sled.list_runs("default", None, 10).unwrap().len(), 4);
     sled.close().await;
@@ -493,6 +493,22 @@ fn simple_run(id: &str, status: RunStatus, event: serde_json::Value) -> RunRecor
     }
 }
 
+/// Opens a store again once the one before has let go of the folder's lock
+/// (sled's own threads end a moment after its last handle is dropped).
+fn reopen(dir: &std::path::Path) -> Arc<SledStore> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the store's lock: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store again: {e}"),
+        }
+    }
+}
+
 /// Replaces the bytes stored under `key` in `tree`, as a damaged disk (or
 /// an earlier version of weir) could have left them.
 fn poke(dir: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
@@ -519,7 +535,7 @@ fn poke(dir: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
 #[tokio::test]
 async fn a_record_that_does_not_decode_is_listed_as_unreadable_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStore::open(dir.path()).unwrap();
+    let sled = reopen(dir.path());
     let mut setup = Commit::new();
     for (id, status) in [
         ("01-a", RunStatus::Succeeded),
@@ -574,7 +590,7 @@ async fn a_record_that_does_not_decode_is_listed_as_unreadable_and_counted() {
 #[tokio::test]
 async fn records_deeper_than_serde_jsons_guard_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStore::open(dir.path()).unwrap();
+    let sled = reopen(dir.path());
     sled.commit(Commit::new().with(Write::NewRun(simple_run(
         "01-deep",
         RunStatus::Waiting,
