@@ -382,19 +382,10 @@ async fn only_finished_runs_are_forgotten() {
     let model = MemoryStore::new();
     let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
     let run = |id: &str, status: RunStatus, created: i64, finished: Option<i64>| RunRecord {
-        id: id.into(),
-        tenant: "default".into(),
-        flow: "f".into(),
-        flow_version: "v1".into(),
-        trigger: "hook".into(),
-        concurrency_key: None,
-        attempt: 1,
-        status,
-        event: Arc::new(json!({"id": id})),
-        error: None,
         created_at: at(created),
         started_at: Some(at(created)),
         finished_at: finished.map(at),
+        ..simple_run(id, status, json!({"id": id}))
     };
     let forget = |id: &str| Write::ForgetRun {
         tenant: "default".into(),

@@ -62,6 +62,20 @@ fn an_unroutable_delivery_waits_until_a_queue_is_bound() {
     assert!(!log.contains("Server returned us a message"), "{log}");
 }
 
+/// Two exchanges of the test's own: `{prefix}fanout` (a fanout exchange,
+/// which weir cannot declare as its topic exchange) and `{prefix}good` (a
+/// topic exchange with a queue bound to everything, consumed).
+fn fanout_and_good(broker: &Broker, prefix: &str) -> (String, String, crate::broker::Inbox) {
+    let fanout = broker.unique(&format!("{prefix}fanout"));
+    let good = broker.unique(&format!("{prefix}good"));
+    broker
+        .declare_exchange(&fanout, ExchangeKind::Fanout)
+        .unwrap();
+    broker.declare_exchange(&good, ExchangeKind::Topic).unwrap();
+    let inbox = broker.bind_and_consume(&good, "#");
+    (fanout, good, inbox)
+}
+
 /// An exchange that exists as `fanout` cannot be declared as weir's topic
 /// exchange: the delivery waits with an error naming the exchange, the
 /// daemon keeps running, and deliveries to other exchanges go out; after
@@ -71,13 +85,7 @@ fn an_exchange_of_another_type_holds_only_its_own_deliveries() {
     let Some(broker) = Broker::connect_or_skip("exchange type") else {
         return;
     };
-    let fanout = broker.unique("fanout");
-    let good = broker.unique("good");
-    broker
-        .declare_exchange(&fanout, ExchangeKind::Fanout)
-        .unwrap();
-    broker.declare_exchange(&good, ExchangeKind::Topic).unwrap();
-    let inbox = broker.bind_and_consume(&good, "#");
+    let (fanout, good, inbox) = fanout_and_good(&broker, "");
     let dir = tempfile::tempdir().unwrap();
     write_deliver_flow(dir.path(), "to-fanout", &fanout, "payload");
     write_deliver_flow(dir.path(), "to-good", &good, "payload");
@@ -153,13 +161,7 @@ fn many_deliveries_to_a_mistyped_exchange_do_not_starve_the_others() {
     let Some(broker) = Broker::connect_or_skip("mistyped exchange storm") else {
         return;
     };
-    let fanout = broker.unique("storm-fanout");
-    let good = broker.unique("storm-good");
-    broker
-        .declare_exchange(&fanout, ExchangeKind::Fanout)
-        .unwrap();
-    broker.declare_exchange(&good, ExchangeKind::Topic).unwrap();
-    let inbox = broker.bind_and_consume(&good, "#");
+    let (fanout, good, inbox) = fanout_and_good(&broker, "storm-");
     let dir = tempfile::tempdir().unwrap();
     write_deliver_flow(dir.path(), "to-fanout", &fanout, "payload");
     write_deliver_flow(dir.path(), "to-good", &good, "payload");
@@ -221,13 +223,7 @@ fn a_refused_delivery_goes_dead_and_its_runs_next_delivery_goes_out() {
     let Some(broker) = Broker::connect_or_skip("refused delivery in a lane") else {
         return;
     };
-    let fanout = broker.unique("lane-fanout");
-    let good = broker.unique("lane-good");
-    broker
-        .declare_exchange(&fanout, ExchangeKind::Fanout)
-        .unwrap();
-    broker.declare_exchange(&good, ExchangeKind::Topic).unwrap();
-    let inbox = broker.bind_and_consume(&good, "#");
+    let (fanout, good, inbox) = fanout_and_good(&broker, "lane-");
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir_all(&flows).unwrap();
