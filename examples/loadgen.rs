@@ -10,6 +10,8 @@
 //! cargo run --release -p weir-runtime --example loadgen -- --url ... --rate 5000 --seconds 10
 //! cargo run --release -p weir-runtime --example loadgen -- --url ... --requests 100000 --seconds 600
 //! cargo run --release -p weir-runtime --example loadgen -- --url .../healthz --get --rate 100
+//! cargo run --release -p weir-runtime --example loadgen -- --url .../api/v1/flows/f/runs \
+//!     --header "authorization: Bearer $TOKEN" --body examples/payloads/api-run.json
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,6 +34,8 @@ struct Args {
     stamp: bool,
     /// `GET` instead of `POST` (no body): to time `/healthz`.
     get: bool,
+    /// `--header 'NAME: VALUE'` (repeatable), like an `Authorization`.
+    headers: Vec<(String, String)>,
 }
 
 fn parse_args() -> Args {
@@ -59,6 +63,12 @@ fn parse_args() -> Args {
         requests: get("--requests").and_then(|v| v.parse().ok()),
         stamp: args.iter().any(|a| a == "--stamp"),
         get: args.iter().any(|a| a == "--get"),
+        headers: args
+            .windows(2)
+            .filter(|w| w[0] == "--header")
+            .filter_map(|w| w[1].split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect(),
         body,
     }
 }
@@ -85,13 +95,16 @@ fn body(args: &Args) -> String {
 
 async fn one(client: &reqwest::Client, args: &Args, stats: &Mutex<Stats>) {
     let start = Instant::now();
-    let request = match args.get {
+    let mut request = match args.get {
         true => client.get(&args.url),
         false => client
             .post(&args.url)
             .header("content-type", "application/json")
             .body(body(args)),
     };
+    for (name, value) in &args.headers {
+        request = request.header(name, value);
+    }
     let result = request.send().await;
     let status = match result {
         Ok(response) => {

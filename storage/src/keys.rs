@@ -73,6 +73,21 @@ pub fn item_of(full: &[u8], prefix_len: usize) -> String {
     String::from_utf8_lossy(&full[prefix_len.min(full.len())..]).into_owned()
 }
 
+/// The prefix of every key of a tenant in the trees keyed by tenant
+/// first (`runs`, `active`, `nodes`, `events`, `dedupe`, `cron`, `seen`,
+/// `cursors`).
+pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut key = tenant.as_bytes().to_vec();
+    key.push(SEP);
+    key
+}
+
+/// The tenant of a key in a tree keyed by tenant first.
+pub fn tenant_of(key: &[u8]) -> String {
+    let end = key.iter().position(|b| *b == SEP).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end]).into_owned()
+}
+
 /// `by_id` tree: a run id, for lookups without the tenant and for listing
 /// all tenants' runs by time.
 pub fn by_id(run: &str) -> Vec<u8> {

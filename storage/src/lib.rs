@@ -21,7 +21,7 @@ pub use records::{
     SeenRecord, TargetKind, TriggerKey, Unreadable,
 };
 pub use sled_store::SledStore;
-pub use store::{Commit, Expired, Store, Ticket, Write};
+pub use store::{Commit, Expired, Store, TenantCounts, Ticket, Write};
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error, Clone)]

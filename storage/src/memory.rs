@@ -11,7 +11,7 @@ use crate::records::{
     ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
     SeenRecord, TriggerKey, Unreadable,
 };
-use crate::store::{Commit, Expired, Store, Ticket, Write};
+use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
 
 #[derive(Default)]
@@ -129,9 +129,58 @@ impl Store for MemoryStore {
                 Write::Cursor { trigger, cursor } => {
                     state.cursors.insert(trigger, cursor);
                 }
+                Write::EraseTenant(tenant) => {
+                    state.runs.retain(|(t, _), _| *t != tenant);
+                    state.by_id.retain(|_, t| *t != tenant);
+                    state.nodes.retain(|(t, _, _), _| *t != tenant);
+                    state.outbox.retain(|_, d| d.tenant != tenant);
+                    // A key shared by tenants (tenant "") goes with the
+                    // tenant it was remembered for.
+                    state.dedupe.retain(|(k, _), r| {
+                        k.tenant != tenant
+                            && !(k.tenant.is_empty()
+                                && r.tenant.as_deref() == Some(tenant.as_str()))
+                    });
+                    state.cron.retain(|k, _| k.tenant != tenant);
+                    state.seen.retain(|(k, _), _| k.tenant != tenant);
+                    state.cursors.retain(|k, _| k.tenant != tenant);
+                }
             }
         }
         Ticket::ready(Ok(()))
+    }
+
+    fn tenants(&self) -> Result<BTreeMap<String, TenantCounts>> {
+        let state = self.state()?;
+        let mut out: BTreeMap<String, TenantCounts> = BTreeMap::new();
+        for ((tenant, _), run) in &state.runs {
+            let c = counts_of(&mut out, tenant);
+            c.runs += 1;
+            c.unfinished += u64::from(!run.status.is_finished());
+        }
+        for d in state.outbox.values() {
+            counts_of(&mut out, &d.tenant).deliveries += 1;
+        }
+        for ((k, _), r) in &state.dedupe {
+            counts_of(
+                &mut out,
+                r.tenant
+                    .as_deref()
+                    .filter(|_| k.tenant.is_empty())
+                    .unwrap_or(&k.tenant),
+            )
+            .dedupe_keys += 1;
+        }
+        for k in state
+            .cron
+            .keys()
+            .chain(state.cursors.keys())
+            .chain(state.seen.keys().map(|(k, _)| k))
+        {
+            counts_of(&mut out, &k.tenant).trigger_states += 1;
+        }
+        out.remove("");
+        Ok(out)
     }
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {

@@ -12,6 +12,7 @@
 //! survives a killed process but is not a full `fsync`; a power loss may lose
 //! the last commits. See docs/ARCHITECTURE.md.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use crate::records::{
     ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
     SeenRecord, TriggerKey, Unreadable,
 };
-use crate::store::{Commit, Expired, Store, Ticket, Write};
+use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
 
 /// The most memory sled's page cache uses.
@@ -423,6 +424,7 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                 keys::trigger(trigger),
                 Some(serde_json::to_vec(cursor)?),
             )),
+            Write::EraseTenant(tenant) => erase_tenant(trees, tenant, &mut puts)?,
         }
     }
     trees
@@ -449,6 +451,74 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
             TransactionError::Storage(e) => Error::Sled(e),
             TransactionError::Abort(()) => Error::Commit("transaction aborted".into()),
         })
+}
+
+/// The trees keyed by tenant first.
+const TENANT_TREES: [usize; 8] = [
+    T::RUNS,
+    T::ACTIVE,
+    T::NODES,
+    T::EVENTS,
+    T::DEDUPE,
+    T::CRON,
+    T::SEEN,
+    T::CURSORS,
+];
+
+type Put = (usize, Vec<u8>, Option<Vec<u8>>);
+
+/// Adds to `puts` the removal of every record of `tenant`: those on disk,
+/// and those written earlier in this group (a transaction cannot scan).
+/// The committer is the only writer, so what it reads here is what the
+/// transaction will see.
+fn erase_tenant(trees: &Trees, tenant: &str, puts: &mut Vec<Put>) -> Result<()> {
+    let prefix = keys::tenant_prefix(tenant);
+    let shared = keys::tenant_prefix("");
+    let mut removals: Vec<Put> = Vec::new();
+    let remove = |tree: usize, key: &[u8], removals: &mut Vec<Put>| {
+        if tree == T::RUNS {
+            let (_, run) = keys::run_parts(key);
+            removals.push((T::BY_ID, keys::by_id(&run), None));
+        }
+        removals.push((tree, key.to_vec(), None));
+    };
+    let ours_delivery = |v: &[u8]| decode::<DeliveryRecord>(v).is_ok_and(|d| d.tenant == tenant);
+    let ours_dedupe =
+        |v: &[u8]| decode::<DedupeRecord>(v).is_ok_and(|d| d.tenant.as_deref() == Some(tenant));
+    for tree in TENANT_TREES {
+        for key in trees.get(tree).scan_prefix(&prefix).keys() {
+            remove(tree, &key?, &mut removals);
+        }
+    }
+    // Deliveries and shared dedupe keys name their tenant in their value:
+    // the last value written to a key decides, this group's first.
+    let mut decided: std::collections::HashSet<(usize, &[u8])> = Default::default();
+    for (tree, key, value) in puts.iter().rev() {
+        let ours = match (*tree, value) {
+            (T::OUTBOX, _) | (T::DEDUPE, _) if !decided.insert((*tree, key)) => false,
+            (T::OUTBOX, Some(v)) => ours_delivery(v),
+            (T::DEDUPE, Some(v)) if key.starts_with(&shared) => ours_dedupe(v),
+            (tree, _) => TENANT_TREES.contains(&tree) && key.starts_with(&prefix),
+        };
+        if ours {
+            remove(*tree, key, &mut removals);
+        }
+    }
+    for item in trees.get(T::OUTBOX).iter() {
+        let (key, value) = item?;
+        if !decided.contains(&(T::OUTBOX, &key[..])) && ours_delivery(&value) {
+            remove(T::OUTBOX, &key, &mut removals);
+        }
+    }
+    for item in trees.get(T::DEDUPE).scan_prefix(&shared) {
+        let (key, value) = item?;
+        if !decided.contains(&(T::DEDUPE, &key[..])) && ours_dedupe(&value) {
+            remove(T::DEDUPE, &key, &mut removals);
+        }
+    }
+    drop(decided);
+    puts.extend(removals);
+    Ok(())
 }
 
 /// The keys of a run to forget.
@@ -768,6 +838,39 @@ impl Store for SledStore {
             .get(keys::trigger(trigger))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    fn tenants(&self) -> Result<BTreeMap<String, TenantCounts>> {
+        let mut out: BTreeMap<String, TenantCounts> = BTreeMap::new();
+        for key in self.trees.get(T::RUNS).iter().keys() {
+            counts_of(&mut out, keys::tenant_of(&key?)).runs += 1;
+        }
+        for key in self.trees.get(T::ACTIVE).iter().keys() {
+            counts_of(&mut out, keys::tenant_of(&key?)).unfinished += 1;
+        }
+        for value in self.trees.get(T::OUTBOX).iter().values() {
+            if let Ok(d) = decode::<DeliveryRecord>(&value?) {
+                counts_of(&mut out, d.tenant).deliveries += 1;
+            }
+        }
+        for item in self.trees.get(T::DEDUPE).iter() {
+            let (key, value) = item?;
+            let mut tenant = keys::tenant_of(&key);
+            if tenant.is_empty() {
+                tenant = decode::<DedupeRecord>(&value)
+                    .ok()
+                    .and_then(|d| d.tenant)
+                    .unwrap_or_default();
+            }
+            counts_of(&mut out, tenant).dedupe_keys += 1;
+        }
+        for tree in [T::CRON, T::CURSORS, T::SEEN] {
+            for key in self.trees.get(tree).iter().keys() {
+                counts_of(&mut out, keys::tenant_of(&key?)).trigger_states += 1;
+            }
+        }
+        out.remove("");
+        Ok(out)
     }
 
     fn unreadable_records(&self) -> u64 {

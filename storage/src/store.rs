@@ -61,6 +61,11 @@ pub enum Write {
     },
     /// The cursor a poll trigger's next request uses.
     Cursor { trigger: TriggerKey, cursor: Value },
+    /// Erase every record of a tenant: runs (records, events, node
+    /// records, id index entries), dedupe keys (those it shares with other
+    /// tenants' triggers too), cron and poll state, and its deliveries.
+    /// Writes later in the same group apply after it.
+    EraseTenant(String),
 }
 
 /// Writes applied together or not at all: a node's result, the run's next
@@ -129,6 +134,35 @@ impl Commit {
         }
         Ok(())
     }
+}
+
+/// What is stored for one tenant (see [`Store::tenants`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TenantCounts {
+    /// Runs, finished or not.
+    pub runs: u64,
+    /// Of which unfinished.
+    pub unfinished: u64,
+    /// Deliveries in the outbox (pending and dead).
+    pub deliveries: u64,
+    /// Webhook dedupe keys.
+    pub dedupe_keys: u64,
+    /// Cron and poll state: last firings, cursors, records a poll saw.
+    pub trigger_states: u64,
+}
+
+impl TenantCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The counts of `tenant` in `out`.
+pub(crate) fn counts_of(
+    out: &mut std::collections::BTreeMap<String, TenantCounts>,
+    tenant: impl Into<String>,
+) -> &mut TenantCounts {
+    out.entry(tenant.into()).or_default()
 }
 
 /// What [`Store::finished_before`] found.
@@ -248,6 +282,10 @@ pub trait Store: Send + Sync + 'static {
     fn seen(&self, trigger: &TriggerKey) -> Result<Vec<(String, SeenRecord)>>;
 
     fn cursor(&self, trigger: &TriggerKey) -> Result<Option<Value>>;
+
+    /// Every tenant something is stored for, with counts. Reads every
+    /// key (an admin's question, not a hot path).
+    fn tenants(&self) -> Result<std::collections::BTreeMap<String, TenantCounts>>;
 
     /// How many stored records were found that cannot be read back (each
     /// counted once).

@@ -140,33 +140,35 @@ fn write() -> impl Strategy<Value = Write> {
             file: "f.yaml".into(),
             source: format!("id: f # {v}"),
         })),
-        (0..3u8, any::<bool>()).prop_map(|(d, dead)| Write::Delivery(DeliveryRecord {
-            id: format!("run:{d}"),
-            tenant: "default".into(),
-            flow: "f".into(),
-            run: "run".into(),
-            node: format!("n{d}"),
-            event: "ev".into(),
-            target: DeliveryTarget::Amqp {
-                exchange: "x".into(),
-                routing_key: "k".into(),
-                format: weir_storage::DeliveryFormat::Payload,
-            },
-            payload: json!({"d": d}),
-            status: if dead {
-                DeliveryStatus::Dead
-            } else {
-                DeliveryStatus::Pending
-            },
-            attempts: 0,
-            last_error: None,
-            created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
-            next_attempt_at: None,
-            lane: "run".into(),
-            seq: u32::from(d),
-            max_attempts: None,
-            unroutable: dead,
-        })),
+        (0..3u8, any::<bool>(), 0..TENANTS.len()).prop_map(|(d, dead, t)| Write::Delivery(
+            DeliveryRecord {
+                id: format!("run:{d}"),
+                tenant: TENANTS[t].into(),
+                flow: "f".into(),
+                run: "run".into(),
+                node: format!("n{d}"),
+                event: "ev".into(),
+                target: DeliveryTarget::Amqp {
+                    exchange: "x".into(),
+                    routing_key: "k".into(),
+                    format: weir_storage::DeliveryFormat::Payload,
+                },
+                payload: json!({"d": d}),
+                status: if dead {
+                    DeliveryStatus::Dead
+                } else {
+                    DeliveryStatus::Pending
+                },
+                attempts: 0,
+                last_error: None,
+                created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                next_attempt_at: None,
+                lane: "run".into(),
+                seq: u32::from(d),
+                max_attempts: None,
+                unroutable: dead,
+            }
+        )),
         (0..3u8).prop_map(|d| Write::RemoveDelivery(format!("run:{d}"))),
         (trigger(), 0..3u8, 0..3i64).prop_map(|(trigger, k, at)| Write::Dedupe {
             trigger,
@@ -195,6 +197,18 @@ fn write() -> impl Strategy<Value = Write> {
             }),
         }),
         (trigger(), deep_value()).prop_map(|(trigger, cursor)| Write::Cursor { trigger, cursor }),
+        // A key shared by tenants (a signature), remembered for one of them.
+        (0..3u8, 0..TENANTS.len()).prop_map(|(k, t)| Write::Dedupe {
+            trigger: TriggerKey::new("", "f", "t0"),
+            key: format!("k{k}\0x"),
+            record: DedupeRecord {
+                run: "r".into(),
+                event: "e".into(),
+                at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                tenant: Some(TENANTS[t].into()),
+            },
+        }),
+        (0..TENANTS.len()).prop_map(|t| Write::EraseTenant(TENANTS[t].into())),
     ]
 }
 
@@ -305,6 +319,15 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
         model.dedupes_before(before, 100).unwrap()
     );
     assert_eq!(sled.deliveries().unwrap(), model.deliveries().unwrap());
+    assert_eq!(sled.tenants().unwrap(), model.tenants().unwrap());
+    let shared = TriggerKey::new("", "f", "t0");
+    for k in 0..3 {
+        let key = format!("k{k}\0x");
+        assert_eq!(
+            sled.dedupe(&shared, &key).unwrap(),
+            model.dedupe(&shared, &key).unwrap()
+        );
+    }
     for v in 0..3 {
         let version = format!("v{v}");
         assert_eq!(

@@ -17,6 +17,8 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// `WWW-Authenticate`, if any.
+    pub www_authenticate: Option<String>,
     /// `content-type`, if any.
     pub content_type: Option<String>,
     pub body: Value,
@@ -63,8 +65,25 @@ impl Api {
 
     /// A client for the daemon at `base` (`http://127.0.0.1:PORT`).
     pub fn at(base: &str) -> Self {
+        Self::build(base, None)
+    }
+
+    /// A client that sends `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(daemon: &Daemon, token: &str) -> Self {
+        Self::build(&daemon.base, Some(token))
+    }
+
+    fn build(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
@@ -90,11 +109,13 @@ impl Api {
                 .map(|v| v.to_str().unwrap().to_owned())
         };
         let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+        let www_authenticate = header("www-authenticate");
         let text = response.text()?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Answer {
             status,
             retry_after,
+            www_authenticate,
             content_type,
             body,
             text,

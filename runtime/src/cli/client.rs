@@ -22,6 +22,9 @@ pub struct DaemonArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The bearer token the daemon's API asks for (`weir token` makes one).
+    #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl DaemonArgs {
@@ -75,8 +78,13 @@ pub fn block_on(call: impl Future<Output = Result<ExitCode, String>>) -> ExitCod
 /// with (2 for a request it refused, 1 for its own failure).
 pub async fn send(
     request: reqwest::RequestBuilder,
-    base: &str,
+    daemon: &DaemonArgs,
 ) -> Result<Result<Value, ExitCode>, String> {
+    let base = daemon.base();
+    let request = match &daemon.token {
+        Some(token) => request.bearer_auth(token.trim()),
+        None => request,
+    };
     let response = request.send().await.map_err(|e| {
         format!("cannot reach the daemon at {base}: {e}; is `weir serve` running? (--server URL)")
     })?;

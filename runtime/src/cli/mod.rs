@@ -17,6 +17,7 @@ mod outbox;
 mod run;
 mod runs;
 mod serve;
+mod token;
 mod validate;
 
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ pub struct Cli {
     /// refused with a message.
     #[arg(long, global = true, env = "WEIR_MAX_FLOW_SIZE", default_value = "1MiB", value_parser = size)]
     pub max_flow_size: usize,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    weir_nodes::units::parse_duration(text)
 }
 
 fn size(text: &str) -> Result<usize, String> {
@@ -61,6 +66,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// The deliveries waiting in a running daemon's outbox.
     Outbox(outbox::OutboxArgs),
+    /// Print an API token signed with the workspace secret.
+    Token(token::TokenArgs),
     /// Print a flow's DAG as Graphviz DOT or Mermaid.
     Graph {
         flow_file: PathBuf,
@@ -94,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::main(args),
         Command::Runs(args) => runs::main(args),
         Command::Outbox(args) => outbox::main(args),
+        Command::Token(args) => token::main(args),
         Command::Validate {
             paths,
             follow_symlinks,

@@ -31,14 +31,13 @@ pub fn main(args: OutboxArgs) -> ExitCode {
 }
 
 async fn call(args: &OutboxArgs) -> Result<ExitCode, String> {
-    let base = args.daemon.base();
     let url = |segments: &[&str]| args.daemon.url(segments);
     let http = reqwest::Client::new();
     let request = match &args.command {
         OutboxCommand::List => http.get(url(&["api", "v1", "outbox"])?),
         OutboxCommand::Retry { id } => http.post(url(&["api", "v1", "outbox", id, "retry"])?),
     };
-    let body = match client::send(request, base).await? {
+    let body = match client::send(request, &args.daemon).await? {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };

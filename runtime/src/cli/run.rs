@@ -95,16 +95,15 @@ pub fn main(args: RunArgs) -> ExitCode {
         None => flow.triggers[0].id.clone(),
     };
     let tenant = match &args.tenant {
-        Some(t) if !flow.tenants.contains(t) => {
+        Some(t) if !flow.tenants.serves(t) => {
             eprintln!(
                 "weir: flow '{}' does not serve tenant '{t}'; its tenants: {}",
-                flow.id,
-                flow.tenants.join(", ")
+                flow.id, flow.tenants
             );
             return ExitCode::from(exit::USAGE);
         }
         Some(t) => t.clone(),
-        None => flow.tenants[0].clone(),
+        None => flow.tenants.first().to_owned(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -276,9 +275,11 @@ async fn deliver(
         crate::daemon::outbox::Outbox::start(store.clone(), engine.clock().clone(), amqp, rx)?;
     // AMQP deliveries without a broker would only wait.
     let amqp_pending = |outbox: &crate::daemon::outbox::Outbox| -> anyhow::Result<u64> {
-        Ok(outbox.view()?["targets"][0]["pending"]
-            .as_u64()
-            .unwrap_or(0))
+        Ok(
+            outbox.view(&crate::auth::Scope::All)?["targets"][0]["pending"]
+                .as_u64()
+                .unwrap_or(0),
+        )
     };
     let deadline = if no_broker && amqp_pending(&outbox)? > 0 {
         tokio::time::Instant::now()
@@ -294,7 +295,7 @@ async fn deliver(
     };
     outbox.stop();
     if !quiet {
-        let view = outbox.view()?;
+        let view = outbox.view(&crate::auth::Scope::All)?;
         for t in view["targets"].as_array().into_iter().flatten() {
             if let Some(e) = t["last_error"].as_str() {
                 eprintln!(

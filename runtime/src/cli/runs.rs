@@ -48,7 +48,6 @@ pub fn main(args: RunsArgs) -> ExitCode {
 }
 
 async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
-    let base = args.daemon.base();
     let url = |segments: &[&str]| args.daemon.url(segments);
     let http = reqwest::Client::new();
     let request = match &args.command {
@@ -76,7 +75,7 @@ async fn call(args: &RunsArgs) -> Result<ExitCode, String> {
         RunsCommand::Retry { id } => http.post(url(&["api", "v1", "runs", id, "retry"])?),
         RunsCommand::Cancel { id } => http.post(url(&["api", "v1", "runs", id, "cancel"])?),
     };
-    let body = match client::send(request, base).await? {
+    let body = match client::send(request, &args.daemon).await? {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };

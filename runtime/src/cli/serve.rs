@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::exit;
+use crate::auth::Auth;
 use crate::daemon::{self, Config};
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +55,12 @@ pub struct ServeArgs {
     /// default they are reported and not read).
     #[arg(long, env = "WEIR_FOLLOW_SYMLINKS")]
     pub follow_symlinks: bool,
+    /// Serve /metrics without a token (by default it asks for an admin
+    /// token, like the API).
+    #[arg(long, env = "WEIR_METRICS_OPEN")]
+    pub metrics_open: bool,
+    #[command(flatten)]
+    pub workspace: super::token::WorkspaceArgs,
 }
 
 /// `--run-retention`: a duration, or `off`.
@@ -86,6 +93,14 @@ fn timeout(text: &str) -> Result<Duration, String> {
 }
 
 pub fn main(args: ServeArgs) -> ExitCode {
+    let auth = match args.workspace.workspace() {
+        Ok(Some(workspace)) => Auth::Tokens(workspace),
+        Ok(None) => Auth::Open,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let config = Config {
         flows: args.flows,
         data: args.data,
@@ -101,6 +116,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         links: super::links(args.follow_symlinks),
+        auth: std::sync::Arc::new(auth),
+        metrics_open: args.metrics_open,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

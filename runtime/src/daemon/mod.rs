@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use weir_storage::SledStore;
 
+use crate::auth::Auth;
 use crate::engine::{Clock, Engine, EngineOptions};
 use registry::Registry;
 use runs::Runs;
@@ -55,6 +56,30 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Whether symbolic links in the flows folder may lead out of it.
     pub links: crate::flow::Links,
+    /// How API callers are authenticated: tokens, or open (no workspace
+    /// secret; loopback only).
+    pub auth: Arc<Auth>,
+    /// `/metrics` without a token.
+    pub metrics_open: bool,
+}
+
+/// Without a workspace secret the API is open, which is only allowed on a
+/// loopback address (a laptop); said loudly at start.
+async fn check_open_listen(config: &Config) -> anyhow::Result<()> {
+    if !config.auth.is_open() {
+        return Ok(());
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&config.listen)
+        .await
+        .with_context(|| format!("cannot resolve the listen address {}", config.listen))?
+        .collect();
+    if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        anyhow::bail!(
+            "weir would listen on {addr} with an open API: no workspace secret is set. Set WEIR_WORKSPACE_SECRET (or --workspace-secret-file PATH) to at least 32 random bytes, or listen on a loopback address like 127.0.0.1:8080"
+        );
+    }
+    warn!(listen = %config.listen, "no workspace secret: the API is open to anyone who reaches this loopback address; set WEIR_WORKSPACE_SECRET to require tokens");
+    Ok(())
 }
 
 /// Runs the daemon until `shutdown` resolves. `bound` learns the address it
@@ -64,6 +89,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    check_open_listen(&config).await?;
     if !config.flows.is_dir() {
         anyhow::bail!(
             "the flows folder {} does not exist; create it or pass --flows DIR",
@@ -113,6 +139,8 @@ pub async fn serve(
         schedules,
         outbox: outbox.clone(),
         limits,
+        auth: config.auth.clone(),
+        metrics_open: config.metrics_open,
     });
 
     let listener = TcpListener::bind(&config.listen)

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use weir_nodes::TriggerKind;
 use weir_nodes::diag::{Diagnostic, Diags, Pos};
 use weir_nodes::node::read_node;
 use weir_nodes::reader::{Options, valid_id};
@@ -11,7 +12,7 @@ use weir_nodes::script::{FLOW_SCOPE, to_dynamic};
 use weir_nodes::triggers::{EVENT_SCOPE, read_trigger};
 use weir_nodes::yaml::{self, Kind};
 
-use super::{Concurrency, Flow, Graph, Secrets, checks, version_of};
+use super::{Concurrency, Flow, Graph, Secrets, Tenants, checks, version_of};
 
 /// Every problem of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,8 +250,18 @@ fn read_flow(
         .get("secrets")
         .map(|v| Secrets::read(v, source, diags, require_env))
         .unwrap_or_default();
+    let tenants_pos = o.key_pos("tenants").unwrap_or(o.pos);
     let tenants = match o.str_list("tenants") {
-        None => vec!["default".to_owned()],
+        None => Tenants::Listed(vec!["default".to_owned()]),
+        Some(list) if list.iter().any(|(t, _)| *t == "*") => {
+            if list.len() > 1 {
+                o.error(
+                    tenants_pos,
+                    "`tenants: \"*\"` serves any tenant; list no other key beside it",
+                );
+            }
+            Tenants::Any
+        }
         Some(list) => {
             let mut tenants = Vec::new();
             for (t, pos) in list {
@@ -263,12 +274,9 @@ fn read_flow(
                 }
             }
             if tenants.is_empty() {
-                o.error(
-                    o.key_pos("tenants").unwrap_or(o.pos),
-                    "`tenants` must list at least one tenant",
-                );
+                o.error(tenants_pos, "`tenants` must list at least one tenant");
             }
-            tenants
+            Tenants::Listed(tenants)
         }
     };
     let concurrency = o.get("concurrency").map(|value| {
@@ -326,10 +334,24 @@ fn read_flow(
         }
     }
     o.finish();
+    if tenants == Tenants::Any {
+        for t in &triggers {
+            if matches!(t.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
+                diags.error(
+                    t.pos,
+                    format!(
+                        "trigger '{}': a {} trigger fires for each tenant listed in `tenants`; with `tenants: \"*\"` there is no list — name the tenants",
+                        t.id,
+                        t.kind.type_name()
+                    ),
+                );
+            }
+        }
+    }
     let graph = Graph::build(nodes, &mut HashMap::new(), None, diags);
     checks::references(&graph, &triggers, &secrets, diags);
     if require_env {
-        checks::environment(&graph, &triggers, &tenants, diags);
+        checks::environment(&graph, &triggers, tenants.listed(), diags);
     }
     Some(Flow {
         id: id?,

@@ -34,10 +34,58 @@ pub struct Flow {
     /// `secrets`: values from the environment for requests.
     pub secrets: Secrets,
     /// The tenants the flow serves (default `[default]`).
-    pub tenants: Vec<String>,
+    pub tenants: Tenants,
     pub concurrency: Option<Concurrency>,
     pub triggers: Vec<TriggerDef>,
     pub graph: Graph,
+}
+
+/// `tenants:` — the tenants a flow serves: a list of keys, or `"*"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenants {
+    Listed(Vec<String>),
+    /// `"*"`: any tenant (its webhooks and api trigger take any tenant key).
+    Any,
+}
+
+impl Tenants {
+    pub fn serves(&self, tenant: &str) -> bool {
+        match self {
+            Tenants::Listed(list) => list.iter().any(|t| t == tenant),
+            Tenants::Any => weir_nodes::reader::valid_id(tenant),
+        }
+    }
+
+    /// The listed tenants (none for `"*"`).
+    pub fn listed(&self) -> &[String] {
+        match self {
+            Tenants::Listed(list) => list,
+            Tenants::Any => &[],
+        }
+    }
+
+    /// The tenant a run gets when none is named: the first listed, or
+    /// `default`.
+    pub fn first(&self) -> &str {
+        self.listed().first().map_or("default", String::as_str)
+    }
+
+    /// For messages and the API: the keys, or `"*"`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Tenants::Listed(list) => serde_json::json!(list),
+            Tenants::Any => serde_json::json!("*"),
+        }
+    }
+}
+
+impl std::fmt::Display for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tenants::Listed(list) => f.write_str(&list.join(", ")),
+            Tenants::Any => f.write_str("any tenant (\"*\")"),
+        }
+    }
 }
 
 /// `concurrency:` — runs with the same key run one at a time (or `limit`

@@ -445,7 +445,7 @@ nodes:
     let flow = load_snapshot(src, "all.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(flow.triggers.len(), 7);
     assert_eq!(flow.graph.nodes.len(), 12);
-    assert_eq!(flow.tenants, vec!["default", "acme"]);
+    assert_eq!(flow.tenants.listed(), ["default", "acme"]);
     let types: Vec<&str> = flow
         .graph
         .nodes
@@ -530,4 +530,26 @@ mod never_panics {
     fn the_valid_flow_is_valid() {
         load_source(VALID, "valid.yaml").unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+#[test]
+fn tenants_star_serves_any_tenant_and_cannot_drive_cron_or_poll() {
+    let flow = load_source(
+        "id: f\ntenants: \"*\"\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "f.yaml",
+    )
+    .expect("loads");
+    assert_eq!(flow.tenants, Tenants::Any);
+    assert!(flow.tenants.serves("anyone") && !flow.tenants.serves("Not Valid"));
+    assert_eq!(flow.tenants.first(), "default");
+    one(
+        "id: f\ntenants: [\"*\", acme]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "2:1",
+        "list no other key beside it",
+    );
+    one(
+        "id: f\ntenants: \"*\"\ntriggers:\n  - {id: nightly, type: cron, schedule: \"0 3 * * *\"}\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "4:5",
+        "trigger 'nightly': a cron trigger fires for each tenant listed",
+    );
 }

@@ -1,4 +1,5 @@
-//! `/api/v1`: flows, runs, and the `api` trigger.
+//! `/api/v1`: flows, runs, the `api` trigger and the outbox, each within
+//! the caller's [`Scope`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use weir_nodes::TriggerKind;
 use weir_storage::{Listed, RunRecord, RunStatus};
 
 use super::{ApiError, AppState, Params};
+use crate::auth::{Caller, Scope, ScopeError};
 use crate::engine::Engine;
 use crate::flow::{Flow, Graph};
 use crate::metrics;
@@ -46,24 +48,47 @@ fn flow_summary(app: &AppState, flow: &Flow) -> Value {
         "name": flow.name,
         "version": flow.version,
         "file": flow.file,
-        "tenants": flow.tenants,
+        "tenants": flow.tenants.to_json(),
         "triggers": trigger_json(app, flow),
     })
 }
 
-pub async fn list_flows(State(app): State<Arc<AppState>>) -> Json<Value> {
+/// Whether `scope` may see `flow`: a tenant sees the flows that serve it.
+fn visible(scope: &Scope, flow: &Flow) -> bool {
+    scope.tenant().is_none_or(|t| flow.tenants.serves(t))
+}
+
+/// A flow the scope may see; 404 otherwise.
+fn flow_in(app: &AppState, scope: &Scope, id: &str) -> Result<Arc<Flow>, ApiError> {
+    app.registry
+        .get(id)
+        .filter(|f| visible(scope, f))
+        .ok_or_else(|| ApiError::not_found(format!("no flow '{id}'")))
+}
+
+/// Flows; the files that do not load are listed for admins only (they
+/// name files and other tenants' flows).
+pub async fn list_flows(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    scope: Scope,
+) -> Json<Value> {
     let items: Vec<Value> = app
         .registry
         .all()
         .iter()
+        .filter(|f| visible(&scope, f))
         .map(|f| flow_summary(&app, f))
         .collect();
-    let errors: Vec<Value> = app
-        .registry
-        .errors()
-        .iter()
-        .map(|e| json!({"file": e.file, "errors": e.to_string().lines().collect::<Vec<_>>()}))
-        .collect();
+    let errors: Vec<Value> = match caller {
+        Caller::Admin => app
+            .registry
+            .errors()
+            .iter()
+            .map(|e| json!({"file": e.file, "errors": e.to_string().lines().collect::<Vec<_>>()}))
+            .collect(),
+        Caller::Tenant(_) => Vec::new(),
+    };
     Json(json!({"items": items, "errors": errors}))
 }
 
@@ -90,12 +115,10 @@ fn graph_json(graph: &Graph) -> Value {
 
 pub async fn show_flow(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let flow = app
-        .registry
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no flow '{id}'")))?;
+    let flow = flow_in(&app, &scope, &id)?;
     let mut v = flow_summary(&app, &flow);
     v["vars"] = flow.vars.clone();
     v["definition"] = json!(flow.source);
@@ -143,22 +166,44 @@ pub struct WaitQuery {
 }
 
 /// `POST /api/v1/flows/{flow}/runs`: the flow's `api` trigger.
+/// `POST /api/v1/flows/{flow}/runs`: the flow's `api` trigger, for the
+/// token's tenant (a body's `tenant` must be that one); an admin names the
+/// tenant in the body, `?tenant=` or `X-Weir-Tenant` (default: the flow's
+/// first tenant).
 pub async fn start_run(
     State(app): State<Arc<AppState>>,
+    caller: Caller,
+    scope: Scope,
     Path(id): Path<String>,
     Params(q): Params<WaitQuery>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body = StartBody::parse(&body)?;
-    let flow = app
-        .registry
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no flow '{id}'")))?;
-    let tenant = body.tenant.unwrap_or_else(|| "default".into());
-    if !flow.tenants.contains(&tenant) {
-        return Err(ApiError::not_found(format!(
-            "flow '{id}' does not serve tenant '{tenant}'"
-        )));
+    let scope = match (&scope, body.tenant.as_deref()) {
+        (_, None) => scope,
+        (Scope::All, Some(b)) => caller.scope(Some(b))?,
+        (Scope::Tenant(t), Some(b)) if t == b => scope,
+        // A tenant naming another (403), or an admin naming two.
+        (Scope::Tenant(t), Some(b)) => {
+            return Err(match caller {
+                Caller::Tenant(own) => ScopeError::OtherTenant {
+                    own,
+                    asked: b.to_owned(),
+                }
+                .into(),
+                Caller::Admin => ApiError::bad_request(format!(
+                    "the body's tenant `{b}` is not the tenant `{t}` the request names"
+                )),
+            });
+        }
+    };
+    let flow = flow_in(&app, &scope, &id)?;
+    let tenant = match scope.tenant() {
+        Some(t) => t.to_owned(),
+        None => flow.tenants.first().to_owned(),
+    };
+    if !flow.tenants.serves(&tenant) {
+        return Err(ApiError::not_found(format!("no flow '{id}'")));
     }
     let Some(trigger) = flow
         .triggers
@@ -215,10 +260,10 @@ pub async fn start_run(
     }
 }
 
+/// `tenant` is read by the [`Scope`] extractor.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     flow: Option<String>,
-    tenant: Option<String>,
     status: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
@@ -275,6 +320,7 @@ fn parse_after(after: Option<&str>) -> Result<Option<&str>, ApiError> {
 
 pub async fn list_runs(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = match q.limit {
@@ -304,19 +350,15 @@ pub async fn list_runs(
             q.flow.is_none() && status.is_none_or(|s| s == StatusFilter::Corrupt)
         }
     };
-    let store = app.runs.engine().store();
-    let runs: Vec<Listed> = match &q.tenant {
-        Some(tenant) => store
-            .list_runs(tenant, after, MAX_SCAN)
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .filter(|r| keep(r))
-            .take(limit)
-            .collect(),
-        None => store
-            .list_all_runs(after, limit, MAX_SCAN, &keep)
-            .map_err(ApiError::internal)?,
-    };
+    let runs = scope
+        .runs(
+            app.runs.engine().store().as_ref(),
+            after,
+            limit,
+            MAX_SCAN,
+            &keep,
+        )
+        .map_err(ApiError::internal)?;
     let next_after = (runs.len() == limit)
         .then(|| runs.last().map(|r| r.id().to_owned()))
         .flatten();
@@ -326,9 +368,10 @@ pub async fn list_runs(
 
 pub async fn show_run(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match app.runs.engine().store().run_by_id(&id) {
+    match scope.run(app.runs.engine().store().as_ref(), &id) {
         Ok(Some(run)) => Ok(Json(run_with_nodes(&app, &run)?)),
         Ok(None) => Err(ApiError::not_found(format!("no run {id}"))),
         Err(weir_storage::Error::Unreadable(u)) => Ok(Json(view::unreadable_json(&u))),
@@ -338,33 +381,39 @@ pub async fn show_run(
 
 pub async fn cancel_run(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = app.runs.cancel(&id).await?;
+    let run = app.runs.cancel(&scope, &id).await?;
     Ok(Json(run_with_nodes(&app, &run)?))
 }
 
 pub async fn retry_run(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = app.runs.retry(&id).await?;
+    let run = app.runs.retry(&scope, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(run_with_nodes(&app, &run)?)).into_response())
 }
 
 /// `GET /api/v1/outbox`: per target, the connection, pending and dead
 /// counts, the oldest pending age and the last error; and the dead
 /// deliveries.
-pub async fn outbox(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(app.outbox.view().map_err(ApiError::internal)?))
+pub async fn outbox(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(app.outbox.view(&scope).map_err(ApiError::internal)?))
 }
 
 /// `POST /api/v1/outbox/{id}/retry`: a dead delivery goes out again.
 pub async fn retry_delivery(
     State(app): State<Arc<AppState>>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let d = app.outbox.retry(&id).await?;
+    let d = app.outbox.retry(&scope, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(&d).unwrap_or(Value::Null)),

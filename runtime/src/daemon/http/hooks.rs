@@ -57,7 +57,7 @@ pub fn webhook_of(
         .registry
         .get(flow_id)
         .ok_or_else(|| ApiError::not_found(format!("no flow '{flow_id}'")))?;
-    if !flow.tenants.iter().any(|t| t == tenant) {
+    if !flow.tenants.serves(tenant) {
         return Err(ApiError::not_found(format!(
             "flow '{flow_id}' does not serve tenant '{tenant}'"
         )));
@@ -109,6 +109,15 @@ async fn accept(
         Some(verify) => {
             let var = verify.secret_var(tenant);
             let secret = std::env::var(&var).unwrap_or_default();
+            if secret.is_empty() {
+                // Only a flow of `tenants: "*"` with a per-tenant secret
+                // gets here (listed tenants are checked at load): this
+                // tenant has no secret, so none of its requests can verify.
+                warn!(flow = flow_id, trigger = trigger_id, tenant, variable = %var, "webhook refused: the tenant's secret variable is not set");
+                return Err(ApiError::not_found(format!(
+                    "flow '{flow_id}' does not serve tenant '{tenant}'"
+                )));
+            }
             match verify.check(&secret, &header, &bytes, now) {
                 Ok(proof) => Some((var, proof)),
                 Err(e) => {

@@ -4,12 +4,18 @@
 //! large, a body too large or too slow, a bad query) included.
 //!
 //! - `server`: the accept loop, connection limit and timeouts
-//! - `hooks`: webhooks; `api`: `/api/v1`; `ops`: health and metrics
+//! - `hooks`: webhooks; `api`: `/api/v1`; `ops`: health and metrics;
+//!   `tenants`: the admin's view of tenants
+//!
+//! Every `/api/v1` route is behind [`authenticate`]: a request without a
+//! valid token never reaches a handler, and handlers reach data through
+//! the [`Scope`] extractor.
 
 mod api;
 mod hooks;
 mod ops;
 pub mod server;
+mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +27,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -30,6 +36,7 @@ use tracing::{Instrument, error, info_span};
 use super::registry::Registry;
 use super::runs::Runs;
 use super::triggers::DedupeLocks;
+use crate::auth::{Auth, Caller, Refusal, Scope, ScopeError};
 
 /// What handlers share.
 pub struct AppState {
@@ -44,6 +51,10 @@ pub struct AppState {
     pub outbox: Arc<super::outbox::Outbox>,
     /// Connection limits and timeouts.
     pub limits: server::Limits,
+    /// How callers of the API are authenticated.
+    pub auth: Arc<Auth>,
+    /// `/metrics` without a token (`--metrics-open`).
+    pub metrics_open: bool,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
@@ -65,10 +76,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{run}/retry", post(api::retry_run))
         .route("/api/v1/outbox", get(api::outbox))
         .route("/api/v1/outbox/{id}/retry", post(api::retry_delivery))
+        .route("/api/v1/tenants", get(tenants::list))
+        .route("/api/v1/tenants/{tenant}", delete(tenants::erase))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             buffer_api_body,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         // Each webhook trigger enforces its own `max_body`.
         .route(
@@ -122,6 +136,97 @@ async fn request_limits(request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// The caller of an API request, from its bearer token, for the handlers
+/// (as [`Caller`] and [`Scope`]); 401 without a valid token.
+async fn authenticate(
+    State(app): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match app.auth.caller(request.headers(), now_seconds()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => ApiError::unauthorized(&refusal).into_response(),
+    }
+}
+
+/// Seconds since the epoch, for token times.
+pub fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::internal("a route outside `authenticate` asked for its caller")
+        })
+    }
+}
+
+/// The header an admin names the tenant it acts for with (or `?tenant=`).
+pub const TENANT_HEADER: &str = "x-weir-tenant";
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = ApiError;
+
+    /// The caller's scope, for the tenant named by `X-Weir-Tenant` or
+    /// `?tenant=` (an admin's choice; a tenant may only name itself).
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let header = match parts.headers.get(TENANT_HEADER) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("the X-Weir-Tenant header is not text"))?
+                    .to_owned(),
+            ),
+        };
+        let query = parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "tenant")
+                .map(|(_, v)| v.into_owned())
+        });
+        let asked = match (header, query) {
+            (Some(h), Some(q)) if h != q => {
+                return Err(ApiError::bad_request(format!(
+                    "X-Weir-Tenant says `{h}` and ?tenant= says `{q}`; name one tenant"
+                )));
+            }
+            (h, q) => h.or(q),
+        };
+        Ok(caller.scope(asked.as_deref())?)
+    }
+}
+
+/// An admin caller: 403 for a tenant token.
+pub struct Admin;
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin),
+            Caller::Tenant(_) => Err(ScopeError::AdminOnly.into()),
+        }
+    }
+}
+
+impl From<ScopeError> for ApiError {
+    fn from(e: ScopeError) -> Self {
+        match e {
+            ScopeError::BadTenant(_) => Self::bad_request(e.to_string()),
+            ScopeError::OtherTenant { .. } | ScopeError::AdminOnly => {
+                Self::forbidden(e.to_string())
+            }
+        }
+    }
 }
 
 /// Reads an API request's body (at most [`API_BODY_LIMIT`], within the
@@ -241,6 +346,8 @@ pub struct ApiError {
     pub message: String,
     /// For 429: seconds until it is worth trying again.
     pub retry_after: Option<u64>,
+    /// For 401: the `WWW-Authenticate` challenge.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -250,7 +357,21 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: None,
         }
+    }
+
+    /// 401, with the RFC 6750 challenge.
+    pub fn unauthorized(refusal: &Refusal) -> Self {
+        Self {
+            challenge: Some(refusal.challenge()),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", refusal.message())
+        }
+    }
+
+    /// 403: the caller is known and may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -303,6 +424,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge
+            && let Ok(value) = HeaderValue::from_str(&challenge)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

@@ -37,17 +37,32 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+/// `/metrics`: an admin token is needed, unless `--metrics-open`.
+pub async fn metrics(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if !app.metrics_open {
+        match app.auth.caller(&headers, super::now_seconds()) {
+            Ok(crate::auth::Caller::Admin) => {}
+            Ok(crate::auth::Caller::Tenant(_)) => {
+                return Err(ApiError::forbidden(
+                    "/metrics needs an admin token (or start weir with --metrics-open)",
+                ));
+            }
+            Err(refusal) => return Err(ApiError::unauthorized(&refusal)),
+        }
+    }
     metrics::backlog(app.runs.backlog());
     metrics::unreadable(
         app.runs.stuck().len(),
         app.runs.engine().store().unreadable_records(),
     );
     app.outbox.publish_gauges();
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
-    )
+    ))
 }
 
 pub async fn not_found() -> ApiError {

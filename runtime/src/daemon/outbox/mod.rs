@@ -27,6 +27,7 @@ mod amqp;
 mod http;
 pub mod message;
 
+use crate::auth::Scope;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -382,8 +383,19 @@ impl Outbox {
         };
         // The outbox's state on disk first, then in memory, so the API never
         // shows one before the other. (A crash before this lands sends the
-        // delivery again, with the same id, which consumers dedupe.)
-        if let Err(e) = self.store.commit(Commit::new().with(write)).await {
+        // delivery again, with the same id, which consumers dedupe.) The
+        // commit is submitted under the state's lock: a delivery whose tenant
+        // was erased meanwhile (`forget_tenant`) is not written back.
+        let ticket = {
+            let mut state = self.state();
+            if !state.known.contains(&d.id) {
+                state.busy.remove(&lane);
+                state.failing.remove(&d.id);
+                return;
+            }
+            self.store.commit(Commit::new().with(write))
+        };
+        if let Err(e) = ticket.await {
             warn!(delivery = %d.id, error = %e, "cannot record the delivery's state");
         }
         {
@@ -435,10 +447,18 @@ impl Outbox {
 
     /// Pending count and oldest age per target (reads every pending
     /// delivery: for the API and metrics scrapes, not per delivery).
-    fn pending_by_target(&self) -> HashMap<TargetKind, (usize, Option<DateTime<Utc>>)> {
+    fn pending_by_target(
+        &self,
+        scope: &Scope,
+    ) -> HashMap<TargetKind, (usize, Option<DateTime<Utc>>)> {
         let state = self.state();
         let mut out: HashMap<TargetKind, (usize, Option<DateTime<Utc>>)> = HashMap::new();
-        for d in state.lanes.values().flatten() {
+        for d in state
+            .lanes
+            .values()
+            .flatten()
+            .filter(|d| scope.sees(&d.tenant))
+        {
             let entry = out.entry(d.target.kind()).or_default();
             entry.0 += 1;
             entry.1 = Some(
@@ -453,7 +473,7 @@ impl Outbox {
     /// Sets the outbox gauges, the oldest pending age included.
     pub fn publish_gauges(&self) {
         let now = self.clock.now();
-        let pending = self.pending_by_target();
+        let pending = self.pending_by_target(&Scope::All);
         for target in TargetKind::ALL {
             let (n, oldest) = pending.get(&target).copied().unwrap_or_default();
             let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
@@ -464,21 +484,37 @@ impl Outbox {
     /// `GET /api/v1/outbox`: per target, its connection, counts and the
     /// error of its most recently failed pending delivery; the pending
     /// deliveries that are failing, each with its own error; and the dead
-    /// ones.
-    pub fn view(&self) -> Result<Value, weir_storage::Error> {
+    /// ones — all of them the scope's (the broker's own error is shown to
+    /// admins only).
+    pub fn view(&self, scope: &Scope) -> Result<Value, weir_storage::Error> {
         let now = self.clock.now();
-        let pending = self.pending_by_target();
-        let (dead_counts, failing) = {
+        let pending = self.pending_by_target(scope);
+        let failing = {
             let state = self.state();
             let mut failing: Vec<(DateTime<Utc>, TargetKind, DeliveryRecord)> = Vec::new();
-            for d in state.lanes.values().flatten() {
+            for d in state
+                .lanes
+                .values()
+                .flatten()
+                .filter(|d| scope.sees(&d.tenant))
+            {
                 if let Some((target, at)) = state.failing.get(&d.id) {
                     failing.push((*at, *target, d.clone()));
                 }
             }
             failing.sort_by_key(|f| std::cmp::Reverse(f.0));
-            (state.dead.clone(), failing)
+            failing
         };
+        let dead: Vec<DeliveryRecord> = self
+            .store
+            .deliveries()?
+            .into_iter()
+            .filter(|d| d.status == DeliveryStatus::Dead && scope.sees(&d.tenant))
+            .collect();
+        let mut dead_counts: HashMap<TargetKind, usize> = HashMap::new();
+        for d in &dead {
+            *dead_counts.entry(d.target.kind()).or_default() += 1;
+        }
         let targets: Vec<Value> = TargetKind::ALL
             .iter()
             .map(|target| {
@@ -488,7 +524,7 @@ impl Outbox {
                     TargetKind::Http => true,
                 };
                 let last_error = match target {
-                    TargetKind::Amqp if !connected => self
+                    TargetKind::Amqp if !connected && *scope == Scope::All => self
                         .amqp
                         .as_ref()
                         .and_then(|a| a.last_error())
@@ -514,24 +550,21 @@ impl Outbox {
             .take(1000)
             .map(|(_, _, d)| serde_json::to_value(&d).unwrap_or(Value::Null))
             .collect();
-        let dead: Vec<Value> = self
-            .store
-            .deliveries()?
+        let dead: Vec<Value> = dead
             .into_iter()
-            .filter(|d| d.status == DeliveryStatus::Dead)
             .take(1000)
             .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null))
             .collect();
         Ok(json!({"targets": targets, "failing": failing, "dead": dead}))
     }
 
-    /// Sends a dead delivery again, from its first attempt.
-    pub async fn retry(&self, id: &str) -> Result<DeliveryRecord, OutboxError> {
+    /// Sends a dead delivery of the scope again, from its first attempt.
+    pub async fn retry(&self, scope: &Scope, id: &str) -> Result<DeliveryRecord, OutboxError> {
         let mut d = self
             .store
             .deliveries()?
             .into_iter()
-            .find(|d| d.id == id)
+            .find(|d| d.id == id && scope.sees(&d.tenant))
             .ok_or_else(|| OutboxError::NotFound(id.to_owned()))?;
         if d.status != DeliveryStatus::Dead {
             return Err(OutboxError::NotDead(id.to_owned()));
@@ -551,6 +584,55 @@ impl Outbox {
         }
         self.add(d.clone());
         Ok(d)
+    }
+
+    /// Drops a tenant's pending deliveries from memory, before its records
+    /// are erased: none of them is sent or written again (one in flight
+    /// ends unrecorded).
+    pub fn forget_tenant(&self, tenant: &str) -> Result<(), weir_storage::Error> {
+        let dead: Vec<TargetKind> = self
+            .store
+            .deliveries()?
+            .into_iter()
+            .filter(|d| d.tenant == tenant && d.status == DeliveryStatus::Dead)
+            .map(|d| d.target.kind())
+            .collect();
+        let mut state = self.state();
+        for target in dead {
+            if let Some(n) = state.dead.get_mut(&target) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let lanes: Vec<String> = state
+            .lanes
+            .iter()
+            .filter(|(_, q)| q.iter().any(|d| d.tenant == tenant))
+            .map(|(lane, _)| lane.clone())
+            .collect();
+        for lane in lanes {
+            let Some(queue) = state.lanes.get_mut(&lane) else {
+                continue;
+            };
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                queue.drain(..).partition(|d| d.tenant == tenant);
+            *queue = kept;
+            for d in gone {
+                state.known.remove(&d.id);
+                state.failing.remove(&d.id);
+                if let Some(n) = state.pending.get_mut(&d.target.kind()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            if state.lanes.get(&lane).is_some_and(VecDeque::is_empty) {
+                state.lanes.remove(&lane);
+                state.ready.retain(|l| *l != lane);
+                state.timers.retain(|(_, l)| *l != lane);
+                state.waiting_for_broker.retain(|l| *l != lane);
+            }
+        }
+        drop(state);
+        self.publish_counts();
+        Ok(())
     }
 
     /// Pending and dead deliveries, all targets.

@@ -16,6 +16,7 @@ mod queue;
 mod resume;
 pub mod retention;
 
+use crate::auth::Scope;
 pub use backlog::{Backlog, BacklogPermit};
 use queue::{Queued, Slot, SlotKey};
 
@@ -344,8 +345,18 @@ impl Runs {
         }
     }
 
-    /// Cancels a live or queued run.
-    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<RunRecord, ControlError> {
+    /// Cancels a live or queued run of the scope.
+    pub async fn cancel(
+        self: &Arc<Self>,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<RunRecord, ControlError> {
+        // The stored record first: a run outside the scope is not found,
+        // whether it is live or not.
+        let run = scope
+            .run(self.engine.store().as_ref(), id)
+            .map_err(EngineError::from)?
+            .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
         let live = lock(&self.live)
             .get(id)
             .map(|l| (l.control.clone(), l.done.clone()));
@@ -360,7 +371,7 @@ impl Runs {
         let run = self
             .engine
             .store()
-            .run_by_id(id)
+            .run(&run.tenant, id)
             .map_err(EngineError::from)?
             .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
         if run.status.is_finished() {
@@ -381,12 +392,43 @@ impl Runs {
         Ok(run)
     }
 
+    /// Stops a tenant's unfinished runs (cancelled; a live one at its next
+    /// step) and drops its pending deliveries, then erases every record of
+    /// the tenant in one commit. Answers what was stored for it.
+    pub async fn erase_tenant(
+        self: &Arc<Self>,
+        tenant: &str,
+        outbox: &super::outbox::Outbox,
+    ) -> Result<weir_storage::TenantCounts, EngineError> {
+        let store = self.engine.store().clone();
+        let scope = Scope::Tenant(tenant.to_owned());
+        let (active, unreadable) = store.active_runs()?;
+        for run in active.iter().filter(|r| r.tenant == tenant) {
+            match self.cancel(&scope, &run.id).await {
+                Ok(_) | Err(ControlError::NotFound(_) | ControlError::Conflict { .. }) => {}
+                Err(ControlError::Engine(e)) => return Err(e),
+            }
+        }
+        let counts = store.tenants()?.remove(tenant).unwrap_or_default();
+        outbox.forget_tenant(tenant)?;
+        store
+            .commit(weir_storage::Commit::new().with(Write::EraseTenant(tenant.to_owned())))
+            .await?;
+        let mut stuck = lock(&self.stuck);
+        for u in unreadable.iter().filter(|u| u.tenant == tenant) {
+            stuck.remove(&u.id);
+        }
+        Ok(counts)
+    }
+
     /// Runs a failed run again from its failed nodes.
-    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<RunRecord, ControlError> {
-        let run = self
-            .engine
-            .store()
-            .run_by_id(id)
+    pub async fn retry(
+        self: &Arc<Self>,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<RunRecord, ControlError> {
+        let run = scope
+            .run(self.engine.store().as_ref(), id)
             .map_err(EngineError::from)?
             .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
         if run.status != RunStatus::Failed {

@@ -133,7 +133,7 @@ impl Triggers {
             if !matches!(trigger.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
                 continue;
             }
-            for tenant in &flow.tenants {
+            for tenant in flow.tenants.listed() {
                 let (stop, stop_rx) = watch::channel(false);
                 let (runs, flow, tenant) = (self.runs.clone(), flow.clone(), tenant.clone());
                 // On the work runtime: polls evaluate expressions over
