@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod connect;
 pub mod daemon;
 pub mod engine;
 pub mod flow;

@@ -1,0 +1,7 @@
+//! Connect: the external apps tenants connect to, and the credentials
+//! they hold for them.
+//!
+//! - `integration`: integration files (one app each), read and checked
+//! - `vault`: the key ring that seals credentials at rest
+pub mod integration;
+pub mod vault;
