@@ -348,7 +348,7 @@ fn every_route_needs_a_token_and_answers_within_the_token_tenant() {
         other_workspace.clone(),
     ];
     let log = daemon.weir.stderr();
-    let files = raw_files(&daemon.data);
+    let files = weir_testkit::files_under(&daemon.data);
     for secret in [SECRET.to_owned(), SECRET.replace('-', "")]
         .into_iter()
         .chain(
@@ -358,31 +358,8 @@ fn every_route_needs_a_token_and_answers_within_the_token_tenant() {
         )
     {
         assert!(!log.contains(&secret), "the log holds {secret}");
-        for (file, bytes) in &files {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{file} holds {secret}"
-            );
-        }
+        weir_testkit::assert_not_in_files(&files, &secret);
     }
-}
-
-/// Every file under `dir`, with its bytes.
-fn raw_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    assert!(!out.is_empty(), "no files under {}", dir.display());
-    out
 }
 
 fn ids_of_items(list: &Value) -> Vec<String> {

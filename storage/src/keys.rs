@@ -75,7 +75,7 @@ pub fn item_of(full: &[u8], prefix_len: usize) -> String {
 
 /// The prefix of every key of a tenant in the trees keyed by tenant
 /// first (`runs`, `active`, `nodes`, `events`, `dedupe`, `cron`, `seen`,
-/// `cursors`).
+/// `cursors`, `connections`).
 pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut key = tenant.as_bytes().to_vec();
     key.push(SEP);
@@ -92,6 +92,11 @@ pub fn tenant_of(key: &[u8]) -> String {
 /// all tenants' runs by time.
 pub fn by_id(run: &str) -> Vec<u8> {
     run.as_bytes().to_vec()
+}
+
+/// `connections` tree: one connection of a tenant.
+pub fn connection(tenant: &str, id: &str) -> Vec<u8> {
+    join(&[tenant, id])
 }
 
 /// `outbox` tree: deliveries by id (the idempotency key).

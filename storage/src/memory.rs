@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
-    SeenRecord, TriggerKey, Unreadable,
+    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord,
+    RunRecord, SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -26,6 +26,7 @@ struct State {
     cron: BTreeMap<TriggerKey, DateTime<Utc>>,
     seen: BTreeMap<(TriggerKey, String), SeenRecord>,
     cursors: BTreeMap<TriggerKey, Value>,
+    connections: BTreeMap<(String, String), ConnectionRecord>,
 }
 
 /// Everything in `BTreeMap`s behind one lock; commits apply at once.
@@ -144,6 +145,15 @@ impl Store for MemoryStore {
                     state.cron.retain(|k, _| k.tenant != tenant);
                     state.seen.retain(|(k, _), _| k.tenant != tenant);
                     state.cursors.retain(|k, _| k.tenant != tenant);
+                    state.connections.retain(|(t, _), _| *t != tenant);
+                }
+                Write::Connection(c) => {
+                    state
+                        .connections
+                        .insert((c.tenant.clone(), c.id.clone()), c);
+                }
+                Write::RemoveConnection { tenant, id } => {
+                    state.connections.remove(&(tenant, id));
                 }
             }
         }
@@ -179,8 +189,33 @@ impl Store for MemoryStore {
         {
             counts_of(&mut out, &k.tenant).trigger_states += 1;
         }
+        for (tenant, _) in state.connections.keys() {
+            counts_of(&mut out, tenant).connections += 1;
+        }
         out.remove("");
         Ok(out)
+    }
+
+    fn connection(&self, tenant: &str, id: &str) -> Result<Option<ConnectionRecord>> {
+        Ok(self
+            .state()?
+            .connections
+            .get(&(tenant.to_owned(), id.to_owned()))
+            .cloned())
+    }
+
+    fn connections(&self, tenant: &str) -> Result<Vec<ConnectionRecord>> {
+        Ok(self
+            .state()?
+            .connections
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    fn all_connections(&self) -> Result<Vec<ConnectionRecord>> {
+        Ok(self.state()?.connections.values().cloned().collect())
     }
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {

@@ -403,3 +403,82 @@ impl From<&RunRecord> for ActiveRun {
         }
     }
 }
+
+/// A credential sealed by the key ring: the store holds ciphertext only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The id of the key that sealed it.
+    pub kid: String,
+    /// Base64 of the 24-byte nonce.
+    pub nonce: String,
+    /// Base64 of the ciphertext and its tag.
+    pub data: String,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a connection works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Its last test or use succeeded.
+    Ready,
+    /// The app no longer accepts its credentials: it needs reconnecting.
+    Disconnected,
+    /// A test or refresh failed for another reason; it is tried again.
+    Error,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Ready => "ready",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Error => "error",
+        }
+    }
+
+    pub const ALL: [ConnectionState; 3] = [
+        ConnectionState::Ready,
+        ConnectionState::Disconnected,
+        ConnectionState::Error,
+    ];
+}
+
+impl std::str::FromStr for ConnectionState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                format!("`{s}` is not a connection state; use ready, disconnected or error")
+            })
+    }
+}
+
+/// A tenant's connection to an integration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub tenant: String,
+    pub integration: String,
+    pub name: String,
+    pub state: ConnectionState,
+    pub parameters: Value,
+    /// Each credential field, sealed.
+    pub credentials: std::collections::BTreeMap<String, Sealed>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Why the connection is not ready (no credential in it).
+    pub error: Option<String>,
+    pub credentials_expire_at: Option<DateTime<Utc>>,
+}

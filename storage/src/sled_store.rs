@@ -26,8 +26,8 @@ use tracing::{error, warn};
 
 use crate::keys;
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord, RunRecord,
-    SeenRecord, TriggerKey, Unreadable,
+    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord,
+    RunRecord, SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -39,7 +39,7 @@ const CACHE_BYTES: u64 = 64 << 20;
 const MAX_GROUP: usize = 1024;
 
 /// The trees, in the order of [`T`]'s constants.
-const TREE_NAMES: [&str; 11] = [
+const TREE_NAMES: [&str; 12] = [
     "runs",
     "active",
     "nodes",
@@ -51,6 +51,7 @@ const TREE_NAMES: [&str; 11] = [
     "seen",
     "cursors",
     "events",
+    "connections",
 ];
 
 /// Indexes into [`Trees`].
@@ -67,10 +68,11 @@ impl T {
     const SEEN: usize = 8;
     const CURSORS: usize = 9;
     const EVENTS: usize = 10;
+    const CONNECTIONS: usize = 11;
 }
 
 // Every index names a tree.
-const _: () = assert!(T::EVENTS < TREE_NAMES.len());
+const _: () = assert!(T::CONNECTIONS < TREE_NAMES.len());
 
 #[derive(Clone)]
 struct Trees(Arc<Vec<Tree>>);
@@ -425,6 +427,14 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                 Some(serde_json::to_vec(cursor)?),
             )),
             Write::EraseTenant(tenant) => erase_tenant(trees, tenant, &mut puts)?,
+            Write::Connection(c) => puts.push((
+                T::CONNECTIONS,
+                keys::connection(&c.tenant, &c.id),
+                Some(serde_json::to_vec(c)?),
+            )),
+            Write::RemoveConnection { tenant, id } => {
+                puts.push((T::CONNECTIONS, keys::connection(tenant, id), None))
+            }
         }
     }
     trees
@@ -454,7 +464,7 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
 }
 
 /// The trees keyed by tenant first.
-const TENANT_TREES: [usize; 8] = [
+const TENANT_TREES: [usize; 9] = [
     T::RUNS,
     T::ACTIVE,
     T::NODES,
@@ -463,6 +473,7 @@ const TENANT_TREES: [usize; 8] = [
     T::CRON,
     T::SEEN,
     T::CURSORS,
+    T::CONNECTIONS,
 ];
 
 type Put = (usize, Vec<u8>, Option<Vec<u8>>);
@@ -869,8 +880,40 @@ impl Store for SledStore {
                 counts_of(&mut out, keys::tenant_of(&key?)).trigger_states += 1;
             }
         }
+        for key in self.trees.get(T::CONNECTIONS).iter().keys() {
+            counts_of(&mut out, keys::tenant_of(&key?)).connections += 1;
+        }
         out.remove("");
         Ok(out)
+    }
+
+    fn connection(&self, tenant: &str, id: &str) -> Result<Option<ConnectionRecord>> {
+        match self
+            .trees
+            .get(T::CONNECTIONS)
+            .get(keys::connection(tenant, id))?
+        {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn connections(&self, tenant: &str) -> Result<Vec<ConnectionRecord>> {
+        self.trees
+            .get(T::CONNECTIONS)
+            .scan_prefix(keys::tenant_prefix(tenant))
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    fn all_connections(&self) -> Result<Vec<ConnectionRecord>> {
+        self.trees
+            .get(T::CONNECTIONS)
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
     }
 
     fn unreadable_records(&self) -> u64 {

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord,
-    RunRecord, SeenRecord, TriggerKey, Unreadable, nests_deeper,
+    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed,
+    MAX_VALUE_DEPTH, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable, nests_deeper,
 };
 use crate::{Error, Result};
 
@@ -66,6 +66,10 @@ pub enum Write {
     /// tenants' triggers too), cron and poll state, and its deliveries.
     /// Writes later in the same group apply after it.
     EraseTenant(String),
+    /// Insert or replace a connection.
+    Connection(ConnectionRecord),
+    /// Forget a connection and its credentials.
+    RemoveConnection { tenant: String, id: String },
 }
 
 /// Writes applied together or not at all: a node's result, the run's next
@@ -122,6 +126,7 @@ impl Commit {
                     record: Some(r), ..
                 } => ("a poll record", [Some(&r.version), Some(&r.item)]),
                 Write::Cursor { cursor, .. } => ("a poll cursor", [Some(cursor), None]),
+                Write::Connection(c) => ("a connection's parameters", [Some(&c.parameters), None]),
                 _ => continue,
             };
             if values
@@ -149,6 +154,8 @@ pub struct TenantCounts {
     pub dedupe_keys: u64,
     /// Cron and poll state: last firings, cursors, records a poll saw.
     pub trigger_states: u64,
+    /// Connections to integrations.
+    pub connections: u64,
 }
 
 impl TenantCounts {
@@ -286,6 +293,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every tenant something is stored for, with counts. Reads every
     /// key (an admin's question, not a hot path).
     fn tenants(&self) -> Result<std::collections::BTreeMap<String, TenantCounts>>;
+
+    fn connection(&self, tenant: &str, id: &str) -> Result<Option<ConnectionRecord>>;
+
+    /// A tenant's connections, by id.
+    fn connections(&self, tenant: &str) -> Result<Vec<ConnectionRecord>>;
+
+    /// Every tenant's connections, by tenant then id.
+    fn all_connections(&self) -> Result<Vec<ConnectionRecord>>;
 
     /// How many stored records were found that cannot be read back (each
     /// counted once).

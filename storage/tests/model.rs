@@ -10,9 +10,9 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
-    Commit, DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
-    MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus, RunRecord, RunStatus, SeenRecord,
-    SledStore, Store, TriggerKey, Write,
+    Commit, ConnectionRecord, ConnectionState, DedupeRecord, DeliveryRecord, DeliveryStatus,
+    DeliveryTarget, FlowSnapshot, Listed, MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus,
+    RunRecord, RunStatus, Sealed, SeenRecord, SledStore, Store, TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
@@ -209,6 +209,36 @@ fn write() -> impl Strategy<Value = Write> {
             },
         }),
         (0..TENANTS.len()).prop_map(|t| Write::EraseTenant(TENANTS[t].into())),
+        (0..TENANTS.len(), 0..3u8, 0..3usize, deep_value()).prop_map(
+            |(t, c, state, parameters)| {
+                Write::Connection(ConnectionRecord {
+                    id: format!("conn-{c}"),
+                    tenant: TENANTS[t].into(),
+                    integration: "crm".into(),
+                    name: format!("crm {c}"),
+                    state: ConnectionState::ALL[state],
+                    parameters,
+                    credentials: [(
+                        "api_key".to_owned(),
+                        Sealed {
+                            kid: "k1".into(),
+                            nonce: "bm9uY2U=".into(),
+                            data: format!("ZGF0YQ{c}"),
+                        },
+                    )]
+                    .into(),
+                    created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                    updated_at: Utc.timestamp_opt(1_700_000_000 + i64::from(c), 0).unwrap(),
+                    last_used_at: None,
+                    error: (state > 0).then(|| "refused".into()),
+                    credentials_expire_at: None,
+                })
+            }
+        ),
+        (0..TENANTS.len(), 0..3u8).prop_map(|(t, c)| Write::RemoveConnection {
+            tenant: TENANTS[t].into(),
+            id: format!("conn-{c}"),
+        }),
     ]
 }
 
@@ -320,6 +350,23 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
     );
     assert_eq!(sled.deliveries().unwrap(), model.deliveries().unwrap());
     assert_eq!(sled.tenants().unwrap(), model.tenants().unwrap());
+    assert_eq!(
+        sled.all_connections().unwrap(),
+        model.all_connections().unwrap()
+    );
+    for tenant in TENANTS {
+        assert_eq!(
+            sled.connections(tenant).unwrap(),
+            model.connections(tenant).unwrap()
+        );
+        for c in 0..3 {
+            let id = format!("conn-{c}");
+            assert_eq!(
+                sled.connection(tenant, &id).unwrap(),
+                model.connection(tenant, &id).unwrap()
+            );
+        }
+    }
     let shared = TriggerKey::new("", "f", "t0");
     for k in 0..3 {
         let key = format!("k{k}\0x");

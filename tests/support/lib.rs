@@ -25,3 +25,32 @@ pub use records::{Polled, RecordServer};
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
+
+/// Every file under `dir` (recursively), with its bytes: for tests that
+/// search the data folder for a secret.
+pub fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no files under {}", dir.display());
+    out
+}
+
+/// Panics if any of `files` holds `secret`, naming the file.
+pub fn assert_not_in_files(files: &[(String, Vec<u8>)], secret: &str) {
+    for (file, bytes) in files {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{file} holds {secret}"
+        );
+    }
+}

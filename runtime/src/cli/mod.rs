@@ -16,6 +16,7 @@ mod graph;
 mod outbox;
 mod run;
 mod runs;
+mod secrets;
 mod serve;
 mod token;
 mod validate;
@@ -68,6 +69,8 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// Print an API token signed with the workspace secret.
     Token(token::TokenArgs),
+    /// The key ring that encrypts stored credentials.
+    Secrets(secrets::SecretsArgs),
     /// Print a flow's DAG as Graphviz DOT or Mermaid.
     Graph {
         flow_file: PathBuf,
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::main(args),
         Command::Outbox(args) => outbox::main(args),
         Command::Token(args) => token::main(args),
+        Command::Secrets(args) => secrets::main(args),
         Command::Validate {
             paths,
             follow_symlinks,

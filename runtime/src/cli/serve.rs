@@ -59,8 +59,13 @@ pub struct ServeArgs {
     /// token, like the API).
     #[arg(long, env = "WEIR_METRICS_OPEN")]
     pub metrics_open: bool,
+    /// The integrations folder (one external app per file).
+    #[arg(long, env = "WEIR_INTEGRATIONS", default_value = "integrations")]
+    pub integrations: PathBuf,
     #[command(flatten)]
     pub workspace: super::token::WorkspaceArgs,
+    #[command(flatten)]
+    pub keys: super::secrets::KeyArgs,
 }
 
 /// `--run-retention`: a duration, or `off`.
@@ -101,6 +106,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let secret_keys = match args.keys.ring() {
+        Ok(ring) => ring,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let config = Config {
         flows: args.flows,
         data: args.data,
@@ -118,6 +130,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
         links: super::links(args.follow_symlinks),
         auth: std::sync::Arc::new(auth),
         metrics_open: args.metrics_open,
+        integrations: args.integrations,
+        secret_keys,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -437,6 +437,32 @@ fn read_test(value: &Yaml, source: &str, diags: &Diags) -> Option<TestRequest> {
     })
 }
 
+impl crate::daemon::registry::Item for Integration {
+    const KIND: &'static str = "integration";
+    fn id(&self) -> &str {
+        &self.key
+    }
+    fn file(&self) -> &str {
+        &self.file
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn load(path: &Path) -> Result<Self, LoadError> {
+        load_file(path)
+    }
+    fn duplicate(&self, first: &str) -> LoadError {
+        LoadError::one(
+            &self.file,
+            Pos::new(1, 1),
+            format!(
+                "duplicate integration key `{}`: {first} has it too; keys must be unique across the integrations folder",
+                self.key
+            ),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

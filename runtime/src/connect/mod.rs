@@ -2,6 +2,8 @@
 //! they hold for them.
 //!
 //! - `integration`: integration files (one app each), read and checked
+//! - `connections`: a tenant's connections: create, test, update, delete
 //! - `vault`: the key ring that seals credentials at rest
+pub mod connections;
 pub mod integration;
 pub mod vault;

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+pub use weir_storage::Sealed;
 
 /// The variable that holds the key ring.
 pub const KEYS_VAR: &str = "WEIR_SECRET_KEYS";
@@ -53,24 +53,6 @@ impl Binding<'_> {
         [AAD_PREFIX, self.tenant, self.connection, self.field]
             .join("\0")
             .into_bytes()
-    }
-}
-
-/// A sealed credential as stored: its key id, nonce and ciphertext.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sealed {
-    pub kid: String,
-    /// Base64 of the 24-byte nonce.
-    pub nonce: String,
-    /// Base64 of the ciphertext and its tag.
-    pub data: String,
-}
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sealed")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
     }
 }
 

@@ -26,6 +26,9 @@ use tracing::{info, warn};
 use weir_storage::SledStore;
 
 use crate::auth::Auth;
+use crate::connect::connections::Connections;
+use crate::connect::integration::Integration;
+use crate::connect::vault::KeyRing;
 use crate::engine::{Clock, Engine, EngineOptions};
 use registry::Registry;
 use runs::Runs;
@@ -61,6 +64,10 @@ pub struct Config {
     pub auth: Arc<Auth>,
     /// `/metrics` without a token.
     pub metrics_open: bool,
+    /// The integrations folder.
+    pub integrations: PathBuf,
+    /// The keys credentials are sealed with.
+    pub secret_keys: Option<Arc<KeyRing>>,
 }
 
 /// Without a workspace secret the API is open, which is only allowed on a
@@ -102,8 +109,32 @@ pub async fn serve(
     // as soon as it connects; a value recorded earlier would be lost).
     let metrics = crate::metrics::install();
     let store = SledStore::open(&config.data)?;
-    let registry = Arc::new(Registry::load(&config.flows, config.links));
+    let registry = Arc::new(Registry::<crate::flow::Flow>::load(
+        &config.flows,
+        config.links,
+    ));
     info!(flows = registry.all().len(), errors = registry.errors().len(), dir = %config.flows.display(), "flows loaded");
+    let integrations = Arc::new(match config.integrations.is_dir() {
+        true => Registry::<Integration>::load(&config.integrations, config.links),
+        false => Registry::<Integration>::empty(&config.integrations, config.links),
+    });
+    info!(integrations = integrations.all().len(), errors = integrations.errors().len(), dir = %config.integrations.display(), "integrations loaded");
+    let connections = Arc::new(Connections::new(
+        store.clone(),
+        integrations.clone(),
+        config.secret_keys.clone(),
+    ));
+    match connections.check_keys() {
+        Ok(n) if n > 0 => info!(connections = n, "the key ring opens the stored credentials"),
+        Ok(_) => {}
+        Err(e) => anyhow::bail!(e),
+    }
+    if config.secret_keys.is_none() {
+        info!(
+            "no key ring ({}): connections with credentials cannot be created",
+            crate::connect::vault::KEYS_VAR
+        );
+    }
     if config.amqp.is_none() {
         warn!("no AMQP URL (--amqp or WEIR_AMQP_URL): AMQP deliveries wait in the outbox");
     }
@@ -141,6 +172,7 @@ pub async fn serve(
         limits,
         auth: config.auth.clone(),
         metrics_open: config.metrics_open,
+        connections,
     });
 
     let listener = TcpListener::bind(&config.listen)
@@ -151,7 +183,7 @@ pub async fn serve(
     bound(addr);
 
     triggers.start_all();
-    let watcher = reload::watch(registry.clone(), triggers.clone());
+    let watcher = reload::watch(registry.clone(), integrations.clone(), triggers.clone());
     let expiry = tokio::spawn(triggers::expire_dedupe(
         runs.clone(),
         config.dedupe_retention,
@@ -261,15 +293,18 @@ mod reload {
 
     use super::registry::Registry;
     use super::triggers::Triggers;
+    use crate::connect::integration::Integration;
 
     /// How long changes settle before a reload (editors write in steps).
     const SETTLE: Duration = Duration::from_millis(200);
     /// A reload also happens this often, in case an event was missed.
     const RESCAN: Duration = Duration::from_secs(1);
 
-    /// Watches the folder; dropping the result stops watching.
+    /// Watches the flows folder (and the integrations folder); dropping
+    /// the result stops watching.
     pub fn watch(
         registry: Arc<Registry>,
+        integrations: Arc<Registry<Integration>>,
         triggers: Arc<Triggers>,
     ) -> Option<notify::RecommendedWatcher> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -280,7 +315,14 @@ mod reload {
         });
         let watcher = match watcher {
             Ok(mut w) => match w.watch(registry.dir(), RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
+                Ok(()) => {
+                    if integrations.dir().is_dir()
+                        && let Err(e) = w.watch(integrations.dir(), RecursiveMode::NonRecursive)
+                    {
+                        warn!(error = %e, "cannot watch the integrations folder; it is read again every few seconds");
+                    }
+                    Some(w)
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot watch the flows folder; rescanning it every second instead");
                     None
@@ -305,8 +347,12 @@ mod reload {
                 }
                 tokio::time::sleep(SETTLE).await;
                 while rx.try_recv().is_ok() {}
-                let registry = registry.clone();
-                let changes = tokio::task::spawn_blocking(move || registry.reload()).await;
+                let (registry, integrations) = (registry.clone(), integrations.clone());
+                let changes = tokio::task::spawn_blocking(move || {
+                    integrations.reload_if_present();
+                    registry.reload()
+                })
+                .await;
                 if let Ok(changes) = changes
                     && !changes.is_empty()
                 {

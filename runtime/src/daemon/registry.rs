@@ -1,5 +1,6 @@
-//! The flows the daemon serves, read from the flows folder and re-read when
-//! a file changes. What serves is never unloaded by a problem reading it:
+//! What the daemon serves from a folder of YAML files — flows, and
+//! integrations — read at start and re-read when a file changes. What
+//! serves is never unloaded by a problem reading it:
 //! an invalid new version of a file is reported and the old one keeps
 //! serving; a file that cannot be read, or a folder that cannot be listed
 //! (its permissions changed, it was moved away), keeps its flows serving,
@@ -13,20 +14,62 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::{info, warn};
 
-use crate::flow::{Flow, Links, LoadError, duplicate_id, flow_files, load_file};
+use crate::flow::{Flow, Links, LoadError, flow_files};
 
-/// The loaded flows and the files that failed to load.
-#[derive(Default)]
-struct Loaded {
+/// What a registry loads: one per file, known by an id unique across the
+/// folder.
+pub trait Item: Send + Sync + Sized + 'static {
+    /// What it is, for messages: `flow`, `integration`.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn file(&self) -> &str;
+    fn version(&self) -> &str;
+    fn load(path: &Path) -> Result<Self, LoadError>;
+    /// The error for an item whose id the file `first` already has.
+    fn duplicate(&self, first: &str) -> LoadError;
+}
+
+impl Item for Flow {
+    const KIND: &'static str = "flow";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn file(&self) -> &str {
+        &self.file
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn load(path: &Path) -> Result<Self, LoadError> {
+        crate::flow::load_file(path)
+    }
+    fn duplicate(&self, first: &str) -> LoadError {
+        crate::flow::duplicate_id(self, first)
+    }
+}
+
+/// The loaded items and the files that failed to load.
+struct Loaded<T> {
     /// The last valid version of each file, by file.
-    by_file: BTreeMap<PathBuf, Arc<Flow>>,
+    by_file: BTreeMap<PathBuf, Arc<T>>,
     /// Each file's signature when it was last read, and its problems then:
     /// an unchanged file is not read again. A file that could not be read
     /// at all has no entry (it is read again at each rescan).
     seen: HashMap<PathBuf, (Signature, Option<LoadError>)>,
-    /// What serves: flows by id.
-    flows: HashMap<String, Arc<Flow>>,
+    /// What serves, by id.
+    flows: HashMap<String, Arc<T>>,
     errors: Vec<LoadError>,
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Self {
+        Self {
+            by_file: BTreeMap::new(),
+            seen: HashMap::new(),
+            flows: HashMap::new(),
+            errors: Vec::new(),
+        }
+    }
 }
 
 /// What a reload changed, by flow id.
@@ -61,16 +104,16 @@ fn signature(file: &Path) -> Option<Signature> {
     ))
 }
 
-pub struct Registry {
+pub struct Registry<T: Item = Flow> {
     dir: PathBuf,
     links: Links,
-    loaded: RwLock<Loaded>,
+    loaded: RwLock<Loaded<T>>,
     /// The last problem listing the folder, logged once until it changes.
     folder_error: Mutex<Option<String>>,
 }
 
-impl Registry {
-    /// Reads the flows folder.
+impl<T: Item> Registry<T> {
+    /// Reads the folder.
     pub fn load(dir: &Path, links: Links) -> Self {
         let registry = Self {
             dir: dir.to_path_buf(),
@@ -82,22 +125,42 @@ impl Registry {
         registry
     }
 
+    /// A registry of a folder that does not exist (yet): empty, and read
+    /// at the first rescan that finds it.
+    pub fn empty(dir: &Path, links: Links) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            links,
+            loaded: RwLock::new(Loaded::default()),
+            folder_error: Mutex::new(None),
+        }
+    }
+
+    /// Reads the folder again if it exists (a folder that was never there
+    /// is not a problem; one that was read and is now gone is).
+    pub fn reload_if_present(&self) -> Changes {
+        if self.dir.exists() || !self.read().by_file.is_empty() {
+            return self.reload();
+        }
+        Changes::default()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded<T>> {
         self.loaded.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Flow>> {
+    pub fn get(&self, id: &str) -> Option<Arc<T>> {
         self.read().flows.get(id).cloned()
     }
 
-    /// Every serving flow, by id.
-    pub fn all(&self) -> Vec<Arc<Flow>> {
+    /// Everything serving, by id.
+    pub fn all(&self) -> Vec<Arc<T>> {
         let mut flows: Vec<_> = self.read().flows.values().cloned().collect();
-        flows.sort_by(|a, b| a.id.cmp(&b.id));
+        flows.sort_by(|a, b| a.id().cmp(b.id()));
         flows
     }
 
@@ -120,7 +183,7 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            info!(dir = %self.dir.display(), was, "the flows folder can be read again");
+            info!(kind = T::KIND, dir = %self.dir.display(), was, "the folder can be read again");
         }
         let mut by_file = BTreeMap::new();
         let mut seen = HashMap::new();
@@ -142,9 +205,12 @@ impl Registry {
                     seen.insert(file, (*sig, error.clone()));
                     continue;
                 }
-                match load_file(&file) {
+                match T::load(&file) {
                     Ok(flow) => {
-                        let same = old.by_file.get(&file).filter(|f| f.version == flow.version);
+                        let same = old
+                            .by_file
+                            .get(&file)
+                            .filter(|f| f.version() == flow.version());
                         by_file.insert(
                             file.clone(),
                             same.cloned().unwrap_or_else(|| Arc::new(flow)),
@@ -155,10 +221,10 @@ impl Registry {
                     }
                     Err(e) => {
                         for line in e.to_string().lines() {
-                            warn!(problem = line, "flow file does not load");
+                            warn!(kind = T::KIND, problem = line, "a file does not load");
                         }
                         if let Some(previous) = old.by_file.get(&file) {
-                            warn!(flow = %previous.id, version = %previous.version, "the previous version keeps serving");
+                            warn!(kind = T::KIND, id = %previous.id(), version = %previous.version(), "the previous version keeps serving");
                             by_file.insert(file.clone(), previous.clone());
                         }
                         // A file that could not be read is read again at
@@ -177,14 +243,14 @@ impl Registry {
         let (flows, duplicates) = serving_flows(&by_file, &serving);
         for e in duplicates {
             if !reported.contains(&e) {
-                warn!(problem = %e, "a flow file has the id of a flow already served; it is not loaded");
+                warn!(kind = T::KIND, problem = %e, "a file has the id of one already served; it is not loaded");
             }
             errors.push(e);
         }
         let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
         let changes = changes(&loaded.flows, &flows);
         if !changes.is_empty() {
-            info!(added = ?changes.added, changed = ?changes.changed, removed = ?changes.removed, "flows reloaded");
+            info!(kind = T::KIND, added = ?changes.added, changed = ?changes.changed, removed = ?changes.removed, "reloaded");
         }
         *loaded = Loaded {
             by_file,
@@ -201,7 +267,7 @@ impl Registry {
     fn folder_unreadable(&self, error: String) -> Changes {
         let mut last = self.folder_error.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(error.as_str()) {
-            warn!(dir = %self.dir.display(), error, "cannot read the flows folder; the flows loaded before keep serving, and the folder is read again at each rescan");
+            warn!(kind = T::KIND, dir = %self.dir.display(), error, "cannot read the folder; what was loaded before keeps serving, and the folder is read again at each rescan");
             *last = Some(error.clone());
         }
         let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
@@ -210,7 +276,11 @@ impl Registry {
         loaded.errors.push(LoadError::one(
             &dir,
             weir_nodes::Pos::new(1, 1),
-            format!("cannot read the flows folder: {error}; the flows loaded before keep serving"),
+            format!(
+                "cannot read the {}s folder: {error}; the {}s loaded before keep serving",
+                T::KIND,
+                T::KIND
+            ),
         ));
         Changes::default()
     }
@@ -219,33 +289,39 @@ impl Registry {
 /// The flows that serve, by id: each file's flow, except that of two files
 /// with the same id, the one serving keeps serving (the newcomer is the
 /// duplicate); among new ones, the first by file name.
-fn serving_flows(
-    by_file: &BTreeMap<PathBuf, Arc<Flow>>,
-    serving: &HashMap<String, Arc<Flow>>,
-) -> (HashMap<String, Arc<Flow>>, Vec<LoadError>) {
-    let is_serving = |flow: &Flow| serving.get(&flow.id).is_some_and(|f| f.file == flow.file);
-    let mut ordered: Vec<&Arc<Flow>> = by_file.values().collect();
+type Serving<T> = HashMap<String, Arc<T>>;
+
+fn serving_flows<T: Item>(
+    by_file: &BTreeMap<PathBuf, Arc<T>>,
+    serving: &Serving<T>,
+) -> (Serving<T>, Vec<LoadError>) {
+    let is_serving = |flow: &T| {
+        serving
+            .get(flow.id())
+            .is_some_and(|f| f.file() == flow.file())
+    };
+    let mut ordered: Vec<&Arc<T>> = by_file.values().collect();
     // Stable: files in name order, the serving ones first.
     ordered.sort_by_key(|f| !is_serving(f));
-    let mut flows: HashMap<String, Arc<Flow>> = HashMap::new();
+    let mut flows: Serving<T> = HashMap::new();
     let mut duplicates = Vec::new();
     for flow in ordered {
-        match flows.get(&flow.id) {
-            Some(first) => duplicates.push(duplicate_id(flow, &first.file)),
+        match flows.get(flow.id()) {
+            Some(first) => duplicates.push(flow.duplicate(first.file())),
             None => {
-                flows.insert(flow.id.clone(), flow.clone());
+                flows.insert(flow.id().to_owned(), flow.clone());
             }
         }
     }
     (flows, duplicates)
 }
 
-fn changes(old: &HashMap<String, Arc<Flow>>, new: &HashMap<String, Arc<Flow>>) -> Changes {
+fn changes<T: Item>(old: &Serving<T>, new: &Serving<T>) -> Changes {
     let mut changes = Changes::default();
     for (id, flow) in new {
         match old.get(id) {
             None => changes.added.push(id.clone()),
-            Some(old) if old.version != flow.version => changes.changed.push(id.clone()),
+            Some(old) if old.version() != flow.version() => changes.changed.push(id.clone()),
             Some(_) => {}
         }
     }

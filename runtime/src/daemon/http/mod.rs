@@ -12,6 +12,7 @@
 //! the [`Scope`] extractor.
 
 mod api;
+mod connections;
 mod hooks;
 mod ops;
 pub mod server;
@@ -30,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{Instrument, error, info_span};
 
 use super::registry::Registry;
@@ -55,6 +56,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// `/metrics` without a token (`--metrics-open`).
     pub metrics_open: bool,
+    pub connections: Arc<crate::connect::connections::Connections>,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
@@ -76,6 +78,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{run}/retry", post(api::retry_run))
         .route("/api/v1/outbox", get(api::outbox))
         .route("/api/v1/outbox/{id}/retry", post(api::retry_delivery))
+        .route(
+            "/api/v1/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/api/v1/connections/{id}",
+            get(connections::show)
+                .patch(connections::update)
+                .delete(connections::delete),
+        )
+        .route("/api/v1/connections/{id}/test", post(connections::test))
+        .route(
+            "/api/v1/connections/{id}/refresh",
+            post(connections::refresh),
+        )
         .route("/api/v1/tenants", get(tenants::list))
         .route("/api/v1/tenants/{tenant}", delete(tenants::erase))
         .layer(middleware::from_fn_with_state(
@@ -348,6 +365,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// For 401: the `WWW-Authenticate` challenge.
     pub challenge: Option<String>,
+    /// For 422: each problem, `{pointer, message}`.
+    pub errors: Option<Value>,
 }
 
 impl ApiError {
@@ -358,6 +377,16 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             challenge: None,
+            errors: None,
+        }
+    }
+
+    /// 422: the body parses but its values are wrong; each problem with
+    /// its JSON pointer.
+    pub fn invalid(message: impl Into<String>, errors: Value) -> Self {
+        Self {
+            errors: Some(errors),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
         }
     }
 
@@ -418,7 +447,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(errors) = self.errors {
+            body["error"]["errors"] = errors;
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -469,6 +501,23 @@ impl From<crate::daemon::runs::ControlError> for ApiError {
                 u.id, u.error
             )),
             ControlError::Engine(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::connect::connections::ConnectError> for ApiError {
+    fn from(e: crate::connect::connections::ConnectError) -> Self {
+        use crate::connect::connections::ConnectError;
+        match e {
+            ConnectError::NotFound(_) => Self::not_found(e.to_string()),
+            ConnectError::Invalid(ref errors) => Self::invalid(
+                e.to_string(),
+                serde_json::to_value(errors).unwrap_or_default(),
+            ),
+            ConnectError::NoKeys => Self::conflict(e.to_string()),
+            ConnectError::OAuth2(_) => Self::bad_request(e.to_string()),
+            ConnectError::Vault(_) => Self::conflict(e.to_string()),
+            ConnectError::Storage(e) => Self::internal(e),
         }
     }
 }

@@ -1,0 +1,639 @@
+//! Connections: a tenant's authenticated link to one integration. Created
+//! with credentials (API key, basic, bearer), which are sealed by the key
+//! ring before they are stored; tested by the integration's `test`
+//! request; never shown.
+//!
+//! Every call takes the tenant first: a connection is read by its tenant's
+//! key, so one tenant cannot name another's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tracing::{info, warn};
+use weir_nodes::http_client;
+use weir_storage::{Commit, ConnectionRecord, ConnectionState, Store, Write};
+
+use super::integration::{AuthKind, Integration, KeyPlace, SchemaError};
+use super::vault::{Binding, KEYS_VAR, KeyRing, VaultError};
+use crate::daemon::registry::Registry;
+
+/// How long a test request may take.
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no connection {0}")]
+    NotFound(String),
+    /// The request body does not hold what it should: each problem with
+    /// its JSON pointer.
+    #[error("{}", describe(.0))]
+    Invalid(Vec<SchemaError>),
+    #[error(
+        "no key ring is configured, so credentials cannot be stored encrypted: set {KEYS_VAR} to `kid:base64key` (a key: `openssl rand -base64 32`) or pass --secret-keys-file"
+    )]
+    NoKeys,
+    #[error(
+        "integration '{0}' uses OAuth2: its credentials come from the provider; start with POST /api/v1/connection-requests"
+    )]
+    OAuth2(String),
+    #[error("a stored credential cannot be opened: {0}")]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Storage(#[from] weir_storage::Error),
+}
+
+fn describe(errors: &[SchemaError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.pointer, e.message))
+        .collect();
+    format!("the request is not valid: {}", parts.join("; "))
+}
+
+fn invalid(pointer: &str, message: impl Into<String>) -> SchemaError {
+    SchemaError {
+        pointer: pointer.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `POST /api/v1/connections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub integration: String,
+    pub name: Option<String>,
+    pub parameters: Option<Value>,
+    pub credentials: Option<Value>,
+}
+
+/// `PATCH /api/v1/connections/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    pub name: Option<String>,
+    pub parameters: Option<Value>,
+    pub credentials: Option<Value>,
+}
+
+/// List filters.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub integration: Option<String>,
+    pub state: Option<ConnectionState>,
+}
+
+pub struct Connections {
+    store: Arc<dyn Store>,
+    integrations: Arc<Registry<Integration>>,
+    vault: Option<Arc<KeyRing>>,
+}
+
+impl Connections {
+    pub fn new(
+        store: Arc<dyn Store>,
+        integrations: Arc<Registry<Integration>>,
+        vault: Option<Arc<KeyRing>>,
+    ) -> Self {
+        Self {
+            store,
+            integrations,
+            vault,
+        }
+    }
+
+    pub fn integrations(&self) -> &Arc<Registry<Integration>> {
+        &self.integrations
+    }
+
+    fn vault(&self) -> Result<&KeyRing, ConnectError> {
+        self.vault.as_deref().ok_or(ConnectError::NoKeys)
+    }
+
+    pub async fn create(
+        &self,
+        tenant: &str,
+        body: CreateBody,
+    ) -> Result<ConnectionRecord, ConnectError> {
+        let Some(integration) = self.integrations.get(&body.integration) else {
+            let known: Vec<String> = self
+                .integrations
+                .all()
+                .iter()
+                .map(|i| i.key.clone())
+                .collect();
+            return Err(ConnectError::Invalid(vec![invalid(
+                "/integration",
+                format!(
+                    "no integration `{}`; the integrations are: {}",
+                    body.integration,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )]));
+        };
+        if let AuthKind::OAuth2(_) = integration.auth {
+            return Err(ConnectError::OAuth2(integration.key.clone()));
+        }
+        let parameters = body.parameters.unwrap_or_else(|| json!({}));
+        let mut errors = check_parameters(&integration, &parameters);
+        let credentials = check_credentials(&integration, body.credentials.as_ref(), &mut errors);
+        if !errors.is_empty() {
+            return Err(ConnectError::Invalid(errors));
+        }
+        let vault = self.vault()?;
+        let now = Utc::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut record = ConnectionRecord {
+            id: id.clone(),
+            tenant: tenant.to_owned(),
+            integration: integration.key.clone(),
+            name: body.name.unwrap_or_else(|| {
+                integration
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| integration.key.clone())
+            }),
+            state: ConnectionState::Ready,
+            parameters,
+            credentials: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            error: None,
+            credentials_expire_at: None,
+        };
+        seal_all(vault, &mut record, &credentials)?;
+        let (state, error) = self.run_test(&integration, &record).await;
+        record.state = state;
+        record.error = error;
+        self.save(&record).await?;
+        info!(tenant, connection = %record.id, integration = %record.integration, state = record.state.as_str(), "connection created");
+        Ok(record)
+    }
+
+    pub fn get(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
+        self.store
+            .connection(tenant, id)?
+            .ok_or_else(|| ConnectError::NotFound(id.to_owned()))
+    }
+
+    pub fn list(
+        &self,
+        tenant: &str,
+        filter: &Filter,
+    ) -> Result<Vec<ConnectionRecord>, ConnectError> {
+        Ok(self
+            .store
+            .connections(tenant)?
+            .into_iter()
+            .filter(|c| {
+                filter
+                    .integration
+                    .as_ref()
+                    .is_none_or(|i| *i == c.integration)
+            })
+            .filter(|c| filter.state.is_none_or(|s| s == c.state))
+            .collect())
+    }
+
+    /// Changes the name, the parameters or the credentials; new
+    /// credentials reconnect it (same id) and it is tested again.
+    pub async fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        body: PatchBody,
+    ) -> Result<ConnectionRecord, ConnectError> {
+        let mut record = self.get(tenant, id)?;
+        let integration = self.integration_of(&record)?;
+        let mut errors = Vec::new();
+        if let Some(parameters) = &body.parameters {
+            errors.extend(check_parameters(&integration, parameters));
+        }
+        let credentials = match &body.credentials {
+            Some(_) if matches!(integration.auth, AuthKind::OAuth2(_)) => {
+                return Err(ConnectError::OAuth2(integration.key.clone()));
+            }
+            Some(c) => Some(check_credentials(&integration, Some(c), &mut errors)),
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(ConnectError::Invalid(errors));
+        }
+        let retest = body.parameters.is_some() || credentials.is_some();
+        if let Some(name) = body.name {
+            record.name = name;
+        }
+        if let Some(parameters) = body.parameters {
+            record.parameters = parameters;
+        }
+        if let Some(credentials) = credentials {
+            record.credentials.clear();
+            seal_all(self.vault()?, &mut record, &credentials)?;
+        }
+        record.updated_at = Utc::now();
+        if retest {
+            let was = record.state;
+            let (state, error) = self.run_test(&integration, &record).await;
+            record.state = state;
+            record.error = error;
+            if was != ConnectionState::Ready && state == ConnectionState::Ready {
+                info!(tenant, connection = %record.id, "connection reconnected");
+            }
+        }
+        self.save(&record).await?;
+        Ok(record)
+    }
+
+    /// Runs the integration's test request; the state follows its answer.
+    pub async fn test(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
+        let mut record = self.get(tenant, id)?;
+        let integration = self.integration_of(&record)?;
+        let (state, error) = self.run_test(&integration, &record).await;
+        record.state = state;
+        record.error = error;
+        record.updated_at = Utc::now();
+        self.save(&record).await?;
+        Ok(record)
+    }
+
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
+        let record = self.get(tenant, id)?;
+        self.store
+            .commit(Commit::new().with(Write::RemoveConnection {
+                tenant: tenant.to_owned(),
+                id: id.to_owned(),
+            }))
+            .await?;
+        info!(tenant, connection = %id, "connection deleted");
+        Ok(record)
+    }
+
+    fn integration_of(&self, record: &ConnectionRecord) -> Result<Arc<Integration>, ConnectError> {
+        self.integrations.get(&record.integration).ok_or_else(|| {
+            ConnectError::Invalid(vec![invalid(
+                "/integration",
+                format!(
+                    "the connection's integration `{}` is not loaded (its file is gone or does not load)",
+                    record.integration
+                ),
+            )])
+        })
+    }
+
+    async fn save(&self, record: &ConnectionRecord) -> Result<(), ConnectError> {
+        self.store
+            .commit(Commit::new().with(Write::Connection(record.clone())))
+            .await?;
+        Ok(())
+    }
+
+    /// The credentials of a connection, opened.
+    fn open_all(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<BTreeMap<String, SecretString>, ConnectError> {
+        let vault = self.vault()?;
+        record
+            .credentials
+            .iter()
+            .map(|(field, sealed)| {
+                let binding = Binding {
+                    tenant: &record.tenant,
+                    connection: &record.id,
+                    field,
+                };
+                Ok((field.clone(), vault.open(binding, sealed)?))
+            })
+            .collect()
+    }
+
+    /// A request to the app through the connection: `path` joined to the
+    /// integration's `base_url`, the credentials applied as it declares.
+    pub fn request(
+        &self,
+        integration: &Integration,
+        record: &ConnectionRecord,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(reqwest::RequestBuilder, reqwest::Url), String> {
+        let mut scope = rhai::Scope::new();
+        scope.push_constant_dynamic(
+            "connection",
+            weir_nodes::script::to_dynamic(&scope_value(record)),
+        );
+        let base = integration
+            .base_url
+            .render(&mut scope, Some(Duration::from_secs(1)))
+            .map_err(|e| format!("`base_url`: {}", e.message))?;
+        let url = join(&base, path);
+        let mut url = http_client::check_url(&url)
+            .map_err(|e| format!("the URL {}: {e}", http_client::shown_text(&url)))?;
+        let credentials = self.open_all(record).map_err(|e| e.to_string())?;
+        let field = |name: &str| {
+            credentials
+                .get(name)
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default()
+        };
+        if let AuthKind::ApiKey {
+            place: KeyPlace::Query,
+            name,
+        } = &integration.auth
+        {
+            url.query_pairs_mut().append_pair(name, &field("api_key"));
+        }
+        let mut request = http_client::client().request(method, url.clone());
+        request = match &integration.auth {
+            AuthKind::ApiKey {
+                place: KeyPlace::Header,
+                name,
+            } => request.header(name.as_str(), field("api_key")),
+            AuthKind::Basic => request.basic_auth(field("username"), Some(field("password"))),
+            AuthKind::Bearer => request.bearer_auth(field("token")),
+            AuthKind::OAuth2(_) => request.bearer_auth(field("access_token")),
+            AuthKind::None | AuthKind::ApiKey { .. } => request,
+        };
+        Ok((request, url))
+    }
+
+    async fn run_test(
+        &self,
+        integration: &Integration,
+        record: &ConnectionRecord,
+    ) -> (ConnectionState, Option<String>) {
+        let Some(test) = &integration.test else {
+            return (ConnectionState::Ready, None);
+        };
+        let mut scope = rhai::Scope::new();
+        scope.push_constant_dynamic(
+            "connection",
+            weir_nodes::script::to_dynamic(&scope_value(record)),
+        );
+        let path = match test.path.render(&mut scope, Some(Duration::from_secs(1))) {
+            Ok(p) => p,
+            Err(e) => {
+                return (
+                    ConnectionState::Error,
+                    Some(format!("the test request's path: {}", e.message)),
+                );
+            }
+        };
+        let (request, url) = match self.request(integration, record, test.method.clone(), &path) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    ConnectionState::Error,
+                    Some(format!("the test request cannot be made: {e}")),
+                );
+            }
+        };
+        let shown = format!("{} {}", test.method, http_client::shown(&url));
+        match request.timeout(TEST_TIMEOUT).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match status {
+                    200..=299 => (ConnectionState::Ready, None),
+                    401 | 403 => (
+                        ConnectionState::Disconnected,
+                        Some(format!(
+                            "the test request {shown} was answered {status}: the app does not accept these credentials; reconnect with new ones (PATCH the connection's credentials)"
+                        )),
+                    ),
+                    _ => (
+                        ConnectionState::Error,
+                        Some(format!("the test request {shown} was answered {status}")),
+                    ),
+                }
+            }
+            Err(e) => {
+                let (_, why) = http_client::describe(e);
+                warn!(connection = %record.id, request = %shown, error = %why, "connection test failed");
+                (
+                    ConnectionState::Error,
+                    Some(format!("the test request {shown} failed: {why}")),
+                )
+            }
+        }
+    }
+
+    /// Checks at start that the key ring opens the stored credentials: an
+    /// error names the key id that is missing, or the one that does not
+    /// open them.
+    pub fn check_keys(&self) -> Result<usize, String> {
+        let connections = self.store.all_connections().map_err(|e| e.to_string())?;
+        let sealed: Vec<&ConnectionRecord> = connections
+            .iter()
+            .filter(|c| !c.credentials.is_empty())
+            .collect();
+        let Some(first) = sealed.first() else {
+            return Ok(0);
+        };
+        let Some(vault) = &self.vault else {
+            let kid = first
+                .credentials
+                .values()
+                .next()
+                .map_or("", |s| s.kid.as_str());
+            return Err(format!(
+                "the data folder holds encrypted credentials of {} connection(s) and no key ring is configured; set {KEYS_VAR} with the key `{kid}` (or --secret-keys-file)",
+                sealed.len()
+            ));
+        };
+        for c in &sealed {
+            for (field, s) in &c.credentials {
+                let binding = Binding {
+                    tenant: &c.tenant,
+                    connection: &c.id,
+                    field,
+                };
+                if let Err(e) = vault.open(binding, s) {
+                    return Err(format!(
+                        "the key ring cannot open the stored credentials of connection {}: {e}",
+                        c.id
+                    ));
+                }
+            }
+        }
+        Ok(sealed.len())
+    }
+
+    /// `weir secrets rotate`: every credential not sealed with the first
+    /// key is sealed again with it; answers how many fields changed.
+    pub async fn rotate(&self) -> Result<usize, ConnectError> {
+        let vault = self.vault()?;
+        let mut changed = 0;
+        let mut commit = Commit::new();
+        for mut c in self.store.all_connections()? {
+            let mut touched = false;
+            let (tenant, id) = (c.tenant.clone(), c.id.clone());
+            for (field, sealed) in c.credentials.iter_mut() {
+                let binding = Binding {
+                    tenant: &tenant,
+                    connection: &id,
+                    field,
+                };
+                if let Some(new) = vault.reseal(binding, sealed)? {
+                    *sealed = new;
+                    touched = true;
+                    changed += 1;
+                }
+            }
+            if touched {
+                commit.push(Write::Connection(c));
+            }
+        }
+        if !commit.is_empty() {
+            self.store.commit(commit).await?;
+        }
+        Ok(changed)
+    }
+}
+
+/// `connection` as templates see it (no credentials).
+pub fn scope_value(record: &ConnectionRecord) -> Value {
+    json!({
+        "id": record.id,
+        "integration": record.integration,
+        "name": record.name,
+        "parameters": record.parameters,
+    })
+}
+
+/// The connection object of the API: never its credentials.
+pub fn view(record: &ConnectionRecord) -> Value {
+    json!({
+        "id": record.id,
+        "tenant": record.tenant,
+        "integration": record.integration,
+        "name": record.name,
+        "state": record.state.as_str(),
+        "parameters": record.parameters,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "last_used_at": record.last_used_at,
+        "error": record.error,
+        "credentials_expire_at": record.credentials_expire_at,
+    })
+}
+
+/// `base` and `path` with exactly one `/` between them.
+pub fn join(base: &str, path: &str) -> String {
+    match (base.ends_with('/'), path.starts_with('/')) {
+        (true, true) => format!("{base}{}", &path[1..]),
+        (false, false) if !path.is_empty() => format!("{base}/{path}"),
+        _ => format!("{base}{path}"),
+    }
+}
+
+fn check_parameters(integration: &Integration, parameters: &Value) -> Vec<SchemaError> {
+    match &integration.parameters {
+        Some(schema) => schema.check(parameters, "/parameters"),
+        None if parameters.as_object().is_some_and(Map::is_empty) || parameters.is_null() => {
+            Vec::new()
+        }
+        None => vec![invalid(
+            "/parameters",
+            format!("integration `{}` takes no parameters", integration.key),
+        )],
+    }
+}
+
+/// The credential fields the auth type takes, each a non-empty string.
+fn check_credentials(
+    integration: &Integration,
+    credentials: Option<&Value>,
+    errors: &mut Vec<SchemaError>,
+) -> BTreeMap<String, SecretString> {
+    let fields = integration.auth.credential_fields();
+    let takes = if fields.is_empty() {
+        "none".to_owned()
+    } else {
+        fields.join(", ")
+    };
+    let auth = integration.auth.type_name();
+    let mut out = BTreeMap::new();
+    let object = match credentials {
+        None if fields.is_empty() => return out,
+        None => {
+            errors.push(invalid(
+                "/credentials",
+                format!("is required: {auth} auth takes {takes}"),
+            ));
+            return out;
+        }
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            errors.push(invalid(
+                "/credentials",
+                format!("must be an object of {takes}"),
+            ));
+            return out;
+        }
+    };
+    for field in fields {
+        match object.get(*field) {
+            Some(Value::String(s)) if !s.is_empty() => {
+                out.insert((*field).to_owned(), SecretString::from(s.clone()));
+            }
+            Some(Value::String(_)) => {
+                errors.push(invalid(&format!("/credentials/{field}"), "is empty"))
+            }
+            Some(_) => errors.push(invalid(
+                &format!("/credentials/{field}"),
+                "must be a string",
+            )),
+            None => errors.push(invalid(&format!("/credentials/{field}"), "is required")),
+        }
+    }
+    for key in object.keys() {
+        if !fields.contains(&key.as_str()) {
+            errors.push(invalid(
+                &format!("/credentials/{key}"),
+                format!("is not a credential of {auth} auth (it takes {takes})"),
+            ));
+        }
+    }
+    out
+}
+
+fn seal_all(
+    vault: &KeyRing,
+    record: &mut ConnectionRecord,
+    credentials: &BTreeMap<String, SecretString>,
+) -> Result<(), ConnectError> {
+    for (field, value) in credentials {
+        let binding = Binding {
+            tenant: &record.tenant,
+            connection: &record.id,
+            field,
+        };
+        let sealed = vault.seal(binding, value)?;
+        record.credentials.insert(field.clone(), sealed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_and_path_meet_at_one_slash() {
+        assert_eq!(join("https://x/api", "/me"), "https://x/api/me");
+        assert_eq!(join("https://x/api/", "/me"), "https://x/api/me");
+        assert_eq!(join("https://x/api", "me"), "https://x/api/me");
+        assert_eq!(join("https://x/api/", "me"), "https://x/api/me");
+        assert_eq!(join("https://x", ""), "https://x");
+    }
+}

@@ -1,0 +1,185 @@
+//! `/api/v1/connections`: a tenant's connections to integrations. A
+//! tenant token reaches its own only; an admin names the tenant
+//! (`?tenant=`) to create one, and sees every tenant's otherwise.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use weir_storage::{ConnectionRecord, ConnectionState};
+
+use super::{ApiError, AppState, Params};
+use crate::auth::Scope;
+use crate::connect::connections::{self, ConnectError, CreateBody, Filter, PatchBody};
+use crate::connect::integration::AuthKind;
+
+/// The tenant a call that creates or changes something acts for.
+fn tenant_of(scope: &Scope) -> Result<&str, ApiError> {
+    scope.tenant().ok_or_else(|| {
+        ApiError::bad_request(
+            "an admin token acts for every tenant: name the tenant with ?tenant=KEY or X-Weir-Tenant",
+        )
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    let value = weir_nodes::json::parse(bytes).map_err(|e| match e {
+        weir_nodes::json::ParseError::TooDeep => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            weir_nodes::json::too_deep("the body"),
+        ),
+        e => ApiError::bad_request(format!("the body is {e}; send {shape}")),
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("the body must be {shape}: {e}")))
+}
+
+const CREATE_SHAPE: &str =
+    r#"{"integration": KEY, "name"?: TEXT, "parameters"?: {...}, "credentials": {...}}"#;
+const PATCH_SHAPE: &str = r#"{"name"?: TEXT, "parameters"?: {...}, "credentials"?: {...}}"#;
+
+/// A connection of the scope: by the tenant's key, or (admin, no tenant
+/// named) among all.
+fn find(app: &AppState, scope: &Scope, id: &str) -> Result<ConnectionRecord, ApiError> {
+    let found = match scope {
+        Scope::Tenant(t) => app.connections.get(t, id).map(Some).or_else(|e| match e {
+            ConnectError::NotFound(_) => Ok(None),
+            e => Err(e),
+        })?,
+        Scope::All => all(app)?.into_iter().find(|c| c.id == id),
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("no connection {id}")))
+}
+
+fn all(app: &AppState) -> Result<Vec<ConnectionRecord>, ApiError> {
+    app.runs
+        .engine()
+        .store()
+        .all_connections()
+        .map_err(ApiError::internal)
+}
+
+pub async fn create(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&scope)?;
+    let body: CreateBody = parse(&body, CREATE_SHAPE)?;
+    let record = app.connections.create(tenant, body).await?;
+    Ok((StatusCode::CREATED, Json(connections::view(&record))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    integration: Option<String>,
+    state: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = Filter {
+        integration: q.integration,
+        state: q
+            .state
+            .as_deref()
+            .map(str::parse::<ConnectionState>)
+            .transpose()
+            .map_err(ApiError::bad_request)?,
+    };
+    let items = match &scope {
+        Scope::Tenant(t) => app.connections.list(t, &filter)?,
+        Scope::All => all(&app)?
+            .into_iter()
+            .filter(|c| {
+                filter
+                    .integration
+                    .as_ref()
+                    .is_none_or(|i| *i == c.integration)
+            })
+            .filter(|c| filter.state.is_none_or(|s| s == c.state))
+            .collect(),
+    };
+    let items: Vec<Value> = items.iter().map(connections::view).collect();
+    Ok(Json(json!({"items": items})))
+}
+
+pub async fn show(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(connections::view(&find(&app, &scope, &id)?)))
+}
+
+pub async fn update(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    let body: PatchBody = parse(&body, PATCH_SHAPE)?;
+    let record = app.connections.update(&found.tenant, &id, body).await?;
+    Ok(Json(connections::view(&record)))
+}
+
+pub async fn test(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    let record = app.connections.test(&found.tenant, &id).await?;
+    Ok(Json(connections::view(&record)))
+}
+
+/// `POST /api/v1/connections/{id}/refresh`: only OAuth2 connections have
+/// tokens to refresh.
+pub async fn refresh(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    let auth = app
+        .connections
+        .integrations()
+        .get(&found.integration)
+        .map(|i| i.auth.clone());
+    match auth {
+        Some(AuthKind::OAuth2(_)) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "OAuth2 connections are not available in this version of weir",
+        )),
+        Some(other) => Err(ApiError::conflict(format!(
+            "connection {id} uses {} auth: it has no token to refresh (PATCH its credentials to change them)",
+            other.type_name()
+        ))),
+        None => Err(ApiError::conflict(format!(
+            "the connection's integration `{}` is not loaded",
+            found.integration
+        ))),
+    }
+}
+
+pub async fn delete(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    let record = app.connections.delete(&found.tenant, &id).await?;
+    Ok(Json(connections::view(&record)))
+}

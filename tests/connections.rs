@@ -1,0 +1,405 @@
+//! Connections end to end, against a fake app: created with credentials
+//! (API key, basic), tested on create, scoped to their tenant, 422 with a
+//! pointer per problem, 409 without a key ring; credentials sealed at rest
+//! (the raw files hold none), never in an answer or a log line; a restart
+//! with the key works, with another key or none weir refuses to start, and
+//! `weir secrets rotate` moves them to a new key.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use weir_testkit::{Api, Daemon, FakeServer, Weir, run_weir};
+
+const SECRET: &str = "connections-test-workspace-secret-0123456789";
+const GOOD_KEY: &str = "sk_live_4f1c9a7e2b8d6031aa";
+const BAD_KEY: &str = "sk_live_revoked_77aa0c31e9";
+const PASSWORD: &str = "hunter2-but-longer-9c1e";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+/// The fake app: `/eu/me` answers 200 for the good API key, 401 for any
+/// other; `/ping` answers 200 for basic `agent:PASSWORD`.
+fn app() -> FakeServer {
+    let app = FakeServer::start();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("agent:{PASSWORD}"))
+    );
+    app.set_rule(move |r, _| match r.path.as_str() {
+        "/eu/me" if r.header("x-api-key") == Some(GOOD_KEY) => 200,
+        "/eu/me" => 401,
+        "/ping" if r.header("authorization") == Some(basic.as_str()) => 200,
+        "/ping" => 403,
+        _ => 404,
+    });
+    app
+}
+
+fn integrations(dir: &Path, app: &FakeServer) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("crm.yaml"),
+        format!(
+            r#"key: crm
+name: Example CRM
+base_url: '{}/${{connection.parameters.region}}'
+parameters:
+  type: object
+  required: [region]
+  properties: {{region: {{enum: [eu, us]}}}}
+auth: {{type: api_key, in: header, name: X-API-Key}}
+test:
+  request: {{method: GET, path: /me}}
+"#,
+            app.base()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("helpdesk.yaml"),
+        format!(
+            "key: helpdesk\nbase_url: '{}'\nauth: {{type: basic}}\ntest:\n  request: {{path: /ping}}\n",
+            app.base()
+        ),
+    )
+    .unwrap();
+}
+
+fn start(dir: &Path, label: &str, keys: Option<&str>) -> Daemon {
+    let integrations = dir.join("integrations");
+    let mut env = vec![("WEIR_WORKSPACE_SECRET", SECRET)];
+    if let Some(keys) = keys {
+        env.push(("WEIR_SECRET_KEYS", keys));
+    }
+    Daemon::start(
+        dir,
+        label,
+        &["--integrations", integrations.to_str().unwrap()],
+        &env,
+    )
+}
+
+fn token(dir: &Path, who: &[&str]) -> String {
+    let mut args = vec!["token"];
+    args.extend_from_slice(who);
+    let done =
+        Weir::spawn_with(dir, "token", &args, &[("WEIR_WORKSPACE_SECRET", SECRET)]).finish(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    done.stdout.trim().to_owned()
+}
+
+fn create(api: &Api, body: Value) -> weir_testkit::Answer {
+    api.post("/api/v1/connections", &body)
+}
+
+/// Every answer's text, for the secrets search.
+struct Seen(Vec<String>);
+
+impl Seen {
+    fn keep(&mut self, a: &weir_testkit::Answer) {
+        self.0.push(a.text.clone());
+    }
+}
+
+#[test]
+fn connections_are_tested_scoped_sealed_and_never_shown() {
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let keys = format!("k1:{}", key(1));
+    let daemon = start(dir.path(), "daemon", Some(&keys));
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let b = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "b"]));
+    let mut seen = Seen(Vec::new());
+
+    // Created and tested: the app got the key in its header.
+    let good = create(
+        &a,
+        json!({"integration": "crm", "name": "EU CRM", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    seen.keep(&good);
+    assert_eq!(good.status, 201, "{good}");
+    assert_eq!(good.body["state"], "ready", "{good}");
+    assert_eq!(good.body["tenant"], "a");
+    assert!(good.body.get("credentials").is_none(), "{good}");
+    assert_eq!(app.count("/eu/me"), 1);
+    let id = good.body["id"].as_str().unwrap().to_owned();
+
+    // A key the app refuses: created, disconnected, saying what to do.
+    let bad = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": BAD_KEY}}),
+    );
+    seen.keep(&bad);
+    assert_eq!(bad.status, 201, "{bad}");
+    assert_eq!(bad.body["state"], "disconnected", "{bad}");
+    let error = bad.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("401") && error.contains("reconnect"),
+        "{error}"
+    );
+    let bad_id = bad.body["id"].as_str().unwrap().to_owned();
+
+    // Basic auth.
+    let desk = create(
+        &a,
+        json!({"integration": "helpdesk", "credentials": {"username": "agent", "password": PASSWORD}}),
+    );
+    seen.keep(&desk);
+    assert_eq!(desk.status, 201, "{desk}");
+    assert_eq!(desk.body["state"], "ready", "{desk}");
+
+    // Every problem of a body at once, each at its pointer.
+    let wrong = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "mars"}, "credentials": {"apikey": GOOD_KEY}}),
+    );
+    seen.keep(&wrong);
+    wrong.assert_error(422, "invalid");
+    let pointers: Vec<&str> = wrong.body["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        [
+            "/parameters/region",
+            "/credentials/api_key",
+            "/credentials/apikey"
+        ],
+        "{wrong}"
+    );
+    let unknown = create(&a, json!({"integration": "erp", "credentials": {}}));
+    assert_eq!(
+        unknown.body["error"]["errors"][0]["pointer"], "/integration",
+        "{unknown}"
+    );
+    create(&a, json!({"integration": "crm", "colour": 1})).assert_error(400, "bad_request");
+
+    // Another tenant cannot see or touch them.
+    {
+        let path = format!("/api/v1/connections/{id}");
+        b.get(&path).assert_error(404, "not_found");
+        b.send(b.http.delete(b.url(&path)))
+            .assert_error(404, "not_found");
+        b.send(
+            b.http
+                .patch(b.url(&path))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .assert_error(404, "not_found");
+        b.post(&format!("{path}/test"), &json!({}))
+            .assert_error(404, "not_found");
+    }
+    assert_eq!(b.get_ok("/api/v1/connections")["items"], json!([]));
+    assert_eq!(
+        a.get_ok("/api/v1/connections")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        a.get_ok("/api/v1/connections?state=disconnected")["items"][0]["id"],
+        bad_id.as_str()
+    );
+
+    // New credentials reconnect it: same id, ready.
+    let patched = a.send(
+        a.http
+            .patch(a.url(&format!("/api/v1/connections/{bad_id}")))
+            .header("content-type", "application/json")
+            .body(json!({"credentials": {"api_key": GOOD_KEY}}).to_string()),
+    );
+    seen.keep(&patched);
+    assert_eq!(patched.status, 200, "{patched}");
+    assert_eq!(patched.body["id"], bad_id.as_str());
+    assert_eq!(patched.body["state"], "ready", "{patched}");
+    assert!(patched.body["error"].is_null(), "{patched}");
+    let tested = a.post(&format!("/api/v1/connections/{id}/test"), &json!({}));
+    seen.keep(&tested);
+    assert_eq!(tested.body["state"], "ready", "{tested}");
+    let refresh = a.post(&format!("/api/v1/connections/{id}/refresh"), &json!({}));
+    refresh.assert_error(409, "conflict");
+    for answer in [
+        a.get("/api/v1/connections"),
+        a.get(&format!("/api/v1/connections/{id}")),
+    ] {
+        seen.keep(&answer);
+    }
+
+    // The credentials are nowhere in clear: answers, the log, the files.
+    let secrets = [GOOD_KEY, BAD_KEY, PASSWORD];
+    let log = daemon.weir.stderr();
+    let files = weir_testkit::files_under(&daemon.data);
+    for secret in secrets {
+        for text in &seen.0 {
+            assert!(!text.contains(secret), "an answer holds {secret}: {text}");
+        }
+        assert!(!log.contains(secret), "the log holds {secret}");
+        weir_testkit::assert_not_in_files(&files, secret);
+    }
+
+    // Deleted: gone.
+    let deleted = a.send(a.http.delete(a.url(&format!(
+        "/api/v1/connections/{}",
+        desk.body["id"].as_str().unwrap()
+    ))));
+    assert_eq!(deleted.status, 200, "{deleted}");
+    a.get(&format!(
+        "/api/v1/connections/{}",
+        desk.body["id"].as_str().unwrap()
+    ))
+    .assert_error(404, "not_found");
+
+    // An admin sees every tenant's, and creates one for a tenant it names.
+    let admin = Api::with_token(&daemon, &token(dir.path(), &["--admin"]));
+    assert_eq!(
+        admin.get_ok("/api/v1/connections")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    create(&admin, json!({"integration": "helpdesk"})).assert_error(400, "bad_request");
+    let for_b = admin.post(
+        "/api/v1/connections?tenant=b",
+        &json!({"integration": "helpdesk", "credentials": {"username": "agent", "password": PASSWORD}}),
+    );
+    assert_eq!(for_b.status, 201, "{for_b}");
+    assert_eq!(b.get_ok("/api/v1/connections")["items"][0]["tenant"], "b");
+    let tenants = admin.get_ok("/api/v1/tenants");
+    assert_eq!(tenants["items"][0]["connections"], 2, "{tenants:#}");
+
+    // Erasing a tenant takes its connections with it.
+    let erased = admin.send(admin.http.delete(admin.url("/api/v1/tenants/b")));
+    assert_eq!(erased.body["removed"]["connections"], 1, "{erased}");
+    assert_eq!(b.get_ok("/api/v1/connections")["items"], json!([]));
+}
+
+#[test]
+fn the_key_ring_is_checked_at_start_and_rotation_moves_to_a_new_key() {
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let old = format!("k1:{}", key(1));
+    let daemon = start(dir.path(), "daemon", Some(&old));
+    let a_token = token(dir.path(), &["--tenant", "a"]);
+    let a = Api::with_token(&daemon, &a_token);
+    let made = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    assert_eq!(made.status, 201, "{made}");
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let data = daemon.data.clone();
+    stop(daemon);
+
+    // The same key: it opens them (the test request carries the key).
+    let daemon = start(dir.path(), "same key", Some(&old));
+    let a = Api::with_token(&daemon, &a_token);
+    assert_eq!(
+        a.post(&format!("/api/v1/connections/{id}/test"), &json!({}))
+            .body["state"],
+        "ready"
+    );
+    stop(daemon);
+
+    // Another key under the same id, or no key: weir refuses to start,
+    // naming the key it needs; the credentials stay as they were.
+    for (keys, says) in [
+        (
+            Some(format!("k1:{}", key(9))),
+            "cannot open the stored credentials",
+        ),
+        (Some(format!("k2:{}", key(2))), "key id `k1`"),
+        (None, "`k1`"),
+    ] {
+        let done = serve_to_the_end(dir.path(), &data, keys.as_deref());
+        assert_eq!(done.code, Some(1), "{done}");
+        assert!(done.stderr.contains(says), "{says}: {done}");
+        assert!(!done.stderr.contains("weir is serving"), "{done}");
+    }
+
+    // Rotation: the new key first, the old one still there to open.
+    let both = format!("k2:{},k1:{}", key(2), key(1));
+    let rotated = Weir::spawn_with(
+        dir.path(),
+        "rotate",
+        &["secrets", "rotate", "--data", data.to_str().unwrap()],
+        &[("WEIR_SECRET_KEYS", both.as_str())],
+    )
+    .finish(TIMEOUT);
+    assert_eq!(rotated.code, Some(0), "{rotated}");
+    assert!(
+        rotated.stdout.contains("1 credential(s)") && rotated.stdout.contains("`k2`"),
+        "{rotated}"
+    );
+    let only_new = format!("k2:{}", key(2));
+    let daemon = start(dir.path(), "new key", Some(&only_new));
+    let a = Api::with_token(&daemon, &a_token);
+    let tested = a.post(&format!("/api/v1/connections/{id}/test"), &json!({}));
+    assert_eq!(tested.body["state"], "ready", "{tested}");
+    assert_eq!(app.count("/eu/me"), 3);
+    stop(daemon);
+}
+
+#[test]
+fn without_a_key_ring_no_credential_is_stored() {
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let daemon = start(dir.path(), "no keys", None);
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let answer = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    let message = answer.assert_error(409, "conflict");
+    assert!(message.contains("WEIR_SECRET_KEYS"), "{message}");
+    assert!(!answer.text.contains(GOOD_KEY));
+    assert_eq!(
+        app.count("/eu/me"),
+        0,
+        "nothing is tested before it can be stored"
+    );
+    assert_eq!(a.get_ok("/api/v1/connections")["items"], json!([]));
+}
+
+fn stop(daemon: Daemon) {
+    daemon.weir.terminate();
+    let done = daemon.weir.finish(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+}
+
+fn serve_to_the_end(dir: &Path, data: &Path, keys: Option<&str>) -> weir_testkit::Finished {
+    let flows = dir.join("flows");
+    let integrations = dir.join("integrations");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--integrations",
+        integrations.to_str().unwrap(),
+    ];
+    match keys {
+        Some(keys) => {
+            Weir::spawn_with(dir, "serve", &args, &[("WEIR_SECRET_KEYS", keys)]).finish(TIMEOUT)
+        }
+        None => run_weir(dir, "serve", &args, TIMEOUT),
+    }
+}
