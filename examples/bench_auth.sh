@@ -50,14 +50,21 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 : >"$WORK/open.txt"
 : >"$WORK/tokens.txt"
-for round in $(seq "$ROUNDS"); do
+open_round() {
   PID=$(start "")
   OPEN=$(load)
   stop "$PID"
+}
+tokens_round() {
   PID=$(start "$SECRET")
   TOKEN=$(WEIR_WORKSPACE_SECRET="$SECRET" "$WEIR" token --tenant bench --ttl 1h)
   TOKENS=$(load --header "authorization: Bearer $TOKEN")
   stop "$PID"
+}
+for round in $(seq "$ROUNDS"); do
+  # Each goes first in every other round (a machine that slows down or
+  # warms up over the run favours neither).
+  if (( round % 2 )); then open_round; tokens_round; else tokens_round; open_round; fi
   echo "round $round: open $OPEN runs/s, with tokens $TOKENS runs/s"
   echo "$OPEN" >>"$WORK/open.txt"
   echo "$TOKENS" >>"$WORK/tokens.txt"

@@ -30,7 +30,15 @@ pub struct Workspace {
     max_ttl: Duration,
     decoding: DecodingKey,
     encoding: EncodingKey,
+    /// Tokens verified before, with who they speak for and when they
+    /// expire: a client sends the same token again and again, and a
+    /// lookup costs less than a signature check. Only valid tokens are
+    /// kept; their expiry is checked at every use.
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, (Caller, i64)>>,
 }
+
+/// The most tokens [`Workspace`] remembers; past it, it forgets them all.
+const VERIFIED_CAPACITY: usize = 4096;
 
 impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +124,7 @@ impl Workspace {
             max_ttl,
             decoding: DecodingKey::from_secret(bytes).map_err(unusable)?,
             encoding: EncodingKey::from_secret(bytes).map_err(unusable)?,
+            verified: Default::default(),
         })
     }
 
@@ -125,6 +134,29 @@ impl Workspace {
 
     /// Checks a token at `now` (seconds since the epoch): who calls.
     pub fn verify(&self, token: &str, now: i64) -> Result<Caller, TokenError> {
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned();
+        if let Some((caller, exp)) = known {
+            if now > exp + LEEWAY {
+                return Err(TokenError::Expired(now - exp));
+            }
+            return Ok(caller);
+        }
+        let (caller, exp) = self.check_token(token, now)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.into(), (caller.clone(), exp));
+        Ok(caller)
+    }
+
+    /// Verifies the signature and every claim: who calls, and until when.
+    fn check_token(&self, token: &str, now: i64) -> Result<(Caller, i64), TokenError> {
         let alg = algorithm(token)?;
         let mut validation = Validation::new(alg);
         // weir checks the claims itself (below), with its own messages and
@@ -142,7 +174,7 @@ impl Workspace {
         self.check(&claims, now)
     }
 
-    fn check(&self, claims: &Map<String, Value>, now: i64) -> Result<Caller, TokenError> {
+    fn check(&self, claims: &Map<String, Value>, now: i64) -> Result<(Caller, i64), TokenError> {
         match claims.get("iss") {
             None | Some(Value::Null) => return Err(TokenError::NoIssuer),
             Some(Value::String(iss)) if *iss == self.key => {}
@@ -187,11 +219,11 @@ impl Workspace {
             Some(_) => return Err(TokenError::ClaimType("admin")),
         };
         if admin {
-            return Ok(Caller::Admin);
+            return Ok((Caller::Admin, exp));
         }
         match claims.get("tenant").or_else(|| claims.get("tenantKey")) {
             None | Some(Value::Null) => Err(TokenError::NoRole),
-            Some(Value::String(t)) if valid_id(t) => Ok(Caller::Tenant(t.clone())),
+            Some(Value::String(t)) if valid_id(t) => Ok((Caller::Tenant(t.clone()), exp)),
             Some(Value::String(t)) => Err(TokenError::BadTenant(t.clone())),
             Some(_) => Err(TokenError::ClaimType("tenant")),
         }
@@ -420,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_still_expires() {
+        let w = workspace();
+        let t = token(valid());
+        assert!(w.verify(&t, NOW).is_ok());
+        assert!(w.verify(&t, NOW + 3600).is_ok(), "within the leeway");
+        assert_eq!(w.verify(&t, NOW + 3661), Err(TokenError::Expired(61)));
+        // A refused token is not remembered as valid.
+        let forged = format!("{}.AAAA", t.rsplit_once('.').map_or("", |p| p.0));
+        assert_eq!(w.verify(&forged, NOW), Err(TokenError::BadSignature));
+        assert_eq!(w.verify(&forged, NOW), Err(TokenError::BadSignature));
+    }
+
+    #[test]
     fn leeway_is_sixty_seconds() {
         let w = workspace();
         let t = token(with(valid(), "exp", json!(NOW - 60)));
@@ -438,7 +483,7 @@ mod tests {
         assert_eq!(refusal(&rs), TokenError::Algorithm("`RS256`".into()));
         let missing = format!("{}.{claims}.c2ln", b64(json!({"typ": "JWT"})));
         assert_eq!(refusal(&missing), TokenError::Algorithm("missing".into()));
-        // HS256 header, HS512 signature: the signature does not match.
+        // A valid header and claims under another signature.
         let t = token(valid());
         let forged = format!("{}.{}", t.rsplit_once('.').map_or("", |p| p.0), "AAAA");
         assert_eq!(refusal(&forged), TokenError::BadSignature);
