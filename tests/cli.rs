@@ -244,7 +244,24 @@ fn the_example_flows_are_valid() {
     )
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
-    assert!(done.stderr.contains("3 valid flows"), "{done}");
+    assert!(done.stderr.contains("4 valid flows"), "{done}");
+    // So does integrations/, with the flows.
+    let done = weir_testkit::Weir::spawn_with(
+        dir.path(),
+        "integrations",
+        &[
+            "validate",
+            root.join("flows").to_str().unwrap(),
+            root.join("integrations").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .finish(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert!(
+        done.stderr.contains("4 valid flows, 2 valid integrations"),
+        "{done}"
+    );
     // examples/flows needs the secret GitHub signs with.
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),
@@ -480,4 +497,29 @@ fn the_example_flows_do_what_they_say() {
         .unwrap()["output"]
         .clone();
     assert_eq!(sum["gross"], 1188.0, "{run_object:#}");
+}
+
+#[test]
+fn validate_checks_integration_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("integrations");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("crm.yaml"),
+        "key: crm\nbase_url: https://crm.example\nauth: {type: api_kee, name: X-Key}\n",
+    )
+    .unwrap();
+    let done = run_weir(
+        dir.path(),
+        "validate",
+        &["validate", folder.to_str().unwrap()],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(1), "{done}");
+    assert!(
+        done.stdout.contains("crm.yaml:3:14: error:")
+            && done.stdout.contains("did you mean `api_key`"),
+        "{done}"
+    );
+    assert!(done.stderr.contains("1 problem in 1 file"), "{done}");
 }

@@ -403,3 +403,180 @@ fn serve_to_the_end(dir: &Path, data: &Path, keys: Option<&str>) -> weir_testkit
         None => run_weir(dir, "serve", &args, TIMEOUT),
     }
 }
+
+#[test]
+fn http_nodes_go_through_the_tenants_connection() {
+    let app = FakeServer::start();
+    let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("agent:{PASSWORD}"))
+    );
+    let gone = revoked.clone();
+    app.set_rule(move |r, _| match r.path.as_str() {
+        _ if gone.load(std::sync::atomic::Ordering::SeqCst) => 401,
+        "/ping" | "/tickets/7" if r.header("authorization") == Some(basic.as_str()) => 200,
+        "/eu/me" if r.header("x-api-key") == Some(GOOD_KEY) => 200,
+        _ => 401,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let keys = format!("k1:{}", key(1));
+    let daemon = start(dir.path(), "daemon", Some(&keys));
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "tickets.yaml",
+        "id: tickets\ntenants: [a, b]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: get, type: http, connection: helpdesk, url: '/tickets/${event.body.n}', query: {full: 'true'}}\n",
+    );
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "me.yaml",
+        "id: me\ntenants: [a]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: who, type: http, connection: crm, connection_id: event.body.connection, url: /me, next: any}\n  - {id: any, type: http, connection: crm, url: /me}\n",
+    );
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let b = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "b"]));
+    weir_testkit::wait_until("the flows load", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 2
+    });
+    let run = |api: &Api, flow: &str, input: Value| -> Value {
+        let started = api.post(
+            &format!("/api/v1/flows/{flow}/runs"),
+            &json!({"input": input}),
+        );
+        assert_eq!(started.status, 202, "{started}");
+        api.wait_finished(started.body["run_id"].as_str().unwrap())
+    };
+    let desk = create(
+        &a,
+        json!({"integration": "helpdesk", "credentials": {"username": "agent", "password": PASSWORD}}),
+    );
+    let desk_id = desk.body["id"].as_str().unwrap().to_owned();
+    let mut crm = Vec::new();
+    for _ in 0..2 {
+        let c = create(
+            &a,
+            json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+        );
+        crm.push(c.body["id"].as_str().unwrap().to_owned());
+    }
+
+    // Through the tenant's one helpdesk connection: the app got the
+    // credentials, the path under base_url and the query.
+    let done = run(&a, "tickets", json!({"n": 7}));
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let got = app.requests_to("/tickets/7");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].query.as_deref(), Some("full=true"));
+    assert!(!done.to_string().contains(PASSWORD), "{done:#}");
+
+    // b has no helpdesk connection: the node fails saying so.
+    let failed = run(&b, "tickets", json!({"n": 7}));
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(
+        failed
+            .to_string()
+            .contains("has no connection to `helpdesk`"),
+        "{failed:#}"
+    );
+
+    // Two crm connections: `connection_id` picks one; without it the node
+    // fails naming both.
+    let two = run(&a, "me", json!({"connection": crm[1]}));
+    assert_eq!(two["status"], "failed", "{two:#}");
+    let nodes = two["nodes"].as_array().unwrap();
+    assert_eq!(nodes[0]["status"], "succeeded", "{two:#}");
+    let error = nodes[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&crm[0]) && error.contains(&crm[1]) && error.contains("connection_id"),
+        "{error}"
+    );
+
+    // The app stops accepting the credentials: the run fails, the
+    // connection is disconnected, and the next run is told to reconnect.
+    revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = run(&a, "tickets", json!({"n": 7}));
+    assert_eq!(refused["status"], "failed", "{refused:#}");
+    assert!(
+        refused.to_string().contains("now disconnected"),
+        "{refused:#}"
+    );
+    let conn = a.get_ok(&format!("/api/v1/connections/{desk_id}"));
+    assert_eq!(conn["state"], "disconnected", "{conn:#}");
+    let calls = app.count("/tickets/7");
+    let next = run(&a, "tickets", json!({"n": 7}));
+    assert!(next.to_string().contains("is disconnected"), "{next:#}");
+    assert!(next.to_string().contains("reconnect"), "{next:#}");
+    assert_eq!(
+        app.count("/tickets/7"),
+        calls,
+        "a disconnected connection is not used"
+    );
+
+    for secret in [PASSWORD, GOOD_KEY] {
+        assert!(!daemon.weir.stderr().contains(secret));
+        weir_testkit::assert_not_in_files(&weir_testkit::files_under(&daemon.data), secret);
+    }
+}
+
+#[test]
+fn the_cli_manages_connections() {
+    let app = app();
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let keys = format!("k1:{}", key(1));
+    let daemon = start(dir.path(), "daemon", Some(&keys));
+    let a_token = token(dir.path(), &["--tenant", "a"]);
+    let credentials = dir.path().join("credentials.json");
+    std::fs::write(&credentials, json!({"api_key": GOOD_KEY}).to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["connections"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--server",
+            daemon.base.as_str(),
+            "--token",
+            a_token.as_str(),
+        ]);
+        Weir::spawn_with(dir.path(), "cli", &all, &[]).finish(TIMEOUT)
+    };
+    let at_file = format!("@{}", credentials.display());
+    let made = cli(&[
+        "create",
+        "crm",
+        "--parameters",
+        r#"{"region": "eu"}"#,
+        "--credentials",
+        &at_file,
+        "--json",
+    ]);
+    assert_eq!(made.code, Some(0), "{made}");
+    let made: Value = serde_json::from_str(made.stdout.trim()).unwrap();
+    assert_eq!(made["state"], "ready");
+    let id = made["id"].as_str().unwrap();
+    let list = cli(&["list"]);
+    assert!(
+        list.stdout.contains(id) && list.stdout.contains("ready"),
+        "{list}"
+    );
+    let tested = cli(&["test", id]);
+    assert_eq!(tested.code, Some(0), "{tested}");
+    // A problem of the body is a usage error, with its pointer.
+    let bad = cli(&[
+        "create",
+        "crm",
+        "--parameters",
+        r#"{"region": "mars"}"#,
+        "--credentials",
+        &at_file,
+    ]);
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert!(bad.stderr.contains("/parameters/region"), "{bad}");
+    let not_json = cli(&["create", "crm", "--credentials", "{not json"]);
+    assert_eq!(not_json.code, Some(2), "{not_json}");
+    let deleted = cli(&["delete", id]);
+    assert!(deleted.stdout.contains("deleted"), "{deleted}");
+    assert_eq!(cli(&["show", id]).code, Some(2));
+    for done in [&list, &tested, &bad, &deleted] {
+        assert!(!done.stdout.contains(GOOD_KEY) && !done.stderr.contains(GOOD_KEY));
+    }
+}

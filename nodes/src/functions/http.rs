@@ -35,6 +35,60 @@ pub struct Http {
     /// Statuses that count as success (default: any 2xx). Entries are codes
     /// (`200`) or classes (`"2xx"`).
     pub expect: Vec<StatusMatch>,
+    /// `connection:`: the request goes to an integration's app through one
+    /// of the run's tenant's connections; `url` is then a path under the
+    /// integration's `base_url`.
+    pub connection: Option<Connection>,
+}
+
+/// `connection: KEY` (and `connection_id:`) of an `http` node.
+#[derive(Debug)]
+pub struct Connection {
+    /// The integration's key.
+    pub integration: String,
+    /// Picks one of the tenant's connections by id (an expression).
+    pub id: Option<Expr>,
+}
+
+/// Which connection a prepared request goes through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    pub integration: String,
+    pub id: Option<String>,
+}
+
+/// The base of the placeholder URL of a request through a connection: its
+/// path and query are kept there until the connection gives the app's URL.
+const VIA_BASE: &str = "connection:///";
+
+/// What a connection makes of a request: the app's URL, and the headers
+/// that carry the credentials (marked sensitive, never recorded or logged).
+pub struct Authorized {
+    /// The connection used.
+    pub connection: String,
+    pub url: Url,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// Gives requests through connections their URL and credentials. The
+/// daemon implements it; nodes never hold a credential.
+pub trait Connector: Send + Sync {
+    /// The connection `via` names for `tenant`, applied to `request`.
+    fn authorize<'a>(
+        &'a self,
+        tenant: &'a str,
+        via: &'a Via,
+        request: &'a Request,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Authorized, NodeError>> + Send + 'a>>;
+
+    /// The app refused the connection's credentials (401); answers what the
+    /// node's error should add.
+    fn refused<'a>(
+        &'a self,
+        tenant: &'a str,
+        connection: &'a str,
+        why: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +111,37 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 
 impl Http {
     pub fn build(o: &mut Options, names: &[&str]) -> Option<Self> {
-        Self::build_request(o, names)
+        let integration = o.str("connection").map(|(key, pos)| {
+            if !crate::reader::valid_id(key) {
+                o.error(
+                    pos,
+                    format!(
+                        "`connection` must be an integration key ([a-z0-9_-]{{1,64}}), not `{key}`"
+                    ),
+                );
+            }
+            key.to_owned()
+        });
+        let id = o.expr("connection_id", names);
+        if let (Some(_), None, Some(pos)) = (&id, &integration, o.key_pos("connection_id")) {
+            o.error(
+                pos,
+                "`connection_id` picks a connection of the `connection:` integration; set `connection:` too",
+            );
+        }
+        let mut http = Self::read(o, names, integration.is_some())?;
+        http.connection = integration.map(|integration| Connection { integration, id });
+        Some(http)
     }
 
     /// Reads the request options; the poll trigger's `request` uses them too.
     /// Its templates and body may read `secrets` besides `names`.
     pub fn build_request(o: &mut Options, names: &[&str]) -> Option<Self> {
+        Self::read(o, names, false)
+    }
+
+    /// `relative`: the URL is a path under a connection's `base_url`.
+    fn read(o: &mut Options, names: &[&str], relative: bool) -> Option<Self> {
         let names: Vec<&str> = names.iter().copied().chain(["secrets"]).collect();
         let names = names.as_slice();
         let method = match o.str("method") {
@@ -84,9 +163,16 @@ impl Http {
         let url = o.required_template("url", names);
         if let (Some(url), Some(pos)) = (&url, url_pos)
             && let Some(literal) = url.as_literal()
-            && let Err(e) = check_url(literal)
         {
-            o.error(pos, format!("`url`: {e}"));
+            if !relative && let Err(e) = check_url(literal) {
+                o.error(pos, format!("`url`: {e}"));
+            }
+            if relative && !literal.starts_with('/') {
+                o.error(
+                    pos,
+                    format!("`url` is a path under the integration's base_url with `connection:`, like /contacts; not `{literal}`"),
+                );
+            }
         }
         let headers = o.template_map("headers", names);
         let query = o.template_map("query", names);
@@ -99,6 +185,7 @@ impl Http {
             query,
             body,
             expect,
+            connection: None,
         })
     }
 
@@ -109,9 +196,37 @@ impl Http {
         timeout: Option<Duration>,
     ) -> Result<Request, NodeError> {
         let url = self.url.render(scope, timeout)?;
-        let mut url = check_url(&url).map_err(|e| {
-            NodeError::Invalid(format!("url `{}`: {e}", http_client::shown_text(&url)))
-        })?;
+        let (mut url, via) = match &self.connection {
+            None => (
+                check_url(&url).map_err(|e| {
+                    NodeError::Invalid(format!("url `{}`: {e}", http_client::shown_text(&url)))
+                })?,
+                None,
+            ),
+            Some(c) => {
+                let path = Url::parse(VIA_BASE)
+                    .and_then(|base| base.join(url.trim_start_matches('/')))
+                    .map_err(|e| {
+                        NodeError::Invalid(format!("url `{}`: {e}", http_client::shown_text(&url)))
+                    })?;
+                let id = match &c.id {
+                    None => None,
+                    Some(expr) => Some(match super::eval_json(expr, scope, timeout)? {
+                        Value::String(s) => s,
+                        other => {
+                            return Err(NodeError::Invalid(format!(
+                                "`connection_id` must be a connection id (text), not {other}"
+                            )));
+                        }
+                    }),
+                };
+                let via = Via {
+                    integration: c.integration.clone(),
+                    id,
+                };
+                (path, Some(via))
+            }
+        };
         if !self.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &self.query {
@@ -132,6 +247,7 @@ impl Http {
             headers,
             body,
             expect: self.expect.clone(),
+            via,
         })
     }
 }
@@ -177,10 +293,15 @@ fn read_expect(o: &mut Options) -> Vec<StatusMatch> {
 #[derive(Clone, Debug)]
 pub struct Request {
     pub method: Method,
+    /// Through a connection: a placeholder holding the path and query
+    /// ([`Request::path_and_query`]) until [`Connector::authorize`] gives
+    /// the app's URL.
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
     pub expect: Vec<StatusMatch>,
+    /// The connection it goes through, if any.
+    pub via: Option<Via>,
 }
 
 /// Why a request failed. Retryable: 5xx, 408, 429, timeouts, connection
@@ -237,17 +358,42 @@ impl HttpError {
 }
 
 impl Request {
+    /// The path (from `/`) and the query of a request through a connection.
+    pub fn path_and_query(&self) -> String {
+        let mut out = self.url.path().to_owned();
+        if let Some(q) = self.url.query() {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
     /// Sends the request with `Idempotency-Key: key`; answers the node's
     /// output `{status, headers, body}`.
     pub async fn send(&self, key: &str, timeout: Option<Duration>) -> Result<Value, HttpError> {
+        self.send_to(key, timeout, None).await
+    }
+
+    /// [`Request::send`], to the URL and with the credential headers a
+    /// connection gave.
+    pub async fn send_to(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+        authorized: Option<&Authorized>,
+    ) -> Result<Value, HttpError> {
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let (method, url) = (self.method.clone(), shown(&self.url));
+        let target = authorized.map_or(&self.url, |a| &a.url);
+        let (method, url) = (self.method.clone(), shown(target));
         let mut builder = http_client::client()
-            .request(self.method.clone(), self.url.clone())
+            .request(self.method.clone(), target.clone())
             .timeout(timeout)
             .header("idempotency-key", key);
         for (k, v) in &self.headers {
             builder = builder.header(k, v);
+        }
+        if let Some(a) = authorized {
+            builder = builder.headers(a.headers.clone());
         }
         builder = match &self.body {
             None => builder,

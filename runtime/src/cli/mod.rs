@@ -12,6 +12,7 @@ macro_rules! out {
 }
 
 mod client;
+mod connections;
 mod graph;
 mod outbox;
 mod run;
@@ -67,6 +68,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// The deliveries waiting in a running daemon's outbox.
     Outbox(outbox::OutboxArgs),
+    /// A tenant's connections to integrations, on a running daemon.
+    Connections(connections::ConnectionsArgs),
     /// Print an API token signed with the workspace secret.
     Token(token::TokenArgs),
     /// The key ring that encrypts stored credentials.
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::main(args),
         Command::Outbox(args) => outbox::main(args),
         Command::Token(args) => token::main(args),
+        Command::Connections(args) => connections::main(args),
         Command::Secrets(args) => secrets::main(args),
         Command::Validate {
             paths,

@@ -18,6 +18,12 @@ use tracing::{info, warn};
 use weir_nodes::http_client;
 use weir_storage::{Commit, ConnectionRecord, ConnectionState, Store, Write};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use weir_nodes::NodeError;
+use weir_nodes::functions::http::{Authorized, Connector, Request, Via};
+
 use super::integration::{AuthKind, Integration, KeyPlace, SchemaError};
 use super::vault::{Binding, KEYS_VAR, KeyRing, VaultError};
 use crate::daemon::registry::Registry;
@@ -318,15 +324,16 @@ impl Connections {
             .collect()
     }
 
-    /// A request to the app through the connection: `path` joined to the
-    /// integration's `base_url`, the credentials applied as it declares.
-    pub fn request(
+    /// The app's URL for `path` (and query) through the connection —
+    /// joined to the integration's `base_url` — and the headers that carry
+    /// its credentials (marked sensitive), as the integration declares.
+    pub fn authorize_path(
         &self,
         integration: &Integration,
         record: &ConnectionRecord,
-        method: reqwest::Method,
         path: &str,
-    ) -> Result<(reqwest::RequestBuilder, reqwest::Url), String> {
+    ) -> Result<(reqwest::Url, reqwest::header::HeaderMap), String> {
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
         let mut scope = rhai::Scope::new();
         scope.push_constant_dynamic(
             "connection",
@@ -346,25 +353,116 @@ impl Connections {
                 .map(|s| s.expose_secret().to_owned())
                 .unwrap_or_default()
         };
-        if let AuthKind::ApiKey {
-            place: KeyPlace::Query,
-            name,
-        } = &integration.auth
-        {
-            url.query_pairs_mut().append_pair(name, &field("api_key"));
-        }
-        let mut request = http_client::client().request(method, url.clone());
-        request = match &integration.auth {
+        let mut headers = HeaderMap::new();
+        let mut put = |name: HeaderName, value: String| -> Result<(), String> {
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                format!(
+                    "a credential of connection {} cannot be sent in a header",
+                    record.id
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+            Ok(())
+        };
+        match &integration.auth {
+            AuthKind::ApiKey {
+                place: KeyPlace::Query,
+                name,
+            } => {
+                url.query_pairs_mut().append_pair(name, &field("api_key"));
+            }
             AuthKind::ApiKey {
                 place: KeyPlace::Header,
                 name,
-            } => request.header(name.as_str(), field("api_key")),
-            AuthKind::Basic => request.basic_auth(field("username"), Some(field("password"))),
-            AuthKind::Bearer => request.bearer_auth(field("token")),
-            AuthKind::OAuth2(_) => request.bearer_auth(field("access_token")),
-            AuthKind::None | AuthKind::ApiKey { .. } => request,
+            } => {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a header name"))?;
+                put(name, field("api_key"))?;
+            }
+            AuthKind::Basic => {
+                use base64::Engine as _;
+                let pair = format!("{}:{}", field("username"), field("password"));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                put(AUTHORIZATION, format!("Basic {encoded}"))?;
+            }
+            AuthKind::Bearer => put(AUTHORIZATION, format!("Bearer {}", field("token")))?,
+            AuthKind::OAuth2(_) => put(AUTHORIZATION, format!("Bearer {}", field("access_token")))?,
+            AuthKind::None => {}
+        }
+        Ok((url, headers))
+    }
+
+    /// The connection an `http` node names: by id, or the tenant's only
+    /// one of the integration. A disconnected one is refused, saying to
+    /// reconnect it.
+    fn pick(&self, tenant: &str, via: &Via) -> Result<ConnectionRecord, String> {
+        let record = match &via.id {
+            Some(id) => self
+                .store
+                .connection(tenant, id)
+                .map_err(|e| e.to_string())?
+                .filter(|c| c.integration == via.integration)
+                .ok_or_else(|| {
+                    format!(
+                        "tenant `{tenant}` has no connection {id} to `{}`",
+                        via.integration
+                    )
+                })?,
+            None => {
+                let mut all: Vec<ConnectionRecord> = self
+                    .store
+                    .connections(tenant)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|c| c.integration == via.integration)
+                    .collect();
+                match all.len() {
+                    0 => {
+                        return Err(format!(
+                            "tenant `{tenant}` has no connection to `{}`; create one (POST /api/v1/connections)",
+                            via.integration
+                        ));
+                    }
+                    1 => all.remove(0),
+                    n => {
+                        let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+                        return Err(format!(
+                            "tenant `{tenant}` has {n} connections to `{}` ({}); pick one with `connection_id:`",
+                            via.integration,
+                            ids.join(", ")
+                        ));
+                    }
+                }
+            }
         };
-        Ok((request, url))
+        if record.state == ConnectionState::Disconnected {
+            return Err(format!(
+                "connection {} ({}) is disconnected{}; reconnect it (PATCH its credentials)",
+                record.id,
+                record.integration,
+                record
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Marks a connection disconnected: the app refused its credentials.
+    pub async fn disconnect(&self, tenant: &str, id: &str, why: &str) -> Result<(), ConnectError> {
+        let mut record = self.get(tenant, id)?;
+        if record.state == ConnectionState::Disconnected {
+            return Ok(());
+        }
+        record.state = ConnectionState::Disconnected;
+        record.error = Some(why.to_owned());
+        record.updated_at = Utc::now();
+        self.save(&record).await?;
+        warn!(tenant, connection = %id, integration = %record.integration, "connection disconnected: the app refused its credentials");
+        Ok(())
     }
 
     async fn run_test(
@@ -389,7 +487,7 @@ impl Connections {
                 );
             }
         };
-        let (request, url) = match self.request(integration, record, test.method.clone(), &path) {
+        let (url, headers) = match self.authorize_path(integration, record, &path) {
             Ok(r) => r,
             Err(e) => {
                 return (
@@ -399,6 +497,9 @@ impl Connections {
             }
         };
         let shown = format!("{} {}", test.method, http_client::shown(&url));
+        let request = http_client::client()
+            .request(test.method.clone(), url)
+            .headers(headers);
         match request.timeout(TEST_TIMEOUT).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -497,6 +598,49 @@ impl Connections {
             self.store.commit(commit).await?;
         }
         Ok(changed)
+    }
+}
+
+impl Connector for Connections {
+    fn authorize<'a>(
+        &'a self,
+        tenant: &'a str,
+        via: &'a Via,
+        request: &'a Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Authorized, NodeError>> + Send + 'a>> {
+        Box::pin(async move {
+            let integration = self.integrations.get(&via.integration).ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "no integration `{}` is loaded (see the integrations folder)",
+                    via.integration
+                ))
+            })?;
+            let record = self.pick(tenant, via).map_err(NodeError::Invalid)?;
+            let (url, headers) = self
+                .authorize_path(&integration, &record, &request.path_and_query())
+                .map_err(|e| NodeError::Invalid(format!("connection {}: {e}", record.id)))?;
+            Ok(Authorized {
+                connection: record.id,
+                url,
+                headers,
+            })
+        })
+    }
+
+    fn refused<'a>(
+        &'a self,
+        tenant: &'a str,
+        connection: &'a str,
+        why: &'a str,
+    ) -> Pin<Box<dyn Future<Output = String> + Send + 'a>> {
+        Box::pin(async move {
+            match self.disconnect(tenant, connection, why).await {
+                Ok(()) => format!(
+                    "connection {connection} is now disconnected: the app refused its credentials; reconnect it (PATCH its credentials)"
+                ),
+                Err(e) => format!("connection {connection} could not be marked disconnected: {e}"),
+            }
+        })
     }
 }
 

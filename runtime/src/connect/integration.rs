@@ -331,7 +331,8 @@ fn read_auth(value: &Yaml, source: &str, diags: &Diags) -> Option<AuthKind> {
                     "unknown auth type `{other}`{hint}; use oauth2, api_key, basic, bearer or none"
                 ),
             );
-            None
+            // Its other options cannot be judged without a type.
+            return None;
         }
     };
     a.finish();

@@ -145,6 +145,7 @@ pub async fn serve(
     };
     let clock = Clock::new();
     let engine = Engine::new(store.clone(), clock.clone(), options);
+    engine.set_connector(connections.clone());
     let (deliveries, incoming) = tokio::sync::mpsc::unbounded_channel();
     engine.set_outbox(deliveries);
     let outbox = outbox::Outbox::start(store.clone(), clock, config.amqp.clone(), incoming)?;

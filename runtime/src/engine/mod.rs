@@ -142,6 +142,9 @@ pub struct Engine {
     flows: Mutex<HashMap<(String, String), Arc<Flow>>>,
     /// Where deliveries go once they are on disk (the daemon's outbox).
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<weir_storage::DeliveryRecord>>>,
+    /// What `http` nodes with `connection:` go through (the daemon's
+    /// connections).
+    connector: std::sync::OnceLock<Arc<dyn weir_nodes::functions::http::Connector>>,
 }
 
 impl Engine {
@@ -152,7 +155,17 @@ impl Engine {
             options,
             flows: Mutex::new(HashMap::new()),
             outbox: Mutex::new(None),
+            connector: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives `http` nodes with `connection:` their connections.
+    pub fn set_connector(&self, connector: Arc<dyn weir_nodes::functions::http::Connector>) {
+        let _ = self.connector.set(connector);
+    }
+
+    pub(crate) fn connector(&self) -> Option<Arc<dyn weir_nodes::functions::http::Connector>> {
+        self.connector.get().cloned()
     }
 
     /// Hands every delivery, once it is on disk, to `outbox`.

@@ -553,3 +553,28 @@ fn tenants_star_serves_any_tenant_and_cannot_drive_cron_or_poll() {
         "trigger 'nightly': a cron trigger fires for each tenant listed",
     );
 }
+
+#[test]
+fn http_through_a_connection_takes_a_path() {
+    let flow = load_source(
+        "id: f\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: get, type: http, connection: crm, connection_id: event.body.c, url: '/contacts/${event.body.id}'}\n",
+        "f.yaml",
+    )
+    .expect("loads");
+    let weir_nodes::NodeKind::Http(http) = &flow.graph.nodes[0].kind else {
+        panic!("an http node")
+    };
+    let c = http.connection.as_ref().expect("through a connection");
+    assert_eq!(c.integration, "crm");
+    assert!(c.id.is_some());
+    one(
+        "id: f\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: get, type: http, connection: crm, url: 'https://x/contacts'}\n",
+        "4:49",
+        "a path under the integration's base_url",
+    );
+    one(
+        "id: f\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: get, type: http, connection_id: '\"x\"', url: 'https://x/contacts'}\n",
+        "4:27",
+        "set `connection:` too",
+    );
+}

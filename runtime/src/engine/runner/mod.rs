@@ -352,6 +352,14 @@ impl<'e> Runner<'e> {
 
     // ---- frames ------------------------------------------------------------
 
+    fn tenant(&self) -> String {
+        self.run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tenant
+            .clone()
+    }
+
     fn run_id(&self) -> String {
         self.run
             .lock()

@@ -176,16 +176,10 @@ impl<'e> Runner<'e> {
                 self.sync().await?;
                 self.commit_node(&frame.state[i].record, None, None).await?;
                 let timeout = node.timeout;
+                let (connector, tenant) = (self.engine.connector(), self.tenant());
                 inflight.push(Box::pin(
                     async move {
-                        let done = match request.send(&key, timeout).await {
-                            Ok(output) => Done::Ok {
-                                output,
-                                dynamic: None,
-                                delivery: None,
-                            },
-                            Err(e) => Done::Error(NodeError::Http(e)),
-                        };
+                        let done = send(&request, &key, timeout, connector, &tenant).await;
                         Ok(Event::Finished(i, done))
                     }
                     .instrument(span.clone()),
@@ -457,5 +451,47 @@ impl<'e> Runner<'e> {
         for _ in frame.newly_ready.drain(..) {
             self.work_started();
         }
+    }
+}
+
+/// Sends an `http` node's request, through its connection if it names one.
+async fn send(
+    request: &weir_nodes::functions::http::Request,
+    key: &str,
+    timeout: Option<std::time::Duration>,
+    connector: Option<std::sync::Arc<dyn weir_nodes::functions::http::Connector>>,
+    tenant: &str,
+) -> Done {
+    use weir_nodes::functions::http::HttpError;
+    let ok = |output| Done::Ok {
+        output,
+        dynamic: None,
+        delivery: None,
+    };
+    let Some(via) = &request.via else {
+        return match request.send(key, timeout).await {
+            Ok(output) => ok(output),
+            Err(e) => Done::Error(NodeError::Http(e)),
+        };
+    };
+    let Some(connector) = connector else {
+        return Done::Error(NodeError::Invalid(format!(
+            "`connection: {}` needs the daemon (weir serve), which holds the tenants' connections",
+            via.integration
+        )));
+    };
+    let authorized = match connector.authorize(tenant, via, request).await {
+        Ok(a) => a,
+        Err(e) => return Done::Error(e),
+    };
+    match request.send_to(key, timeout, Some(&authorized)).await {
+        Ok(output) => ok(output),
+        Err(e @ HttpError::Status { status: 401, .. }) => {
+            let note = connector
+                .refused(tenant, &authorized.connection, &e.to_string())
+                .await;
+            Done::Error(NodeError::Invalid(format!("{e}; {note}")))
+        }
+        Err(e) => Done::Error(NodeError::Http(e)),
     }
 }
