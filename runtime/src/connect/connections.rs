@@ -95,6 +95,15 @@ pub struct Filter {
     pub state: Option<ConnectionState>,
 }
 
+impl Filter {
+    pub fn keeps(&self, c: &ConnectionRecord) -> bool {
+        self.integration
+            .as_ref()
+            .is_none_or(|i| *i == c.integration)
+            && self.state.is_none_or(|s| s == c.state)
+    }
+}
+
 pub struct Connections {
     store: Arc<dyn Store>,
     integrations: Arc<Registry<Integration>>,
@@ -202,13 +211,7 @@ impl Connections {
             .store
             .connections(tenant)?
             .into_iter()
-            .filter(|c| {
-                filter
-                    .integration
-                    .as_ref()
-                    .is_none_or(|i| *i == c.integration)
-            })
-            .filter(|c| filter.state.is_none_or(|s| s == c.state))
+            .filter(|c| filter.keeps(c))
             .collect())
     }
 

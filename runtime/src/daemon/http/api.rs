@@ -144,18 +144,11 @@ impl StartBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        let value = weir_nodes::json::parse(bytes).map_err(|e| match e {
-            weir_nodes::json::ParseError::TooDeep => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "too_deep",
-                weir_nodes::json::too_deep("the body"),
-            ),
-            e => ApiError::bad_request(format!("the body is {e}; send {START_SHAPE}")),
-        })?;
-        serde_json::from_value(value).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be {START_SHAPE} (the input goes under `input`): {e}"
-            ))
+        super::json_body(bytes, START_SHAPE).map_err(|mut e| {
+            if e.message.starts_with("the body must be") {
+                e.message.push_str(" (the input goes under `input`)");
+            }
+            e
         })
     }
 }

@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use weir_storage::{ConnectionRecord, ConnectionState};
 
@@ -26,19 +25,6 @@ fn tenant_of(scope: &Scope) -> Result<&str, ApiError> {
             "an admin token acts for every tenant: name the tenant with ?tenant=KEY or X-Weir-Tenant",
         )
     })
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
-    let value = weir_nodes::json::parse(bytes).map_err(|e| match e {
-        weir_nodes::json::ParseError::TooDeep => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "too_deep",
-            weir_nodes::json::too_deep("the body"),
-        ),
-        e => ApiError::bad_request(format!("the body is {e}; send {shape}")),
-    })?;
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("the body must be {shape}: {e}")))
 }
 
 const CREATE_SHAPE: &str =
@@ -72,7 +58,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(&scope)?;
-    let body: CreateBody = parse(&body, CREATE_SHAPE)?;
+    let body: CreateBody = super::json_body(&body, CREATE_SHAPE)?;
     let record = app.connections.create(tenant, body).await?;
     Ok((StatusCode::CREATED, Json(connections::view(&record))).into_response())
 }
@@ -99,16 +85,7 @@ pub async fn list(
     };
     let items = match &scope {
         Scope::Tenant(t) => app.connections.list(t, &filter)?,
-        Scope::All => all(&app)?
-            .into_iter()
-            .filter(|c| {
-                filter
-                    .integration
-                    .as_ref()
-                    .is_none_or(|i| *i == c.integration)
-            })
-            .filter(|c| filter.state.is_none_or(|s| s == c.state))
-            .collect(),
+        Scope::All => all(&app)?.into_iter().filter(|c| filter.keeps(c)).collect(),
     };
     let items: Vec<Value> = items.iter().map(connections::view).collect();
     Ok(Json(json!({"items": items})))
@@ -129,7 +106,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let found = find(&app, &scope, &id)?;
-    let body: PatchBody = parse(&body, PATCH_SHAPE)?;
+    let body: PatchBody = super::json_body(&body, PATCH_SHAPE)?;
     let record = app.connections.update(&found.tenant, &id, body).await?;
     Ok(Json(connections::view(&record)))
 }

@@ -333,6 +333,21 @@ pub async fn read_body(
     Ok(Bytes::from(bytes))
 }
 
+/// A JSON API body of the shape `shape` (named in messages): 400 if it is
+/// not JSON, too deep, or not of that shape.
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    let value = weir_nodes::json::parse(bytes).map_err(|e| match e {
+        weir_nodes::json::ParseError::TooDeep => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            weir_nodes::json::too_deep("the body"),
+        ),
+        e => ApiError::bad_request(format!("the body is {e}; send {shape}")),
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("the body must be {shape}: {e}")))
+}
+
 /// Query parameters; a query that does not parse is a JSON 400 naming the
 /// parameter.
 pub struct Params<T>(pub T);
