@@ -580,3 +580,126 @@ fn the_cli_manages_connections() {
         assert!(!done.stdout.contains(GOOD_KEY) && !done.stderr.contains(GOOD_KEY));
     }
 }
+
+#[test]
+fn notifications_tell_the_product_what_happened_to_connections_and_runs() {
+    let app = app();
+    let backend = FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let keys = format!("k1:{}", key(1));
+    let integrations = dir.path().join("integrations");
+    let notify_url = backend.url("/weir-events");
+    let daemon = Daemon::start(
+        dir.path(),
+        "daemon",
+        &[
+            "--integrations",
+            integrations.to_str().unwrap(),
+            "--notify-url",
+            notify_url.as_str(),
+        ],
+        &[
+            ("WEIR_WORKSPACE_SECRET", SECRET),
+            ("WEIR_SECRET_KEYS", keys.as_str()),
+            (
+                "WEIR_NOTIFY_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+        ],
+    );
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "broken.yaml",
+        "id: broken\ntenants: [a]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: stop, type: fail, message: '\"out of stock\"'}\n",
+    );
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let made = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": BAD_KEY}}),
+    );
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let patch = |api: &Api, key: &str| {
+        api.send(
+            api.http
+                .patch(api.url(&format!("/api/v1/connections/{id}")))
+                .header("content-type", "application/json")
+                .body(json!({"credentials": {"api_key": key}}).to_string()),
+        )
+    };
+    assert_eq!(patch(&a, GOOD_KEY).body["state"], "ready");
+    assert_eq!(patch(&a, BAD_KEY).body["state"], "disconnected");
+    a.send(a.http.delete(a.url(&format!("/api/v1/connections/{id}"))));
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let started = a.post("/api/v1/flows/broken/runs", &json!({}));
+    let run = started.body["run_id"].as_str().unwrap().to_owned();
+
+    let mut events = Vec::new();
+    weir_testkit::wait_until("five notifications arrive", TIMEOUT, || {
+        events = backend.requests_to("/weir-events");
+        events.len() >= 5
+    });
+    let mut bodies: Vec<Value> = events.iter().map(|e| e.json()).collect();
+    bodies.sort_by_key(|b| b["time"].as_str().unwrap().to_owned());
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "connection.created",
+            "connection.reconnected",
+            "connection.disconnected",
+            "connection.deleted",
+            "run.failed"
+        ],
+        "{bodies:#?}"
+    );
+    for b in &bodies {
+        assert_eq!(b["tenant"], "a");
+    }
+    assert_eq!(bodies[0]["data"]["connection"]["id"], id.as_str());
+    assert_eq!(bodies[0]["data"]["connection"]["state"], "disconnected");
+    assert!(
+        bodies[2]["data"]["connection"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("401")
+    );
+    assert_eq!(bodies[4]["data"]["run"]["id"], run.as_str());
+    assert_eq!(bodies[4]["data"]["run"]["flow"], "broken");
+    assert!(
+        bodies[4]["data"]["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("out of stock")
+    );
+    // Signed as Standard Webhooks, and holding no credential.
+    for e in &events {
+        assert!(
+            e.header("webhook-signature")
+                .is_some_and(|s| s.starts_with("v1,"))
+        );
+        let text = String::from_utf8_lossy(&e.body);
+        assert!(
+            !text.contains(GOOD_KEY) && !text.contains(BAD_KEY),
+            "{text}"
+        );
+    }
+
+    // A notify URL without its secret is refused at start.
+    let done = run_weir(
+        dir.path(),
+        "no secret",
+        &[
+            "serve",
+            "--notify-url",
+            notify_url.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(done.stderr.contains("WEIR_NOTIFY_SECRET"), "{done}");
+}

@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// token, like the API).
     #[arg(long, env = "WEIR_METRICS_OPEN")]
     pub metrics_open: bool,
+    /// An AMQP exchange that receives notifications (connection.created,
+    /// .disconnected, .reconnected, .deleted; run.failed), the type as
+    /// routing key.
+    #[arg(long, env = "WEIR_NOTIFY_EXCHANGE")]
+    pub notify_exchange: Option<String>,
+    /// A URL that receives notifications as signed HTTP POSTs (Standard
+    /// Webhooks, with the `whsec_` secret in WEIR_NOTIFY_SECRET).
+    #[arg(long, env = "WEIR_NOTIFY_URL")]
+    pub notify_url: Option<String>,
     /// The integrations folder (one external app per file).
     #[arg(long, env = "WEIR_INTEGRATIONS", default_value = "integrations")]
     pub integrations: PathBuf,
@@ -113,6 +122,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let notify = match notify_targets(args.notify_exchange.clone(), args.notify_url.clone()) {
+        Ok(targets) => targets,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let config = Config {
         flows: args.flows,
         data: args.data,
@@ -132,6 +148,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         metrics_open: args.metrics_open,
         integrations: args.integrations,
         secret_keys,
+        notify,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,6 +168,32 @@ pub fn main(args: ServeArgs) -> ExitCode {
             ExitCode::from(exit::FAILED)
         }
     }
+}
+
+/// `--notify-exchange` and `--notify-url`; the URL needs its signing
+/// secret.
+fn notify_targets(
+    exchange: Option<String>,
+    url: Option<String>,
+) -> Result<Vec<crate::daemon::notify::Target>, String> {
+    use crate::daemon::notify::{SECRET_VAR, Target};
+    let mut targets = Vec::new();
+    if let Some(exchange) = exchange.filter(|e| !e.trim().is_empty()) {
+        targets.push(Target::Amqp { exchange });
+    }
+    if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+        weir_nodes::http_client::check_url(&url).map_err(|e| format!("--notify-url: {e}"))?;
+        let secret = std::env::var(SECRET_VAR).unwrap_or_default();
+        if secret.is_empty() {
+            return Err(format!(
+                "--notify-url needs the secret its requests are signed with: set {SECRET_VAR} to `whsec_` + base64 (like whsec_$(openssl rand -base64 32))"
+            ));
+        }
+        weir_nodes::triggers::verify::check_standard_webhooks_secret(&secret)
+            .map_err(|e| format!("{SECRET_VAR} {e}"))?;
+        targets.push(Target::Http { url });
+    }
+    Ok(targets)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -26,6 +26,7 @@ use weir_nodes::functions::http::{Authorized, Connector, Request, Via};
 
 use super::integration::{AuthKind, Integration, KeyPlace, SchemaError};
 use super::vault::{Binding, KEYS_VAR, KeyRing, VaultError};
+use crate::daemon::notify::{ConnectionEvent, Notifier};
 use crate::daemon::registry::Registry;
 
 /// How long a test request may take.
@@ -108,6 +109,8 @@ pub struct Connections {
     store: Arc<dyn Store>,
     integrations: Arc<Registry<Integration>>,
     vault: Option<Arc<KeyRing>>,
+    /// Where `connection.*` notifications go (the daemon sets it).
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 impl Connections {
@@ -120,6 +123,32 @@ impl Connections {
             store,
             integrations,
             vault,
+            notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn set_notifier(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    async fn notify(&self, event: ConnectionEvent, record: &ConnectionRecord) {
+        if let Some(n) = self.notifier.get() {
+            n.connection(event, record).await;
+        }
+    }
+
+    /// Notifies a change of state: disconnected, or ready again after it
+    /// was disconnected (new credentials).
+    async fn moved(&self, was: ConnectionState, record: &ConnectionRecord) {
+        match (was, record.state) {
+            (w, ConnectionState::Disconnected) if w != ConnectionState::Disconnected => {
+                self.notify(ConnectionEvent::Disconnected, record).await;
+            }
+            (ConnectionState::Disconnected, ConnectionState::Ready) => {
+                info!(tenant = %record.tenant, connection = %record.id, "connection reconnected");
+                self.notify(ConnectionEvent::Reconnected, record).await;
+            }
+            _ => {}
         }
     }
 
@@ -193,6 +222,7 @@ impl Connections {
         record.error = error;
         self.save(&record).await?;
         info!(tenant, connection = %record.id, integration = %record.integration, state = record.state.as_str(), "connection created");
+        self.notify(ConnectionEvent::Created, &record).await;
         Ok(record)
     }
 
@@ -251,16 +281,14 @@ impl Connections {
             seal_all(self.vault()?, &mut record, &credentials)?;
         }
         record.updated_at = Utc::now();
+        let was = record.state;
         if retest {
-            let was = record.state;
             let (state, error) = self.run_test(&integration, &record).await;
             record.state = state;
             record.error = error;
-            if was != ConnectionState::Ready && state == ConnectionState::Ready {
-                info!(tenant, connection = %record.id, "connection reconnected");
-            }
         }
         self.save(&record).await?;
+        self.moved(was, &record).await;
         Ok(record)
     }
 
@@ -268,11 +296,13 @@ impl Connections {
     pub async fn test(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
         let mut record = self.get(tenant, id)?;
         let integration = self.integration_of(&record)?;
+        let was = record.state;
         let (state, error) = self.run_test(&integration, &record).await;
         record.state = state;
         record.error = error;
         record.updated_at = Utc::now();
         self.save(&record).await?;
+        self.moved(was, &record).await;
         Ok(record)
     }
 
@@ -285,6 +315,7 @@ impl Connections {
             }))
             .await?;
         info!(tenant, connection = %id, "connection deleted");
+        self.notify(ConnectionEvent::Deleted, &record).await;
         Ok(record)
     }
 
@@ -464,6 +495,7 @@ impl Connections {
         record.error = Some(why.to_owned());
         record.updated_at = Utc::now();
         self.save(&record).await?;
+        self.notify(ConnectionEvent::Disconnected, &record).await;
         warn!(tenant, connection = %id, integration = %record.integration, "connection disconnected: the app refused its credentials");
         Ok(())
     }

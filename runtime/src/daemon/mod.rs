@@ -9,6 +9,7 @@
 //! - [`http`]: the HTTP edge
 
 pub mod http;
+pub mod notify;
 pub mod outbox;
 pub mod registry;
 pub mod runs;
@@ -68,6 +69,8 @@ pub struct Config {
     pub integrations: PathBuf,
     /// The keys credentials are sealed with.
     pub secret_keys: Option<Arc<KeyRing>>,
+    /// Where notifications go (none: they are not sent).
+    pub notify: Vec<notify::Target>,
 }
 
 /// Without a workspace secret the API is open, which is only allowed on a
@@ -150,7 +153,10 @@ pub async fn serve(
     engine.set_outbox(deliveries);
     let outbox = outbox::Outbox::start(store.clone(), clock, config.amqp.clone(), incoming)?;
     let work = WorkRuntime::start()?;
+    let notifier = notify::Notifier::new(store.clone(), engine.clone(), config.notify.clone());
+    connections.set_notifier(notifier.clone());
     let runs = Runs::new(engine, registry.clone(), config.max_backlog, work.handle());
+    runs.set_notifier(notifier);
     let resumed = runs.resume_all()?;
     let descriptors = http::server::descriptor_limit();
     let limits = http::server::Limits {

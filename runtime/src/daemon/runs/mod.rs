@@ -99,6 +99,8 @@ pub struct Runs {
     /// Unfinished runs that cannot be driven because their records cannot
     /// be read back, by id, with why.
     stuck: Mutex<BTreeMap<String, String>>,
+    /// Where `run.failed` notifications go (the daemon sets it).
+    notifier: std::sync::OnceLock<Arc<super::notify::Notifier>>,
 }
 
 /// How many runs are driven at once.
@@ -128,9 +130,14 @@ impl Runs {
             parked: Mutex::new(BTreeMap::new()),
             parked_changed: Notify::new(),
             stuck: Mutex::new(BTreeMap::new()),
+            notifier: std::sync::OnceLock::new(),
         });
         runs.work.spawn(Self::wake_parked(runs.clone()));
         runs
+    }
+
+    pub fn set_notifier(&self, notifier: Arc<super::notify::Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -311,6 +318,13 @@ impl Runs {
         if run.status.is_finished() {
             metrics::run_finished(run);
             self.release_slot(run);
+            if run.status == RunStatus::Failed
+                && let Some(notifier) = self.notifier.get().cloned()
+            {
+                let run = run.clone();
+                self.work
+                    .spawn(async move { notifier.run_failed(&run).await });
+            }
         } else if let Some(at) = parked {
             self.park(run, at);
         }
