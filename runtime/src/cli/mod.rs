@@ -52,7 +52,7 @@ fn size(text: &str) -> Result<usize, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: serves webhooks and the API, runs cron and poll triggers.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check flow files without running anything; exit 1 if any is invalid.
     Validate {
         /// Flow files or folders (default: ./flows).
@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
     init_logging(default_log);
     weir_nodes::yaml::set_max_size(cli.max_flow_size);
     match cli.command {
-        Command::Serve(args) => serve::main(args),
+        Command::Serve(args) => serve::main(*args),
         Command::Runs(args) => runs::main(args),
         Command::Outbox(args) => outbox::main(args),
         Command::Token(args) => token::main(args),
