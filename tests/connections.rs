@@ -468,6 +468,8 @@ fn http_nodes_go_through_the_tenants_connection() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].query.as_deref(), Some("full=true"));
     assert!(!done.to_string().contains(PASSWORD), "{done:#}");
+    let used = a.get_ok(&format!("/api/v1/connections/{desk_id}"));
+    assert!(used["last_used_at"].is_string(), "{used:#}");
 
     // b has no helpdesk connection: the node fails saying so.
     let failed = run(&b, "tickets", json!({"n": 7}));

@@ -6,7 +6,7 @@
 //! Every call takes the tenant first: a connection is read by its tenant's
 //! key, so one tenant cannot name another's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +111,17 @@ pub struct Connections {
     vault: Option<Arc<KeyRing>>,
     /// Where `connection.*` notifications go (the daemon sets it).
     notifier: std::sync::OnceLock<Arc<Notifier>>,
+    /// One lock per connection: every change of a connection reads,
+    /// changes and writes it under it, so two changes (new credentials
+    /// while a run's 401 disconnects it) never overwrite each other.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each connection's `last_used_at` was last written (it is
+    /// written at most once a minute).
+    used: std::sync::Mutex<HashMap<String, chrono::DateTime<Utc>>>,
 }
+
+/// How often `last_used_at` is written at most.
+const USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl Connections {
     pub fn new(
@@ -124,6 +134,40 @@ impl Connections {
             integrations,
             vault,
             notifier: std::sync::OnceLock::new(),
+            locks: Default::default(),
+            used: Default::default(),
+        }
+    }
+
+    /// Holds the connection's lock until dropped.
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Notes that a run used the connection: `last_used_at`, written at
+    /// most once a minute.
+    async fn used(&self, tenant: &str, id: &str) {
+        let now = Utc::now();
+        {
+            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            if used.get(id).is_some_and(|at| now - *at < USED_EVERY) {
+                return;
+            }
+            used.insert(id.to_owned(), now);
+        }
+        let _lock = self.lock(id).await;
+        if let Ok(mut record) = self.get(tenant, id) {
+            record.last_used_at = Some(now);
+            if let Err(e) = self.save(&record).await {
+                warn!(connection = %id, error = %e, "cannot record the connection's last use");
+            }
         }
     }
 
@@ -253,6 +297,7 @@ impl Connections {
         id: &str,
         body: PatchBody,
     ) -> Result<ConnectionRecord, ConnectError> {
+        let _lock = self.lock(id).await;
         let mut record = self.get(tenant, id)?;
         let integration = self.integration_of(&record)?;
         let mut errors = Vec::new();
@@ -294,6 +339,7 @@ impl Connections {
 
     /// Runs the integration's test request; the state follows its answer.
     pub async fn test(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
+        let _lock = self.lock(id).await;
         let mut record = self.get(tenant, id)?;
         let integration = self.integration_of(&record)?;
         let was = record.state;
@@ -307,6 +353,7 @@ impl Connections {
     }
 
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
+        let _lock = self.lock(id).await;
         let record = self.get(tenant, id)?;
         self.store
             .commit(Commit::new().with(Write::RemoveConnection {
@@ -314,6 +361,10 @@ impl Connections {
                 id: id.to_owned(),
             }))
             .await?;
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         info!(tenant, connection = %id, "connection deleted");
         self.notify(ConnectionEvent::Deleted, &record).await;
         Ok(record)
@@ -487,6 +538,7 @@ impl Connections {
 
     /// Marks a connection disconnected: the app refused its credentials.
     pub async fn disconnect(&self, tenant: &str, id: &str, why: &str) -> Result<(), ConnectError> {
+        let _lock = self.lock(id).await;
         let mut record = self.get(tenant, id)?;
         if record.state == ConnectionState::Disconnected {
             return Ok(());
@@ -654,6 +706,7 @@ impl Connector for Connections {
             let (url, headers) = self
                 .authorize_path(&integration, &record, &request.path_and_query())
                 .map_err(|e| NodeError::Invalid(format!("connection {}: {e}", record.id)))?;
+            self.used(tenant, &record.id).await;
             Ok(Authorized {
                 connection: record.id,
                 url,
