@@ -204,3 +204,48 @@ fn publisher_metrics_count_publishes_confirms_and_the_connection() {
     assert_eq!(outbox["connected"], Value::Bool(true), "{outbox}");
     assert_eq!(outbox["pending"], 0, "{outbox}");
 }
+
+/// Notifications go through the same outbox: a failed run is a
+/// `run.failed` message on `--notify-exchange`, its type as routing key.
+#[test]
+fn a_failed_run_is_notified_on_the_notify_exchange() {
+    let Some(broker) = Broker::connect_or_skip("notify") else {
+        return;
+    };
+    let exchange = broker.unique("notify");
+    broker
+        .declare_exchange(&exchange, ExchangeKind::Topic)
+        .unwrap_or_else(|e| panic!("declare {exchange}: {e}"));
+    let inbox = broker.bind_and_consume(&exchange, "run.#");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+    weir_testkit::write_flow(
+        &dir.path().join("flows"),
+        "broken.yaml",
+        "id: broken\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: stop, type: fail, message: '\"no stock\"'}\n",
+    );
+    let daemon = weir_testkit::Daemon::start(
+        dir.path(),
+        "daemon",
+        &["--amqp", &broker.url.url(), "--notify-exchange", &exchange],
+        &[],
+    );
+    let api = Api::new(&daemon);
+    let started = api.post("/api/v1/flows/broken/runs", &json!({}));
+    assert_eq!(started.status, 202, "{started}");
+    let run = started.body["run_id"].as_str().unwrap().to_owned();
+    let got = inbox.wait_for(1, TIMEOUT).remove(0);
+    assert_eq!(got.routing_key, "run.failed");
+    let body = got.json();
+    assert_eq!(body["type"], "run.failed");
+    assert_eq!(body["tenant"], "default");
+    assert_eq!(body["data"]["run"]["id"], run.as_str());
+    assert!(
+        body["data"]["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no stock"),
+        "{body}"
+    );
+    assert_eq!(got.header("weir-run").as_deref(), Some(run.as_str()));
+}
