@@ -57,7 +57,7 @@ fn assert_common_properties(got: &Got, flow: &str, accepted: &Accepted, sent_s: 
 /// `weir-*` headers, the payload as the body; and the exchange weir
 /// declares is a durable topic exchange.
 #[test]
-fn a_delivery_carries_the_properties_headers_and_body_of_spec_section_6() {
+fn a_delivery_carries_the_documented_properties_headers_and_body() {
     let Some(broker) = Broker::connect_or_skip("format") else {
         return;
     };

@@ -140,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn properties_follow_spec_section_6() {
+    fn properties_follow_the_documented_message_format() {
         let d = delivery(DeliveryFormat::Payload);
         let p = properties(&d, JSON);
         assert_eq!(p.delivery_mode(), &Some(2));
