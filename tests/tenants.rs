@@ -186,7 +186,19 @@ fn every_route_needs_a_token_and_answers_within_the_token_tenant() {
             .finish(TIMEOUT);
         done.stdout.trim().to_owned()
     };
-    for (method, path) in routes(&of_a) {
+    // (The connection routes' tenant scope is tested in connections.rs
+    // and oauth2.rs; here, that they need a token.)
+    let connection_routes = [
+        ("GET", "/api/v1/connections".to_owned()),
+        ("POST", "/api/v1/connections".to_owned()),
+        ("GET", "/api/v1/connections/c1".to_owned()),
+        ("DELETE", "/api/v1/connections/c1".to_owned()),
+        ("POST", "/api/v1/connections/c1/test".to_owned()),
+        ("POST", "/api/v1/connections/c1/refresh".to_owned()),
+        ("POST", "/api/v1/connection-requests".to_owned()),
+        ("GET", "/api/v1/connection-requests/r1".to_owned()),
+    ];
+    for (method, path) in routes(&of_a).into_iter().chain(connection_routes) {
         let answer = call(&anonymous, method, &path);
         let message = answer.assert_error(401, "unauthorized");
         assert!(message.contains("no token"), "{method} {path}: {message}");

@@ -99,6 +99,11 @@ pub fn connection(tenant: &str, id: &str) -> Vec<u8> {
     join(&[tenant, id])
 }
 
+/// `requests` tree: OAuth2 connection requests by id.
+pub fn connection_request(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
 /// `outbox` tree: deliveries by id (the idempotency key).
 pub fn delivery(id: &str) -> Vec<u8> {
     id.as_bytes().to_vec()

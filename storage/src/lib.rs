@@ -16,9 +16,10 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    ActiveRun, ConnectionRecord, ConnectionState, DedupeRecord, DeliveryFormat, DeliveryRecord,
-    DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord, NodeStatus,
-    RunRecord, RunStatus, Sealed, SeenRecord, TargetKind, TriggerKey, Unreadable,
+    ActiveRun, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
+    DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
+    MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus, Sealed,
+    SeenRecord, TargetKind, TriggerKey, Unreadable,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Expired, Store, TenantCounts, Ticket, Write};

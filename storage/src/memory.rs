@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord,
-    RunRecord, SeenRecord, TriggerKey, Unreadable,
+    ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
+    FlowSnapshot, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -27,6 +27,7 @@ struct State {
     seen: BTreeMap<(TriggerKey, String), SeenRecord>,
     cursors: BTreeMap<TriggerKey, Value>,
     connections: BTreeMap<(String, String), ConnectionRecord>,
+    requests: BTreeMap<String, ConnectionRequestRecord>,
 }
 
 /// Everything in `BTreeMap`s behind one lock; commits apply at once.
@@ -146,6 +147,10 @@ impl Store for MemoryStore {
                     state.seen.retain(|(k, _), _| k.tenant != tenant);
                     state.cursors.retain(|k, _| k.tenant != tenant);
                     state.connections.retain(|(t, _), _| *t != tenant);
+                    state.requests.retain(|_, r| r.tenant != tenant);
+                }
+                Write::ConnectionRequest(r) => {
+                    state.requests.insert(r.id.clone(), r);
                 }
                 Write::Connection(c) => {
                     state
@@ -216,6 +221,10 @@ impl Store for MemoryStore {
 
     fn all_connections(&self) -> Result<Vec<ConnectionRecord>> {
         Ok(self.state()?.connections.values().cloned().collect())
+    }
+
+    fn connection_request(&self, id: &str) -> Result<Option<ConnectionRequestRecord>> {
+        Ok(self.state()?.requests.get(id).cloned())
     }
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {

@@ -482,3 +482,49 @@ pub struct ConnectionRecord {
     pub error: Option<String>,
     pub credentials_expire_at: Option<DateTime<Utc>>,
 }
+
+/// Where an OAuth2 connection request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Waiting for the person to consent at the provider.
+    Pending,
+    Success,
+    Error,
+    /// Not completed within its 10 minutes.
+    Expired,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Success => "success",
+            RequestStatus::Error => "error",
+            RequestStatus::Expired => "expired",
+        }
+    }
+}
+
+/// An OAuth2 connection request: what the callback needs to finish it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRequestRecord {
+    pub id: String,
+    pub tenant: String,
+    pub integration: String,
+    pub parameters: Value,
+    /// The connection it reconnects, if any.
+    pub connection_id: Option<String>,
+    /// Where the browser goes once it is done.
+    pub redirect_uri: Option<String>,
+    pub status: RequestStatus,
+    /// SHA-256 (hex) of the secret part of its `state`.
+    pub state_hash: String,
+    /// The PKCE verifier, sealed.
+    pub verifier: Option<Sealed>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub error: Option<String>,
+    /// The connection it made or reconnected.
+    pub result: Option<String>,
+}

@@ -26,8 +26,8 @@ use tracing::{error, warn};
 
 use crate::keys;
 use crate::records::{
-    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed, NodeRecord,
-    RunRecord, SeenRecord, TriggerKey, Unreadable,
+    ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
+    FlowSnapshot, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -39,7 +39,7 @@ const CACHE_BYTES: u64 = 64 << 20;
 const MAX_GROUP: usize = 1024;
 
 /// The trees, in the order of [`T`]'s constants.
-const TREE_NAMES: [&str; 12] = [
+const TREE_NAMES: [&str; 13] = [
     "runs",
     "active",
     "nodes",
@@ -52,6 +52,7 @@ const TREE_NAMES: [&str; 12] = [
     "cursors",
     "events",
     "connections",
+    "requests",
 ];
 
 /// Indexes into [`Trees`].
@@ -69,10 +70,11 @@ impl T {
     const CURSORS: usize = 9;
     const EVENTS: usize = 10;
     const CONNECTIONS: usize = 11;
+    const REQUESTS: usize = 12;
 }
 
 // Every index names a tree.
-const _: () = assert!(T::CONNECTIONS < TREE_NAMES.len());
+const _: () = assert!(T::REQUESTS < TREE_NAMES.len());
 
 #[derive(Clone)]
 struct Trees(Arc<Vec<Tree>>);
@@ -435,6 +437,11 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
             Write::RemoveConnection { tenant, id } => {
                 puts.push((T::CONNECTIONS, keys::connection(tenant, id), None))
             }
+            Write::ConnectionRequest(r) => puts.push((
+                T::REQUESTS,
+                keys::connection_request(&r.id),
+                Some(serde_json::to_vec(r)?),
+            )),
         }
     }
     trees
@@ -494,6 +501,8 @@ fn erase_tenant(trees: &Trees, tenant: &str, puts: &mut Vec<Put>) -> Result<()> 
         removals.push((tree, key.to_vec(), None));
     };
     let ours_delivery = |v: &[u8]| decode::<DeliveryRecord>(v).is_ok_and(|d| d.tenant == tenant);
+    let ours_request =
+        |v: &[u8]| decode::<ConnectionRequestRecord>(v).is_ok_and(|r| r.tenant == tenant);
     let ours_dedupe =
         |v: &[u8]| decode::<DedupeRecord>(v).is_ok_and(|d| d.tenant.as_deref() == Some(tenant));
     for tree in TENANT_TREES {
@@ -506,8 +515,11 @@ fn erase_tenant(trees: &Trees, tenant: &str, puts: &mut Vec<Put>) -> Result<()> 
     let mut decided: std::collections::HashSet<(usize, &[u8])> = Default::default();
     for (tree, key, value) in puts.iter().rev() {
         let ours = match (*tree, value) {
-            (T::OUTBOX, _) | (T::DEDUPE, _) if !decided.insert((*tree, key)) => false,
+            (T::OUTBOX, _) | (T::DEDUPE, _) | (T::REQUESTS, _) if !decided.insert((*tree, key)) => {
+                false
+            }
             (T::OUTBOX, Some(v)) => ours_delivery(v),
+            (T::REQUESTS, Some(v)) => ours_request(v),
             (T::DEDUPE, Some(v)) if key.starts_with(&shared) => ours_dedupe(v),
             (tree, _) => TENANT_TREES.contains(&tree) && key.starts_with(&prefix),
         };
@@ -519,6 +531,12 @@ fn erase_tenant(trees: &Trees, tenant: &str, puts: &mut Vec<Put>) -> Result<()> 
         let (key, value) = item?;
         if !decided.contains(&(T::OUTBOX, &key[..])) && ours_delivery(&value) {
             remove(T::OUTBOX, &key, &mut removals);
+        }
+    }
+    for item in trees.get(T::REQUESTS).iter() {
+        let (key, value) = item?;
+        if !decided.contains(&(T::REQUESTS, &key[..])) && ours_request(&value) {
+            remove(T::REQUESTS, &key, &mut removals);
         }
     }
     for item in trees.get(T::DEDUPE).scan_prefix(&shared) {
@@ -914,6 +932,17 @@ impl Store for SledStore {
             .values()
             .map(|v| decode(&v?))
             .collect()
+    }
+
+    fn connection_request(&self, id: &str) -> Result<Option<ConnectionRequestRecord>> {
+        match self
+            .trees
+            .get(T::REQUESTS)
+            .get(keys::connection_request(id))?
+        {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
     }
 
     fn unreadable_records(&self) -> u64 {

@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::records::{
-    ActiveRun, ConnectionRecord, DedupeRecord, DeliveryRecord, FlowSnapshot, Listed,
-    MAX_VALUE_DEPTH, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable, nests_deeper,
+    ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
+    FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    Unreadable, nests_deeper,
 };
 use crate::{Error, Result};
 
@@ -70,6 +71,8 @@ pub enum Write {
     Connection(ConnectionRecord),
     /// Forget a connection and its credentials.
     RemoveConnection { tenant: String, id: String },
+    /// Insert or replace an OAuth2 connection request.
+    ConnectionRequest(ConnectionRequestRecord),
 }
 
 /// Writes applied together or not at all: a node's result, the run's next
@@ -127,6 +130,10 @@ impl Commit {
                 } => ("a poll record", [Some(&r.version), Some(&r.item)]),
                 Write::Cursor { cursor, .. } => ("a poll cursor", [Some(cursor), None]),
                 Write::Connection(c) => ("a connection's parameters", [Some(&c.parameters), None]),
+                Write::ConnectionRequest(r) => (
+                    "a connection request's parameters",
+                    [Some(&r.parameters), None],
+                ),
                 _ => continue,
             };
             if values
@@ -301,6 +308,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant's connections, by tenant then id.
     fn all_connections(&self) -> Result<Vec<ConnectionRecord>>;
+
+    /// An OAuth2 connection request by id (its tenant is in it).
+    fn connection_request(&self, id: &str) -> Result<Option<ConnectionRequestRecord>>;
 
     /// How many stored records were found that cannot be read back (each
     /// counted once).

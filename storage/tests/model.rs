@@ -10,9 +10,10 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
-    Commit, ConnectionRecord, ConnectionState, DedupeRecord, DeliveryRecord, DeliveryStatus,
-    DeliveryTarget, FlowSnapshot, Listed, MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus,
-    RunRecord, RunStatus, Sealed, SeenRecord, SledStore, Store, TriggerKey, Write,
+    Commit, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
+    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed, MAX_VALUE_DEPTH,
+    MemoryStore, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus, Sealed, SeenRecord,
+    SledStore, Store, TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
@@ -235,6 +236,27 @@ fn write() -> impl Strategy<Value = Write> {
                 })
             }
         ),
+        (0..TENANTS.len(), 0..3u8, any::<bool>()).prop_map(|(t, r, done)| {
+            Write::ConnectionRequest(ConnectionRequestRecord {
+                id: format!("req-{r}"),
+                tenant: TENANTS[t].into(),
+                integration: "crm".into(),
+                parameters: json!({"region": "eu"}),
+                connection_id: None,
+                redirect_uri: None,
+                status: if done {
+                    RequestStatus::Success
+                } else {
+                    RequestStatus::Pending
+                },
+                state_hash: format!("{r:064}"),
+                verifier: None,
+                created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                expires_at: Utc.timestamp_opt(1_700_000_600, 0).unwrap(),
+                error: None,
+                result: done.then(|| "conn-0".into()),
+            })
+        }),
         (0..TENANTS.len(), 0..3u8).prop_map(|(t, c)| Write::RemoveConnection {
             tenant: TENANTS[t].into(),
             id: format!("conn-{c}"),
@@ -354,6 +376,13 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
         sled.all_connections().unwrap(),
         model.all_connections().unwrap()
     );
+    for r in 0..3 {
+        let id = format!("req-{r}");
+        assert_eq!(
+            sled.connection_request(&id).unwrap(),
+            model.connection_request(&id).unwrap()
+        );
+    }
     for tenant in TENANTS {
         assert_eq!(
             sled.connections(tenant).unwrap(),

@@ -68,6 +68,15 @@ pub struct ServeArgs {
     /// Webhooks, with the `whsec_` secret in WEIR_NOTIFY_SECRET).
     #[arg(long, env = "WEIR_NOTIFY_URL")]
     pub notify_url: Option<String>,
+    /// How the outside world reaches weir; OAuth2 providers send the
+    /// browser back to PUBLIC_URL/oauth2/callback. Default: http:// and the
+    /// address weir listens on.
+    #[arg(long, env = "WEIR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Prefixes (comma-separated) an OAuth2 request's `redirect_uri` may
+    /// start with, besides the public URL's origin and loopback addresses.
+    #[arg(long, env = "WEIR_OAUTH_REDIRECT_ALLOW", value_delimiter = ',')]
+    pub oauth_redirect_allow: Vec<String>,
     /// The integrations folder (one external app per file).
     #[arg(long, env = "WEIR_INTEGRATIONS", default_value = "integrations")]
     pub integrations: PathBuf,
@@ -149,6 +158,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
         integrations: args.integrations,
         secret_keys,
         notify,
+        public_url: args.public_url,
+        oauth_redirect_allow: args.oauth_redirect_allow,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

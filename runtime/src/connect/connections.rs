@@ -51,6 +51,9 @@ pub enum ConnectError {
     OAuth2(String),
     #[error("a stored credential cannot be opened: {0}")]
     Vault(#[from] VaultError),
+    /// weir is not configured for this (an OAuth2 client's variables).
+    #[error("{0}")]
+    Configuration(String),
     #[error(transparent)]
     Storage(#[from] weir_storage::Error),
 }
@@ -106,9 +109,12 @@ impl Filter {
 }
 
 pub struct Connections {
-    store: Arc<dyn Store>,
-    integrations: Arc<Registry<Integration>>,
-    vault: Option<Arc<KeyRing>>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) integrations: Arc<Registry<Integration>>,
+    pub(super) vault: Option<Arc<KeyRing>>,
+    /// How the outside world reaches weir (for OAuth2 redirects) and the
+    /// redirect URIs callers may name.
+    pub(super) oauth: super::requests::OAuthConfig,
     /// Where `connection.*` notifications go (the daemon sets it).
     notifier: std::sync::OnceLock<Arc<Notifier>>,
     /// One lock per connection: every change of a connection reads,
@@ -134,13 +140,14 @@ impl Connections {
             integrations,
             vault,
             notifier: std::sync::OnceLock::new(),
+            oauth: Default::default(),
             locks: Default::default(),
             used: Default::default(),
         }
     }
 
     /// Holds the connection's lock until dropped.
-    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .locks
             .lock()
@@ -175,7 +182,7 @@ impl Connections {
         let _ = self.notifier.set(notifier);
     }
 
-    async fn notify(&self, event: ConnectionEvent, record: &ConnectionRecord) {
+    pub(super) async fn notify(&self, event: ConnectionEvent, record: &ConnectionRecord) {
         if let Some(n) = self.notifier.get() {
             n.connection(event, record).await;
         }
@@ -183,7 +190,7 @@ impl Connections {
 
     /// Notifies a change of state: disconnected, or ready again after it
     /// was disconnected (new credentials).
-    async fn moved(&self, was: ConnectionState, record: &ConnectionRecord) {
+    pub(super) async fn moved(&self, was: ConnectionState, record: &ConnectionRecord) {
         match (was, record.state) {
             (w, ConnectionState::Disconnected) if w != ConnectionState::Disconnected => {
                 self.notify(ConnectionEvent::Disconnected, record).await;
@@ -200,7 +207,7 @@ impl Connections {
         &self.integrations
     }
 
-    fn vault(&self) -> Result<&KeyRing, ConnectError> {
+    pub(super) fn vault(&self) -> Result<&KeyRing, ConnectError> {
         self.vault.as_deref().ok_or(ConnectError::NoKeys)
     }
 
@@ -370,7 +377,10 @@ impl Connections {
         Ok(record)
     }
 
-    fn integration_of(&self, record: &ConnectionRecord) -> Result<Arc<Integration>, ConnectError> {
+    pub(super) fn integration_of(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<Arc<Integration>, ConnectError> {
         self.integrations.get(&record.integration).ok_or_else(|| {
             ConnectError::Invalid(vec![invalid(
                 "/integration",
@@ -382,7 +392,7 @@ impl Connections {
         })
     }
 
-    async fn save(&self, record: &ConnectionRecord) -> Result<(), ConnectError> {
+    pub(super) async fn save(&self, record: &ConnectionRecord) -> Result<(), ConnectError> {
         self.store
             .commit(Commit::new().with(Write::Connection(record.clone())))
             .await?;
@@ -552,7 +562,7 @@ impl Connections {
         Ok(())
     }
 
-    async fn run_test(
+    pub(super) async fn run_test(
         &self,
         integration: &Integration,
         record: &ConnectionRecord,

@@ -57,16 +57,16 @@ impl ClientCredentials {
     }
 }
 
-/// A fresh `state` and PKCE verifier, and the challenge sent for it.
+/// The provider's URL for a request, and the PKCE verifier behind its
+/// challenge.
 pub struct Start {
-    pub state: SecretString,
     pub verifier: SecretString,
     pub url: reqwest::Url,
 }
 
-/// 32 random bytes, base64url: a `state` or a PKCE verifier (43 characters,
-/// within RFC 7636's 43–128).
-fn random_token() -> String {
+/// 32 random bytes, base64url: a `state` secret or a PKCE verifier (43
+/// characters, within RFC 7636's 43–128).
+pub fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -76,11 +76,15 @@ pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
-/// The provider's authorization URL for a new request.
-pub fn authorize_url(o: &OAuth2, client_id: &str, redirect_uri: &str) -> Result<Start, String> {
+/// The provider's authorization URL for a new request with `state`.
+pub fn authorize_url(
+    o: &OAuth2,
+    client_id: &str,
+    redirect_uri: &str,
+    state: &str,
+) -> Result<Start, String> {
     let mut url = reqwest::Url::parse(&o.authorize_url)
         .map_err(|e| format!("`authorize_url` is not a URL: {e}"))?;
-    let state = random_token();
     let verifier = random_token();
     {
         let mut q = url.query_pairs_mut();
@@ -90,7 +94,7 @@ pub fn authorize_url(o: &OAuth2, client_id: &str, redirect_uri: &str) -> Result<
         if !o.scopes.is_empty() {
             q.append_pair("scope", &o.scopes.join(" "));
         }
-        q.append_pair("state", &state);
+        q.append_pair("state", state);
         if o.pkce {
             q.append_pair("code_challenge", &challenge(&verifier));
             q.append_pair("code_challenge_method", "S256");
@@ -100,7 +104,6 @@ pub fn authorize_url(o: &OAuth2, client_id: &str, redirect_uri: &str) -> Result<
         }
     }
     Ok(Start {
-        state: SecretString::from(state),
         verifier: SecretString::from(verifier),
         url,
     })
@@ -340,10 +343,12 @@ mod tests {
 
     #[test]
     fn the_authorization_url_carries_state_pkce_scopes_and_extras() {
+        let state = random_token();
         let start = authorize_url(
             &config(),
             "client-1",
             "https://weir.example/oauth2/callback",
+            &state,
         )
         .expect("a URL");
         let q: std::collections::HashMap<String, String> = start
@@ -355,16 +360,19 @@ mod tests {
         assert_eq!(q["response_type"], "code");
         assert_eq!(q["client_id"], "client-1");
         assert_eq!(q["scope"], "a.read b.write");
-        assert_eq!(q["state"], start.state.expose_secret());
+        assert_eq!(q["state"], state);
         assert_eq!(
             q["code_challenge"],
             challenge(start.verifier.expose_secret())
         );
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(q["access_type"], "offline");
-        assert_eq!(start.state.expose_secret().len(), 43);
-        let again = authorize_url(&config(), "client-1", "x").expect("a URL");
-        assert_ne!(again.state.expose_secret(), start.state.expose_secret());
+        assert_eq!(state.len(), 43);
+        let again = authorize_url(&config(), "client-1", "x", &state).expect("a URL");
+        assert_ne!(
+            again.verifier.expose_secret(),
+            start.verifier.expose_secret()
+        );
     }
 
     #[test]

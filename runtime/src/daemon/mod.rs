@@ -71,6 +71,11 @@ pub struct Config {
     pub secret_keys: Option<Arc<KeyRing>>,
     /// Where notifications go (none: they are not sent).
     pub notify: Vec<notify::Target>,
+    /// How the outside world reaches weir (OAuth2 redirects); default
+    /// `http://` + the address it listens on.
+    pub public_url: Option<String>,
+    /// Prefixes a caller's OAuth2 `redirect_uri` may start with.
+    pub oauth_redirect_allow: Vec<String>,
 }
 
 /// Without a workspace secret the API is open, which is only allowed on a
@@ -186,6 +191,13 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    state.connections.set_public_url(
+        config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        config.oauth_redirect_allow.clone(),
+    );
     info!(address = %addr, resumed, max_connections = limits.max_connections, "weir is serving");
     bound(addr);
 

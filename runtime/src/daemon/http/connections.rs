@@ -17,6 +17,7 @@ use super::{ApiError, AppState, Params};
 use crate::auth::Scope;
 use crate::connect::connections::{self, ConnectError, CreateBody, Filter, PatchBody};
 use crate::connect::integration::AuthKind;
+use crate::connect::requests::{self, Finish, RequestBody};
 
 /// The tenant a call that creates or changes something acts for.
 fn tenant_of(scope: &Scope) -> Result<&str, ApiError> {
@@ -159,4 +160,68 @@ pub async fn delete(
     let found = find(&app, &scope, &id)?;
     let record = app.connections.delete(&found.tenant, &id).await?;
     Ok(Json(connections::view(&record)))
+}
+
+const REQUEST_SHAPE: &str =
+    r#"{"integration": KEY, "parameters"?: {...}, "connection_id"?: ID, "redirect_uri"?: URL}"#;
+
+/// `POST /api/v1/connection-requests`: an OAuth2 connection to start at
+/// the provider's URL.
+pub async fn create_request(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&scope)?;
+    let body: RequestBody = super::json_body(&body, REQUEST_SHAPE)?;
+    let (record, url) = app.connections.start_request(tenant, body).await?;
+    let mut v = requests::view(&record);
+    v["url"] = json!(url);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub async fn show_request(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = match &scope {
+        Scope::Tenant(t) => app.connections.request(t, &id)?,
+        Scope::All => app
+            .runs
+            .engine()
+            .store()
+            .connection_request(&id)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no connection request {id}")))?,
+    };
+    Ok(Json(requests::view(&record)))
+}
+
+/// `GET /oauth2/callback` (no token: the browser arrives from the
+/// provider).
+pub async fn callback(State(app): State<Arc<AppState>>, uri: axum::http::Uri) -> Response {
+    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    match app.connections.callback(&query).await {
+        Finish::Redirect(to) => {
+            (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response()
+        }
+        Finish::Page { status, text } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let text = text
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            let page =
+                format!("<!doctype html><meta charset=utf-8><title>weir</title><p>{text}</p>");
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                page,
+            )
+                .into_response()
+        }
+    }
 }

@@ -90,6 +90,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/connections/{id}/test", post(connections::test))
         .route(
+            "/api/v1/connection-requests",
+            post(connections::create_request),
+        )
+        .route(
+            "/api/v1/connection-requests/{id}",
+            get(connections::show_request),
+        )
+        .route(
             "/api/v1/connections/{id}/refresh",
             post(connections::refresh),
         )
@@ -107,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(hooks::webhook).layer(DefaultBodyLimit::disable()),
         )
         .merge(api)
+        .route("/oauth2/callback", get(connections::callback))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -531,7 +540,9 @@ impl From<crate::connect::connections::ConnectError> for ApiError {
             ),
             ConnectError::NoKeys => Self::conflict(e.to_string()),
             ConnectError::OAuth2(_) => Self::bad_request(e.to_string()),
-            ConnectError::Vault(_) => Self::conflict(e.to_string()),
+            ConnectError::Vault(_) | ConnectError::Configuration(_) => {
+                Self::conflict(e.to_string())
+            }
             ConnectError::Storage(e) => Self::internal(e),
         }
     }
