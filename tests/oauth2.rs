@@ -8,8 +8,12 @@
 //! consent (the mock takes a POST of `sub=alice` to its authorize URL), the
 //! callback, the code exchange, the connection's test, an `http` node
 //! through it; a replayed, forged or denied `state` connects nothing; a
-//! caller's `redirect_uri` is checked; a revoked token fails the run and
-//! the connection's test.
+//! caller's `redirect_uri` is checked; short-lived tokens are refreshed
+//! through the provider, and once it revokes them the connection is
+//! disconnected. A second test plays the token endpoint itself for what the
+//! mock cannot do: one refresh for 100 concurrent runs, a kept or rotated
+//! refresh token, a refresh and one repeat on a 401, `invalid_grant`, and
+//! an endpoint that is down (no second call within 30 s).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -71,8 +75,10 @@ fn provider(test: &str) -> Option<Provider> {
         .local_addr()
         .unwrap()
         .port();
+    // Tokens live 5 s: shorter than the refresh margin (60 s), so every
+    // use refreshes them through the provider.
     let child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-e", "5"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -308,9 +314,9 @@ fn an_oauth2_connection_is_made_through_consent_and_its_state_is_used_once() {
         "a reconnect keeps the id"
     );
 
-    // Revoked at the provider: the app refuses the token (this provider
-    // answers 400 `access_denied`, not 401), the run fails with its words,
-    // and a test of the connection shows it in error.
+    // Revoked at the provider: the next refresh is refused with
+    // `invalid_grant`, the connection is disconnected with the provider's
+    // words, and the run is told to reconnect it.
     let revoked = browser()
         .post(format!("{}/users/alice/revoke-tokens", provider.base))
         .send()
@@ -318,15 +324,200 @@ fn an_oauth2_connection_is_made_through_consent_and_its_state_is_used_once() {
     assert!(revoked.status().is_success(), "{}", revoked.status());
     let failed = run(&a);
     assert_eq!(failed["status"], "failed", "{failed:#}");
-    assert!(failed.to_string().contains("access_denied"), "{failed:#}");
-    let tested = a.post(&format!("/api/v1/connections/{id}/test"), &json!({}));
-    assert_eq!(tested.body["state"], "error", "{tested}");
-    assert!(
-        tested.body["error"].as_str().unwrap().contains("400"),
-        "{tested}"
-    );
+    assert!(failed.to_string().contains("invalid_grant"), "{failed:#}");
+    assert!(failed.to_string().contains("reconnect"), "{failed:#}");
+    let connection = a.get_ok(&format!("/api/v1/connections/{id}"));
+    assert_eq!(connection["state"], "disconnected", "{connection:#}");
 
     // The client secret is in no log line and no stored file.
     assert!(!daemon.weir.stderr().contains(CLIENT_SECRET));
     weir_testkit::assert_not_in_files(&weir_testkit::files_under(&daemon.data), CLIENT_SECRET);
+}
+
+/// The token endpoint the mock provider cannot play: one that counts its
+/// grants, rotates refresh tokens, refuses with `invalid_grant`, or is
+/// down. `weir` is started with it as the integration's provider.
+#[test]
+fn tokens_are_refreshed_once_per_expiry_and_a_refused_refresh_disconnects() {
+    use std::sync::{Arc, Mutex};
+    let idp = weir_testkit::FakeServer::start();
+    let app = weir_testkit::FakeServer::start();
+    let accepted = Arc::new(Mutex::new(String::from("Bearer at-1")));
+    let accepts = accepted.clone();
+    app.set_rule(move |r, _| {
+        if r.header("authorization") == Some(accepts.lock().unwrap().as_str()) {
+            200
+        } else {
+            401
+        }
+    });
+    let tokens = |access: &str, refresh: Option<&str>, expires_in: u64| {
+        let mut body = json!({"access_token": access, "expires_in": expires_in.to_string()});
+        if let Some(r) = refresh {
+            body["refresh_token"] = json!(r);
+        }
+        idp.set_body(body);
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    std::fs::create_dir_all(&integrations).unwrap();
+    std::fs::write(
+        integrations.join("app.yaml"),
+        format!(
+            "key: app\nbase_url: '{}'\nauth:\n  type: oauth2\n  authorize_url: '{}'\n  token_url: '{}'\n  client_id_env: APP_ID\n  client_secret_env: APP_SECRET\n  client_auth: body\ntest:\n  request: {{path: /me}}\n",
+            app.base(),
+            idp.url("/authorize"),
+            idp.url("/token")
+        ),
+    )
+    .unwrap();
+    let keys = format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+    );
+    let daemon = Daemon::start(
+        dir.path(),
+        "daemon",
+        &["--integrations", integrations.to_str().unwrap()],
+        &[
+            ("WEIR_WORKSPACE_SECRET", SECRET),
+            ("WEIR_SECRET_KEYS", keys.as_str()),
+            ("APP_ID", "weir"),
+            ("APP_SECRET", CLIENT_SECRET),
+        ],
+    );
+    write_flow(
+        &daemon.flows,
+        "me.yaml",
+        "id: me\ntenants: [a]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: who, type: http, connection: app, url: /me}\n",
+    );
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    // Connects with a token that is due at once (1 s left).
+    let connect = |expires_in: u64| -> String {
+        tokens("at-1", Some("rt-1"), expires_in);
+        let made = a.post(
+            "/api/v1/connection-requests",
+            &json!({"integration": "app"}),
+        );
+        let state = state_of(made.body["url"].as_str().unwrap());
+        let (status, _, page) = back(&format!(
+            "{}/oauth2/callback?code=c1&state={state}",
+            daemon.base
+        ));
+        assert_eq!(status, 200, "{page}");
+        let done = a.get_ok(&format!(
+            "/api/v1/connection-requests/{}",
+            made.body["id"].as_str().unwrap()
+        ));
+        done["connection_id"].as_str().unwrap().to_owned()
+    };
+    let id = connect(1);
+    assert_eq!(idp.count("/token"), 1, "the code exchange");
+    let exchange = form_of(&idp.requests_to("/token")[0]);
+    assert_eq!(exchange["grant_type"], "authorization_code");
+    assert_eq!(exchange["client_secret"], CLIENT_SECRET);
+    assert!(exchange["code_verifier"].len() >= 43);
+    wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+
+    // 100 runs at once find the token due: one refresh grant serves them
+    // all. The answer holds no refresh token: the old one is kept.
+    tokens("at-2", None, 3600);
+    *accepted.lock().unwrap() = "Bearer at-2".into();
+    let ids: Vec<String> = (0..100)
+        .map(|_| {
+            let s = a.post("/api/v1/flows/me/runs", &json!({}));
+            assert_eq!(s.status, 202, "{s}");
+            s.body["run_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for run in &ids {
+        let done = a.wait_finished(run);
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+    }
+    assert_eq!(idp.count("/token"), 2, "exactly one refresh for 100 runs");
+    let refresh = form_of(&idp.requests_to("/token")[1]);
+    assert_eq!(refresh["grant_type"], "refresh_token");
+    assert_eq!(refresh["refresh_token"], "rt-1");
+
+    // The app says 401 before the expiry: refreshed once, the request
+    // repeated once. This answer rotates the refresh token.
+    tokens("at-3-0c7e1f2a9b", Some("rt-2-5d8a3c6e1f"), 3600);
+    *accepted.lock().unwrap() = "Bearer at-3-0c7e1f2a9b".into();
+    let s = a.post("/api/v1/flows/me/runs", &json!({}));
+    let done = a.wait_finished(s.body["run_id"].as_str().unwrap());
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(idp.count("/token"), 3);
+    assert_eq!(
+        form_of(&idp.requests_to("/token")[2])["refresh_token"],
+        "rt-1"
+    );
+    // The rotated one is what the next refresh sends.
+    let forced = a.post(&format!("/api/v1/connections/{id}/refresh"), &json!({}));
+    assert_eq!(forced.status, 200, "{forced}");
+    assert_eq!(
+        form_of(&idp.requests_to("/token")[3])["refresh_token"],
+        "rt-2-5d8a3c6e1f"
+    );
+
+    // The provider refuses the refresh: disconnected, with its words, and
+    // runs are told to reconnect.
+    idp.set_status(400);
+    idp.set_body(json!({"error": "invalid_grant", "error_description": "refresh token revoked"}));
+    let refused = a.post(&format!("/api/v1/connections/{id}/refresh"), &json!({}));
+    assert_eq!(refused.body["state"], "disconnected", "{refused}");
+    let error = refused.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("invalid_grant") && error.contains("refresh token revoked"),
+        "{error}"
+    );
+    let s = a.post("/api/v1/flows/me/runs", &json!({}));
+    let failed = a.wait_finished(s.body["run_id"].as_str().unwrap());
+    assert!(failed.to_string().contains("reconnect"), "{failed:#}");
+
+    // The token endpoint is down: the connection stays as it is, and a
+    // second refresh within 30 s does not call it again.
+    idp.set_status(200);
+    *accepted.lock().unwrap() = "Bearer at-1".into();
+    let other = connect(3600);
+    idp.set_status(503);
+    let before = idp.count("/token");
+    let down = a.post(&format!("/api/v1/connections/{other}/refresh"), &json!({}));
+    assert_eq!(down.body["state"], "ready", "{down}");
+    assert!(
+        down.body["refresh_error"]
+            .as_str()
+            .unwrap()
+            .contains("unavailable"),
+        "{down}"
+    );
+    assert_eq!(idp.count("/token"), before + 1);
+    let again = a.post(&format!("/api/v1/connections/{other}/refresh"), &json!({}));
+    assert!(
+        again.body["refresh_error"]
+            .as_str()
+            .unwrap()
+            .contains("30s"),
+        "{again}"
+    );
+    assert_eq!(
+        idp.count("/token"),
+        before + 1,
+        "no second call within 30 s"
+    );
+
+    let metrics = Api::with_token(&daemon, &token(dir.path(), &["--admin"])).metrics();
+    assert!(metrics.contains("weir_oauth2_refresh_total 5"), "{metrics}");
+    assert!(!daemon.weir.stderr().contains(CLIENT_SECRET));
+    let files = weir_testkit::files_under(&daemon.data);
+    for secret in [CLIENT_SECRET, "at-3-0c7e1f2a9b", "rt-2-5d8a3c6e1f"] {
+        weir_testkit::assert_not_in_files(&files, secret);
+    }
+}
+
+fn form_of(r: &weir_testkit::Received) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(&r.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }

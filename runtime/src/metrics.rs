@@ -133,6 +133,10 @@ fn describe() {
         "weir_connections_refused_total",
         "Connections answered 503 because the connection limit was reached."
     );
+    describe_counter!(
+        "weir_oauth2_refresh_total",
+        "OAuth2 refresh grants sent to token endpoints."
+    );
 }
 
 /// The reasons `weir_events_rejected_total` counts.
@@ -168,6 +172,7 @@ fn register_known() {
     }
     counter!("weir_runs_forgotten_total").absolute(0);
     counter!("weir_connections_refused_total").absolute(0);
+    counter!("weir_oauth2_refresh_total").absolute(0);
     backlog(0);
 }
 
@@ -230,6 +235,10 @@ pub fn unreadable(stuck: usize, records: u64) {
 }
 
 /// A connection refused at the connection limit.
+pub fn token_refresh() {
+    counter!("weir_oauth2_refresh_total").increment(1);
+}
+
 pub fn connection_refused() {
     counter!("weir_connections_refused_total").increment(1);
 }

@@ -481,6 +481,10 @@ pub struct ConnectionRecord {
     /// Why the connection is not ready (no credential in it).
     pub error: Option<String>,
     pub credentials_expire_at: Option<DateTime<Utc>>,
+    /// When the current credentials were granted (OAuth2: the token's
+    /// start, for the refresh-ahead rule).
+    #[serde(default)]
+    pub credentials_granted_at: Option<DateTime<Utc>>,
 }
 
 /// Where an OAuth2 connection request stands.

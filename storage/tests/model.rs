@@ -233,6 +233,7 @@ fn write() -> impl Strategy<Value = Write> {
                     last_used_at: None,
                     error: (state > 0).then(|| "refused".into()),
                     credentials_expire_at: None,
+                    credentials_granted_at: None,
                 })
             }
         ),

@@ -81,14 +81,17 @@ pub trait Connector: Send + Sync {
         request: &'a Request,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Authorized, NodeError>> + Send + 'a>>;
 
-    /// The app refused the connection's credentials (401); answers what the
-    /// node's error should add.
-    fn refused<'a>(
+    /// The app answered 401 to `request` with `authorized`: a connection
+    /// whose token can be refreshed answers new credentials to repeat the
+    /// request with, once; any other is disconnected, and the error says
+    /// what the node's error should add.
+    fn rejected<'a>(
         &'a self,
         tenant: &'a str,
-        connection: &'a str,
+        request: &'a Request,
+        authorized: &'a Authorized,
         why: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Authorized, String>> + Send + 'a>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,8 @@ use weir_nodes::NodeError;
 use weir_nodes::functions::http::{Authorized, Connector, Request, Via};
 
 use super::integration::{AuthKind, Integration, KeyPlace, SchemaError};
-use super::vault::{Binding, KEYS_VAR, KeyRing, VaultError};
+use super::oauth2::{self, ClientCredentials};
+use super::vault::{Binding, KEYS_VAR, KeyRing, Sealed, VaultError};
 use crate::daemon::notify::{ConnectionEvent, Notifier};
 use crate::daemon::registry::Registry;
 
@@ -124,7 +125,12 @@ pub struct Connections {
     /// When each connection's `last_used_at` was last written (it is
     /// written at most once a minute).
     used: std::sync::Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+    /// When a connection's last token refresh failed for an outage.
+    refresh_failed: std::sync::Mutex<HashMap<String, chrono::DateTime<Utc>>>,
 }
+
+/// After a refresh that failed for an outage, the next waits this long.
+const REFRESH_BACKOFF: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// How often `last_used_at` is written at most.
 const USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
@@ -143,6 +149,7 @@ impl Connections {
             oauth: Default::default(),
             locks: Default::default(),
             used: Default::default(),
+            refresh_failed: Default::default(),
         }
     }
 
@@ -266,6 +273,7 @@ impl Connections {
             last_used_at: None,
             error: None,
             credentials_expire_at: None,
+            credentials_granted_at: None,
         };
         seal_all(vault, &mut record, &credentials)?;
         let (state, error) = self.run_test(&integration, &record).await;
@@ -546,6 +554,178 @@ impl Connections {
         Ok(record)
     }
 
+    /// An OAuth2 connection with a token that is not due: refreshed first
+    /// if it is (less than 60 s or 10 % of its lifetime left).
+    async fn fresh(
+        &self,
+        integration: &Integration,
+        record: ConnectionRecord,
+    ) -> Result<ConnectionRecord, NodeError> {
+        if !matches!(integration.auth, AuthKind::OAuth2(_)) {
+            return Ok(record);
+        }
+        let granted = record.credentials_granted_at.unwrap_or(record.updated_at);
+        if !oauth2::due(granted, record.credentials_expire_at, Utc::now()) {
+            return Ok(record);
+        }
+        let seen = record.credentials.get("access_token").cloned();
+        self.refresh_token(integration, &record.tenant, &record.id, seen.as_ref())
+            .await
+    }
+
+    /// Refreshes an OAuth2 connection's token, one refresh per connection
+    /// at a time: under the connection's lock it is read again, and
+    /// refreshed only if its access token is still `seen` (a caller that
+    /// waited for another's refresh uses its result). A rotated refresh
+    /// token is on disk before the new access token is used. `invalid_grant`
+    /// and the like disconnect it; an outage leaves it as it is, and after
+    /// a failed attempt the next waits 30 s.
+    pub async fn refresh_token(
+        &self,
+        integration: &Integration,
+        tenant: &str,
+        id: &str,
+        seen: Option<&Sealed>,
+    ) -> Result<ConnectionRecord, NodeError> {
+        let AuthKind::OAuth2(o) = &integration.auth else {
+            return Err(NodeError::Invalid(format!(
+                "connection {id} uses {} auth: it has no token to refresh",
+                integration.auth.type_name()
+            )));
+        };
+        let lock = self.lock(id).await;
+        let mut record = self
+            .get(tenant, id)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        if seen.is_some() && record.credentials.get("access_token") != seen {
+            return Ok(record);
+        }
+        if record.state == ConnectionState::Disconnected {
+            return Err(NodeError::Invalid(format!(
+                "connection {id} ({}) is disconnected{}; reconnect it",
+                record.integration,
+                record
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let now = Utc::now();
+        let outage = |why: String| {
+            NodeError::Http(weir_nodes::functions::http::HttpError::Connect {
+                method: reqwest::Method::POST,
+                url: http_client::shown_text(&o.token_url),
+                reason: why,
+            })
+        };
+        let last = self
+            .refresh_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        if let Some(at) = last
+            && now - at < REFRESH_BACKOFF
+        {
+            return Err(outage(format!(
+                "the token of connection {id} could not be refreshed {}s ago; the next try is after {}s",
+                (now - at).num_seconds(),
+                REFRESH_BACKOFF.num_seconds()
+            )));
+        }
+        let client = ClientCredentials::from_env(o).map_err(NodeError::Invalid)?;
+        let vault = self
+            .vault()
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let binding = |field: &'static str| Binding {
+            tenant,
+            connection: id,
+            field,
+        };
+        let Some(sealed) = record.credentials.get("refresh_token").cloned() else {
+            let why =
+                "its access token is due and the provider gave no refresh token; reconnect it";
+            return Err(self.refresh_refused(&mut record, why, lock).await);
+        };
+        let refresh = vault
+            .open(binding("refresh_token"), &sealed)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        crate::metrics::token_refresh();
+        match oauth2::refresh(o, &client, &refresh).await {
+            Ok(tokens) => {
+                let seal = |field: &'static str, value: &SecretString| {
+                    vault
+                        .seal(binding(field), value)
+                        .map_err(|e| NodeError::Invalid(e.to_string()))
+                };
+                record.credentials.insert(
+                    "access_token".into(),
+                    seal("access_token", &tokens.access_token)?,
+                );
+                if let Some(rotated) = &tokens.refresh_token {
+                    record
+                        .credentials
+                        .insert("refresh_token".into(), seal("refresh_token", rotated)?);
+                }
+                let was = record.state;
+                record.credentials_expire_at = tokens.expires_at;
+                record.credentials_granted_at = Some(now);
+                record.updated_at = now;
+                record.state = ConnectionState::Ready;
+                record.error = None;
+                // On disk before the new token (and a rotated refresh
+                // token) is used.
+                self.save(&record)
+                    .await
+                    .map_err(|e| NodeError::Invalid(e.to_string()))?;
+                self.refresh_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+                drop(lock);
+                info!(tenant, connection = %id, "OAuth2 token refreshed");
+                self.moved(was, &record).await;
+                Ok(record)
+            }
+            Err(e) if e.disconnects() => {
+                let why = format!("refreshing its token: {e}; reconnect it");
+                Err(self.refresh_refused(&mut record, &why, lock).await)
+            }
+            Err(e) => {
+                self.refresh_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_owned(), now);
+                warn!(tenant, connection = %id, error = %e, "OAuth2 token refresh failed; tried again in 30 s at the earliest");
+                Err(outage(e.to_string()))
+            }
+        }
+    }
+
+    /// The provider refused the refresh: the connection is disconnected
+    /// (saved, notified); the node's error names it.
+    async fn refresh_refused(
+        &self,
+        record: &mut ConnectionRecord,
+        why: &str,
+        lock: tokio::sync::OwnedMutexGuard<()>,
+    ) -> NodeError {
+        record.state = ConnectionState::Disconnected;
+        record.error = Some(why.to_owned());
+        record.updated_at = Utc::now();
+        if let Err(e) = self.save(record).await {
+            warn!(connection = %record.id, error = %e, "cannot record the connection's state");
+        }
+        drop(lock);
+        warn!(tenant = %record.tenant, connection = %record.id, why, "connection disconnected");
+        self.notify(ConnectionEvent::Disconnected, record).await;
+        NodeError::Invalid(format!(
+            "connection {} ({}) is disconnected: {why}",
+            record.id, record.integration
+        ))
+    }
+
     /// Marks a connection disconnected: the app refused its credentials.
     pub async fn disconnect(&self, tenant: &str, id: &str, why: &str) -> Result<(), ConnectError> {
         let _lock = self.lock(id).await;
@@ -713,6 +893,7 @@ impl Connector for Connections {
                 ))
             })?;
             let record = self.pick(tenant, via).map_err(NodeError::Invalid)?;
+            let record = self.fresh(&integration, record).await?;
             let (url, headers) = self
                 .authorize_path(&integration, &record, &request.path_and_query())
                 .map_err(|e| NodeError::Invalid(format!("connection {}: {e}", record.id)))?;
@@ -725,18 +906,44 @@ impl Connector for Connections {
         })
     }
 
-    fn refused<'a>(
+    fn rejected<'a>(
         &'a self,
         tenant: &'a str,
-        connection: &'a str,
+        request: &'a Request,
+        authorized: &'a Authorized,
         why: &'a str,
-    ) -> Pin<Box<dyn Future<Output = String> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Authorized, String>> + Send + 'a>> {
         Box::pin(async move {
-            match self.disconnect(tenant, connection, why).await {
-                Ok(()) => format!(
-                    "connection {connection} is now disconnected: the app refused its credentials; reconnect it (PATCH its credentials)"
-                ),
-                Err(e) => format!("connection {connection} could not be marked disconnected: {e}"),
+            let id = authorized.connection.as_str();
+            let integration = self
+                .get(tenant, id)
+                .ok()
+                .and_then(|c| self.integrations.get(&c.integration));
+            match integration {
+                Some(integration) if matches!(integration.auth, AuthKind::OAuth2(_)) => {
+                    let seen = self
+                        .get(tenant, id)
+                        .ok()
+                        .and_then(|c| c.credentials.get("access_token").cloned());
+                    let record = self
+                        .refresh_token(&integration, tenant, id, seen.as_ref())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (url, headers) = self
+                        .authorize_path(&integration, &record, &request.path_and_query())
+                        .map_err(|e| format!("connection {id}: {e}"))?;
+                    Ok(Authorized {
+                        connection: record.id,
+                        url,
+                        headers,
+                    })
+                }
+                _ => Err(match self.disconnect(tenant, id, why).await {
+                    Ok(()) => format!(
+                        "connection {id} is now disconnected: the app refused its credentials; reconnect it (PATCH its credentials)"
+                    ),
+                    Err(e) => format!("connection {id} could not be marked disconnected: {e}"),
+                }),
             }
         })
     }

@@ -392,6 +392,7 @@ impl Connections {
                     last_used_at: None,
                     error: None,
                     credentials_expire_at: None,
+                    credentials_granted_at: None,
                 },
                 None,
             ),
@@ -412,6 +413,7 @@ impl Connections {
             put("refresh_token", refresh)?;
         }
         record.credentials_expire_at = tokens.expires_at;
+        record.credentials_granted_at = Some(now);
         record.updated_at = now;
         let (state, error) = self.run_test(&integration, &record).await;
         record.state = state;

@@ -122,33 +122,39 @@ pub async fn test(
     Ok(Json(connections::view(&record)))
 }
 
-/// `POST /api/v1/connections/{id}/refresh`: only OAuth2 connections have
-/// tokens to refresh.
+/// `POST /api/v1/connections/{id}/refresh`: an OAuth2 connection's token
+/// refreshed now.
 pub async fn refresh(
     State(app): State<Arc<AppState>>,
     scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let found = find(&app, &scope, &id)?;
-    let auth = app
-        .connections
-        .integrations()
-        .get(&found.integration)
-        .map(|i| i.auth.clone());
-    match auth {
-        Some(AuthKind::OAuth2(_)) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "OAuth2 connections are not available in this version of weir",
-        )),
-        Some(other) => Err(ApiError::conflict(format!(
-            "connection {id} uses {} auth: it has no token to refresh (PATCH its credentials to change them)",
-            other.type_name()
-        ))),
-        None => Err(ApiError::conflict(format!(
+    let Some(integration) = app.connections.integrations().get(&found.integration) else {
+        return Err(ApiError::conflict(format!(
             "the connection's integration `{}` is not loaded",
             found.integration
-        ))),
+        )));
+    };
+    if !matches!(integration.auth, AuthKind::OAuth2(_)) {
+        return Err(ApiError::conflict(format!(
+            "connection {id} uses {} auth: it has no token to refresh (PATCH its credentials to change them)",
+            integration.auth.type_name()
+        )));
+    }
+    match app
+        .connections
+        .refresh_token(&integration, &found.tenant, &id, None)
+        .await
+    {
+        Ok(record) => Ok(Json(connections::view(&record))),
+        // The connection's state and error say what happened.
+        Err(e) => {
+            let record = find(&app, &scope, &id)?;
+            let mut v = connections::view(&record);
+            v["refresh_error"] = json!(e.to_string());
+            Ok(Json(v))
+        }
     }
 }
 

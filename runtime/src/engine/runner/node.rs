@@ -487,10 +487,17 @@ async fn send(
     match request.send_to(key, timeout, Some(&authorized)).await {
         Ok(output) => ok(output),
         Err(e @ HttpError::Status { status: 401, .. }) => {
-            let note = connector
-                .refused(tenant, &authorized.connection, &e.to_string())
-                .await;
-            Done::Error(NodeError::Invalid(format!("{e}; {note}")))
+            // Once: a refreshed token gets one more try.
+            match connector
+                .rejected(tenant, request, &authorized, &e.to_string())
+                .await
+            {
+                Ok(again) => match request.send_to(key, timeout, Some(&again)).await {
+                    Ok(output) => ok(output),
+                    Err(e) => Done::Error(NodeError::Http(e)),
+                },
+                Err(note) => Done::Error(NodeError::Invalid(format!("{e}; {note}"))),
+            }
         }
         Err(e) => Done::Error(NodeError::Http(e)),
     }
