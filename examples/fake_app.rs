@@ -6,25 +6,58 @@
 //! ```
 //!
 //! `GET /{region}/me` and `GET /{region}/contacts/{id}` answer when the
-//! request carries `X-API-Key: demo-key` (any other key: 401).
+//! request carries `X-API-Key: demo-key`, or `Authorization: Bearer` with a
+//! token from its OAuth2 token endpoint (anything else: 401).
+//! `POST /oauth/token` grants tokens to any client (they live
+//! `FAKE_APP_TOKEN_TTL` seconds, default 3600); `GET /stats` counts the
+//! grants.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 const KEY: &str = "demo-key";
 
+/// Token grants so far.
+static GRANTS: AtomicU64 = AtomicU64::new(0);
+
 fn authorized(headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
-    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        Some(KEY) => Ok(()),
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (key, bearer) {
+        (Some(KEY), _) => Ok(()),
+        (_, Some(token)) if token.starts_with("fake-token-") => Ok(()),
         _ => Err((
             StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "invalid API key"})),
+            Json(json!({"error": "invalid credentials"})),
         )),
     }
+}
+
+async fn token() -> Json<Value> {
+    let n = GRANTS.fetch_add(1, Ordering::Relaxed) + 1;
+    let ttl: u64 = std::env::var("FAKE_APP_TOKEN_TTL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600);
+    Json(json!({
+        "access_token": format!("fake-token-{n}"),
+        "refresh_token": format!("fake-refresh-{n}"),
+        "expires_in": ttl,
+        "token_type": "Bearer",
+    }))
+}
+
+async fn stats() -> Json<Value> {
+    Json(json!({"token_grants": GRANTS.load(Ordering::Relaxed)}))
 }
 
 async fn me(
@@ -52,6 +85,8 @@ async fn contact(
 async fn main() -> std::io::Result<()> {
     let addr = std::env::var("FAKE_APP_LISTEN").unwrap_or_else(|_| "127.0.0.1:8090".into());
     let app = Router::new()
+        .route("/oauth/token", post(token))
+        .route("/stats", get(stats))
         .route("/{region}/me", get(me))
         .route("/{region}/contacts/{id}", get(contact));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
