@@ -87,12 +87,7 @@ fn start(dir: &Path, label: &str, keys: Option<&str>) -> Daemon {
 }
 
 fn token(dir: &Path, who: &[&str]) -> String {
-    let mut args = vec!["token"];
-    args.extend_from_slice(who);
-    let done =
-        Weir::spawn_with(dir, "token", &args, &[("WEIR_WORKSPACE_SECRET", SECRET)]).finish(TIMEOUT);
-    assert_eq!(done.code, Some(0), "{done}");
-    done.stdout.trim().to_owned()
+    weir_testkit::weir_token(dir, &[("WEIR_WORKSPACE_SECRET", SECRET)], who)
 }
 
 fn create(api: &Api, body: Value) -> weir_testkit::Answer {

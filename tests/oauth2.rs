@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use weir_testkit::{Api, Daemon, Weir, in_ci, wait_until, write_flow};
+use weir_testkit::{Api, Daemon, in_ci, wait_until, write_flow};
 
 const SECRET: &str = "oauth2-test-workspace-secret-0123456789abcdef";
 const CLIENT_SECRET: &str = "idp-client-secret-7c1e0a9b";
@@ -122,12 +122,7 @@ test:
 }
 
 fn token(dir: &Path, who: &[&str]) -> String {
-    let mut args = vec!["token"];
-    args.extend_from_slice(who);
-    let done =
-        Weir::spawn_with(dir, "token", &args, &[("WEIR_WORKSPACE_SECRET", SECRET)]).finish(TIMEOUT);
-    assert_eq!(done.code, Some(0), "{done}");
-    done.stdout.trim().to_owned()
+    weir_testkit::weir_token(dir, &[("WEIR_WORKSPACE_SECRET", SECRET)], who)
 }
 
 /// A browser that does not follow redirects.

@@ -27,12 +27,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// `weir token ARGS` with the test's workspace.
-fn token(dir: &Path, args: &[&str]) -> String {
-    let mut all = vec!["token"];
-    all.extend_from_slice(args);
-    let done = Weir::spawn_with(dir, "token", &all, &env()).finish(TIMEOUT);
-    assert_eq!(done.code, Some(0), "{done}");
-    done.stdout.trim().to_owned()
+fn token(dir: &Path, who: &[&str]) -> String {
+    weir_testkit::weir_token(dir, &env(), who)
 }
 
 /// Flows for tenants `a` and `b` (and one for `a` alone): runs that

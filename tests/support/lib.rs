@@ -17,7 +17,7 @@ pub mod records;
 
 pub use api::{Answer, Api};
 pub use fake::{FakeServer, Received};
-pub use process::{Daemon, Finished, Weir, arg, run_weir, wait_until, write_flow};
+pub use process::{Daemon, Finished, Weir, arg, run_weir, wait_until, weir_token, write_flow};
 pub use records::{Polled, RecordServer};
 
 /// Whether the tests run under CI (`CI=true`), where a missing peer (the

@@ -217,6 +217,16 @@ impl Drop for Weir {
     }
 }
 
+/// `weir token WHO...` (like `--tenant a` or `--admin`) for the workspace
+/// of `env` (`WEIR_WORKSPACE_SECRET`, ...): the token it prints.
+pub fn weir_token(dir: &Path, env: &[(&str, &str)], who: &[&str]) -> String {
+    let mut args = vec!["token"];
+    args.extend_from_slice(who);
+    let done = Weir::spawn_with(dir, "token", &args, env).finish(Duration::from_secs(30));
+    assert_eq!(done.code, Some(0), "weir token: {done}");
+    done.stdout.trim().to_owned()
+}
+
 /// Runs `weir ARGS...` in `dir` to its end (at most `timeout`).
 pub fn run_weir(dir: &Path, label: &str, args: &[&str], timeout: Duration) -> Finished {
     Weir::spawn(dir, label, args).finish(timeout)
