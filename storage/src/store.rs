@@ -165,12 +165,6 @@ pub struct TenantCounts {
     pub connections: u64,
 }
 
-impl TenantCounts {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
 /// The counts of `tenant` in `out`.
 pub(crate) fn counts_of(
     out: &mut std::collections::BTreeMap<String, TenantCounts>,

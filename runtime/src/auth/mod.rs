@@ -121,10 +121,6 @@ impl Caller {
             (Caller::Admin, None) => Ok(Scope::All),
         }
     }
-
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Admin)
-    }
 }
 
 #[cfg(test)]

@@ -128,10 +128,6 @@ impl Workspace {
         })
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Checks a token at `now` (seconds since the epoch): who calls.
     pub fn verify(&self, token: &str, now: i64) -> Result<Caller, TokenError> {
         let known = self

@@ -55,6 +55,16 @@ impl DaemonArgs {
     }
 }
 
+/// A client command: `--server` checked first (a bad one exits 2), then
+/// `call` run to its end.
+pub fn run(daemon: &DaemonArgs, call: impl Future<Output = Result<ExitCode, String>>) -> ExitCode {
+    if let Err(e) = daemon.url(&[]) {
+        eprintln!("weir: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
+    block_on(call)
+}
+
 /// Runs `call` to its end on a small runtime; an `Err` is printed.
 pub fn block_on(call: impl Future<Output = Result<ExitCode, String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

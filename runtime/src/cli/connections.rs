@@ -65,11 +65,7 @@ fn json_arg(what: &str, value: &str) -> Result<Value, String> {
 }
 
 pub fn main(args: ConnectionsArgs) -> ExitCode {
-    if let Err(e) = args.daemon.url(&[]) {
-        eprintln!("weir: {e}");
-        return ExitCode::from(super::exit::USAGE);
-    }
-    client::block_on(call(&args))
+    client::run(&args.daemon, call(&args))
 }
 
 async fn call(args: &ConnectionsArgs) -> Result<ExitCode, String> {

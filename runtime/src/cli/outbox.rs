@@ -23,11 +23,7 @@ pub enum OutboxCommand {
 }
 
 pub fn main(args: OutboxArgs) -> ExitCode {
-    if let Err(e) = args.daemon.url(&[]) {
-        eprintln!("weir: {e}");
-        return ExitCode::from(super::exit::USAGE);
-    }
-    client::block_on(call(&args))
+    client::run(&args.daemon, call(&args))
 }
 
 async fn call(args: &OutboxArgs) -> Result<ExitCode, String> {

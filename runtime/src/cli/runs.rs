@@ -40,11 +40,7 @@ pub enum RunsCommand {
 }
 
 pub fn main(args: RunsArgs) -> ExitCode {
-    if let Err(e) = args.daemon.url(&[]) {
-        eprintln!("weir: {e}");
-        return ExitCode::from(super::exit::USAGE);
-    }
-    client::block_on(call(&args))
+    client::run(&args.daemon, call(&args))
 }
 
 async fn call(args: &RunsArgs) -> Result<ExitCode, String> {

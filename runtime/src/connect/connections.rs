@@ -68,10 +68,7 @@ fn describe(errors: &[SchemaError]) -> String {
 }
 
 fn invalid(pointer: &str, message: impl Into<String>) -> SchemaError {
-    SchemaError {
-        pointer: pointer.to_owned(),
-        message: message.into(),
-    }
+    SchemaError::new(pointer, message)
 }
 
 /// `POST /api/v1/connections`.
@@ -915,16 +912,13 @@ impl Connector for Connections {
     ) -> Pin<Box<dyn Future<Output = Result<Authorized, String>> + Send + 'a>> {
         Box::pin(async move {
             let id = authorized.connection.as_str();
-            let integration = self
-                .get(tenant, id)
-                .ok()
+            let current = self.get(tenant, id).ok();
+            let integration = current
+                .as_ref()
                 .and_then(|c| self.integrations.get(&c.integration));
             match integration {
                 Some(integration) if matches!(integration.auth, AuthKind::OAuth2(_)) => {
-                    let seen = self
-                        .get(tenant, id)
-                        .ok()
-                        .and_then(|c| c.credentials.get("access_token").cloned());
+                    let seen = current.and_then(|c| c.credentials.get("access_token").cloned());
                     let record = self
                         .refresh_token(&integration, tenant, id, seen.as_ref())
                         .await

@@ -56,6 +56,15 @@ pub struct SchemaError {
     pub message: String,
 }
 
+impl SchemaError {
+    pub fn new(pointer: &str, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 impl Parameters {
     /// Every problem of `value`, with pointers under `prefix` (like
     /// `/parameters`).

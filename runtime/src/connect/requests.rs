@@ -22,7 +22,7 @@ use weir_storage::{
 };
 
 use super::connections::{ConnectError, Connections};
-use super::integration::AuthKind;
+use super::integration::{AuthKind, SchemaError};
 use super::oauth2::{self, ClientCredentials};
 use super::vault::Binding;
 use crate::daemon::notify::ConnectionEvent;
@@ -111,10 +111,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn invalid(pointer: &str, message: impl Into<String>) -> ConnectError {
-    ConnectError::Invalid(vec![super::integration::SchemaError {
-        pointer: pointer.to_owned(),
-        message: message.into(),
-    }])
+    ConnectError::Invalid(vec![SchemaError::new(pointer, message)])
 }
 
 /// The request as the API shows it.
@@ -172,21 +169,18 @@ impl Connections {
         if let Some(uri) = &body.redirect_uri
             && !self.oauth.allows(uri)
         {
-            errors.push(super::integration::SchemaError {
-                pointer: "/redirect_uri".into(),
-                message: "must be on weir's public URL, on a loopback address, or start with a prefix given by --oauth-redirect-allow".into(),
-            });
+            errors.push(SchemaError::new("/redirect_uri", "must be on weir's public URL, on a loopback address, or start with a prefix given by --oauth-redirect-allow"));
         }
         if let Some(id) = &body.connection_id {
             match self.store.connection(tenant, id)? {
                 Some(c) if c.integration == integration.key => {}
-                Some(_) => errors.push(super::integration::SchemaError {
-                    pointer: "/connection_id".into(),
-                    message: format!(
+                Some(_) => errors.push(SchemaError::new(
+                    "/connection_id",
+                    format!(
                         "connection {id} is not a connection to `{}`",
                         integration.key
                     ),
-                }),
+                )),
                 None => return Err(ConnectError::NotFound(id.clone())),
             }
         }

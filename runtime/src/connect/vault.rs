@@ -137,10 +137,6 @@ impl KeyRing {
         self.keys.iter().map(|(k, _)| k.as_str()).collect()
     }
 
-    pub fn has(&self, kid: &str) -> bool {
-        self.keys.iter().any(|(k, _)| k == kid)
-    }
-
     /// Seals `plain` with the first key, bound to `binding`.
     pub fn seal(&self, binding: Binding<'_>, plain: &SecretString) -> Result<Sealed, VaultError> {
         let (kid, cipher) = &self.keys[0];
