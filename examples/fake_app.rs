@@ -5,9 +5,10 @@
 //! cargo run --release --example fake_app        # on 127.0.0.1:8090
 //! ```
 //!
-//! `GET /{region}/me` and `GET /{region}/contacts/{id}` answer when the
-//! request carries `X-API-Key: demo-key`, or `Authorization: Bearer` with a
-//! token from its OAuth2 token endpoint (anything else: 401).
+//! `GET /{region}/me`, `GET /{region}/contacts` (three contacts; the third
+//! is updated every minute) and `GET /{region}/contacts/{id}` answer when
+//! the request carries `X-API-Key: demo-key`, or `Authorization: Bearer`
+//! with a token from its OAuth2 token endpoint (anything else: 401).
 //! `POST /oauth/token` grants tokens to any client (they live
 //! `FAKE_APP_TOKEN_TTL` seconds, default 3600); `GET /stats` counts the
 //! grants.
@@ -81,6 +82,29 @@ async fn contact(
     })))
 }
 
+/// Three contacts; the third changes every minute (a poll sees it updated).
+async fn contacts(
+    Path(region): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    authorized(&headers)?;
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60);
+    let items: Vec<Value> = (1..=3u64)
+        .map(|id| {
+            json!({
+                "id": id,
+                "region": region,
+                "name": format!("Contact {id}"),
+                "email": format!("contact{id}@demo.example"),
+                "updated_at": if id == 3 { minute } else { 0 },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::var("FAKE_APP_LISTEN").unwrap_or_else(|_| "127.0.0.1:8090".into());
@@ -88,6 +112,7 @@ async fn main() -> std::io::Result<()> {
         .route("/oauth/token", post(token))
         .route("/stats", get(stats))
         .route("/{region}/me", get(me))
+        .route("/{region}/contacts", get(contacts))
         .route("/{region}/contacts/{id}", get(contact));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("the example CRM listens on http://{addr} (API key: {KEY})");

@@ -244,7 +244,7 @@ fn the_example_flows_are_valid() {
     )
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
-    assert!(done.stderr.contains("4 valid flows"), "{done}");
+    assert!(done.stderr.contains("5 valid flows"), "{done}");
     // So does integrations/, with the flows.
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),
@@ -259,7 +259,7 @@ fn the_example_flows_are_valid() {
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
     assert!(
-        done.stderr.contains("4 valid flows, 2 valid integrations"),
+        done.stderr.contains("5 valid flows, 2 valid integrations"),
         "{done}"
     );
     // examples/flows needs the secret GitHub signs with.

@@ -573,6 +573,44 @@ fn the_cli_manages_connections() {
     let deleted = cli(&["delete", id]);
     assert!(deleted.stdout.contains("deleted"), "{deleted}");
     assert_eq!(cli(&["show", id]).code, Some(2));
+
+    // `ensure`: no ready connection, so it makes one; then it answers that
+    // one and makes no other.
+    let region = r#"{"region": "eu"}"#;
+    let ensure = |extra: &[&str]| {
+        let mut args = vec!["ensure", "crm", "--parameters", region, "--json"];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let first = ensure(&["--credentials", &at_file]);
+    assert_eq!(first.code, Some(0), "{first}");
+    let first_body: Value = serde_json::from_str(first.stdout.trim()).unwrap();
+    assert_eq!(first_body["state"], "ready", "{first}");
+    let again = ensure(&[]);
+    assert_eq!(again.code, Some(0), "{again}");
+    let again_body: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert_eq!(again_body["id"], first_body["id"]);
+    let listed: Value = serde_json::from_str(cli(&["list", "--json"]).stdout.trim()).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed:#}");
+    // Nothing to ask on (stdin is not a terminal, and empty), an unknown
+    // integration, credentials the app refuses: each says so.
+    cli(&["delete", first_body["id"].as_str().unwrap()]);
+    let nothing = ensure(&[]);
+    assert_eq!(nothing.code, Some(2), "{nothing}");
+    assert!(nothing.stderr.contains("no api_key given"), "{nothing}");
+    let unknown = cli(&["ensure", "nope"]);
+    assert_eq!(unknown.code, Some(2), "{unknown}");
+    assert!(
+        unknown.stderr.contains("no integration `nope`"),
+        "{unknown}"
+    );
+    let refused = ensure(&["--credentials", &format!(r#"{{"api_key": "{BAD_KEY}"}}"#)]);
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(refused.stderr.contains("disconnected"), "{refused}");
+    for done in [&first, &again, &refused] {
+        assert!(!done.stdout.contains(GOOD_KEY) && !done.stderr.contains(GOOD_KEY));
+        assert!(!done.stdout.contains(BAD_KEY) && !done.stderr.contains(BAD_KEY));
+    }
     for done in [&list, &tested, &bad, &deleted] {
         assert!(!done.stdout.contains(GOOD_KEY) && !done.stderr.contains(GOOD_KEY));
     }
@@ -699,4 +737,210 @@ fn notifications_tell_the_product_what_happened_to_connections_and_runs() {
     );
     assert_eq!(done.code, Some(2), "{done}");
     assert!(done.stderr.contains("WEIR_NOTIFY_SECRET"), "{done}");
+}
+
+/// A flow with `integration:` runs per connection: its poll and cron fire
+/// once for each ready connection (of every tenant), polls go through the
+/// connection with its state kept per connection, `connection` is in scope
+/// and `http` nodes use the run's own connection. A disconnected
+/// connection is skipped (its state kept for when it is reconnected); a
+/// deleted one takes its state with it.
+#[test]
+fn flows_with_an_integration_run_per_connection() {
+    const KEYS: [&str; 3] = [
+        "sk_a_eu_5b1f07c2d9",
+        "sk_a_us_e3a09c61f4",
+        "sk_b_eu_91d2ab7c03",
+    ];
+    const NEW_KEY: &str = "sk_a_us_rotated_0c4de9";
+    let app = FakeServer::start();
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let no = refused.clone();
+    app.set_rule(move |r, _| {
+        let key = r.header("x-api-key").unwrap_or_default().to_owned();
+        let known = KEYS.contains(&key.as_str()) || key == NEW_KEY;
+        match r.path.as_str() {
+            _ if !known || no.lock().unwrap().contains(&key) => 401,
+            "/eu/me" | "/us/me" | "/eu/contacts" | "/us/contacts" => 200,
+            _ => 404,
+        }
+    });
+    app.set_body(json!([{"id": 1, "v": 1}, {"id": 2, "v": 1}]));
+    let dir = tempfile::tempdir().unwrap();
+    integrations(&dir.path().join("integrations"), &app);
+    let keys = format!("k1:{}", key(1));
+    let daemon = start(dir.path(), "daemon", Some(&keys));
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let b = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "b"]));
+    let admin = Api::with_token(&daemon, &token(dir.path(), &["--admin"]));
+    let connect = |api: &Api, region: &str, key: &str| -> String {
+        let c = create(
+            api,
+            json!({"integration": "crm", "parameters": {"region": region}, "credentials": {"api_key": key}}),
+        );
+        assert_eq!(c.body["state"], "ready", "{c}");
+        c.body["id"].as_str().unwrap().to_owned()
+    };
+    let ids = [
+        connect(&a, "eu", KEYS[0]),
+        connect(&a, "us", KEYS[1]),
+        connect(&b, "eu", KEYS[2]),
+    ];
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "sync.yaml",
+        r#"id: sync
+integration: crm
+triggers:
+  - id: changes
+    type: poll
+    every: 200ms
+    baseline: false
+    request: {url: /contacts}
+    items: response.body
+    key: item.id
+    version: item.v
+  - {id: call, type: api}
+nodes:
+  - {id: who, type: map, mapping: {connection: connection.id, region: connection.parameters.region}, next: me}
+  - {id: me, type: http, connection: crm, url: /me}
+"#,
+    );
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "tick.yaml",
+        "id: tick\nintegration: crm\ntriggers:\n  - {id: every-second, type: cron, schedule: \"* * * * * *\"}\nnodes:\n  - {id: m, type: map, mapping: {c: connection.id}}\n",
+    );
+    // The runs of `flow` for each connection, and how many succeeded.
+    let runs_of = |api: &Api, flow: &str| -> Vec<Value> {
+        api.list(&format!("flow={flow}&limit=500"))["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| api.run(r["id"].as_str().unwrap()))
+            .collect()
+    };
+    let per_connection = |runs: &[Value], id: &str| -> usize {
+        runs.iter().filter(|r| r["connection"]["id"] == id).count()
+    };
+    let settled = |api: &Api, flow: &str, n: usize| {
+        weir_testkit::wait_until(&format!("{n} finished runs of {flow}"), TIMEOUT, || {
+            let runs = runs_of(api, flow);
+            runs.len() >= n && runs.iter().all(|r| r["status"] != "running")
+        });
+        runs_of(api, flow)
+    };
+
+    // Each connection's poll saw both records as new: its state is its own.
+    let runs_a = settled(&a, "sync", 4);
+    let runs_b = settled(&b, "sync", 2);
+    for (runs, owned) in [(&runs_a, &ids[..2]), (&runs_b, &ids[2..])] {
+        for id in owned {
+            assert_eq!(per_connection(runs, id), 2, "{runs:#?}");
+        }
+        for run in runs.iter() {
+            assert_eq!(run["status"], "succeeded", "{run:#}");
+            let who = &weir_testkit::api::node(run, "who")["output"];
+            assert_eq!(who["connection"], run["connection"]["id"], "{run:#}");
+            assert_eq!(who["region"], run["connection"]["parameters"]["region"]);
+            assert!(!run.to_string().contains("sk_"), "{run:#}");
+        }
+    }
+    // Each poll went through its own connection: its region, its key.
+    let keys_to = |path: &str| -> std::collections::BTreeSet<String> {
+        app.requests_to(path)
+            .iter()
+            .map(|r| r.header("x-api-key").unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        keys_to("/eu/contacts"),
+        [KEYS[0], KEYS[2]].map(String::from).into()
+    );
+    assert_eq!(keys_to("/us/contacts"), [KEYS[1]].map(String::from).into());
+    // The cron fires for every connection.
+    weir_testkit::wait_until("a tick per connection", TIMEOUT, || {
+        let (ta, tb) = (runs_of(&a, "tick"), runs_of(&b, "tick"));
+        ids[..2].iter().all(|id| per_connection(&ta, id) > 0) && per_connection(&tb, &ids[2]) > 0
+    });
+
+    // An api run of the flow: a tenant with one connection runs with it.
+    let started = b.post("/api/v1/flows/sync/runs", &json!({"input": {}}));
+    assert_eq!(started.status, 202, "{started}");
+    let run = b.wait_finished(started.body["run_id"].as_str().unwrap());
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["connection"]["id"], ids[2].as_str(), "{run:#}");
+
+    // The app refuses a's us key: that connection is disconnected by its
+    // own poll, and skipped while the others go on.
+    refused.lock().unwrap().push(KEYS[1].to_owned());
+    weir_testkit::wait_until("the us connection is disconnected", TIMEOUT, || {
+        a.get_ok(&format!("/api/v1/connections/{}", ids[1]))["state"] == "disconnected"
+    });
+    let us_polls = app.count("/us/contacts");
+    let ticks_us = per_connection(&runs_of(&a, "tick"), &ids[1]);
+    let eu_polls = app.count("/eu/contacts");
+    let ticks_eu = per_connection(&runs_of(&a, "tick"), &ids[0]);
+    weir_testkit::wait_until("the other connections go on", TIMEOUT, || {
+        app.count("/eu/contacts") >= eu_polls + 6
+            && per_connection(&runs_of(&a, "tick"), &ids[0]) >= ticks_eu + 2
+    });
+    assert_eq!(
+        app.count("/us/contacts"),
+        us_polls,
+        "a disconnected connection is not polled"
+    );
+    assert_eq!(per_connection(&runs_of(&a, "tick"), &ids[1]), ticks_us);
+
+    // Reconnected with a new key (same id): polled again, and what it saw
+    // before is kept, so nothing is emitted twice.
+    let patched = a.send(
+        reqwest::blocking::Client::new()
+            .patch(a.url(&format!("/api/v1/connections/{}", ids[1])))
+            .bearer_auth(token(dir.path(), &["--tenant", "a"]))
+            .json(&json!({"credentials": {"api_key": NEW_KEY}})),
+    );
+    assert_eq!(patched.body["state"], "ready", "{patched}");
+    weir_testkit::wait_until(
+        "the us connection is polled with its new key",
+        TIMEOUT,
+        || {
+            app.requests_to("/us/contacts")
+                .iter()
+                .filter(|r| r.header("x-api-key") == Some(NEW_KEY))
+                .count()
+                >= 2
+        },
+    );
+    assert_eq!(per_connection(&runs_of(&a, "sync"), &ids[1]), 2);
+
+    // Deleting b's connection stops its triggers and forgets their state.
+    let states = |tenant: &str| -> u64 {
+        let all = admin.get_ok("/api/v1/tenants");
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == tenant)
+            .map_or(0, |t| t["trigger_states"].as_u64().unwrap())
+    };
+    assert!(states("b") > 0);
+    let deleted = b.send(
+        reqwest::blocking::Client::new()
+            .delete(b.url(&format!("/api/v1/connections/{}", ids[2])))
+            .bearer_auth(token(dir.path(), &["--tenant", "b"])),
+    );
+    assert_eq!(deleted.status, 200, "{deleted}");
+    weir_testkit::wait_until("b's trigger state is forgotten", TIMEOUT, || {
+        states("b") == 0
+    });
+    assert!(states("a") > 0);
+
+    for secret in KEYS.iter().chain([&NEW_KEY]) {
+        assert!(
+            !daemon.weir.stderr().contains(secret),
+            "{secret} in the log"
+        );
+        weir_testkit::assert_not_in_files(&weir_testkit::files_under(&daemon.data), secret);
+    }
 }

@@ -309,6 +309,58 @@ fn an_oauth2_connection_is_made_through_consent_and_its_state_is_used_once() {
         "a reconnect keeps the id"
     );
 
+    // `weir connections ensure` for a tenant without one: it prints the
+    // provider's URL and waits; consent given, it answers the connection.
+    let c_token = token(dir.path(), &["--tenant", "c"]);
+    let ensure = weir_testkit::Weir::spawn_with(
+        dir.path(),
+        "ensure",
+        &[
+            "connections",
+            "ensure",
+            "idp",
+            "--json",
+            "--server",
+            &daemon.base,
+            "--token",
+            &c_token,
+        ],
+        &[],
+    );
+    let mut printed = None;
+    wait_until("ensure prints the URL to open", TIMEOUT, || {
+        printed = ensure
+            .stderr()
+            .split_whitespace()
+            .find(|w| w.starts_with(&provider.base))
+            .map(str::to_owned);
+        printed.is_some()
+    });
+    let (status, _, page) = back(&consent(&printed.unwrap()));
+    assert_eq!(status, 200, "{page}");
+    let ensured = ensure.finish(TIMEOUT);
+    assert_eq!(ensured.code, Some(0), "{ensured}");
+    let made: Value = serde_json::from_str(ensured.stdout.trim()).unwrap();
+    assert_eq!(made["state"], "ready", "{ensured}");
+    assert_eq!(made["tenant"], "c", "{ensured}");
+    let again = weir_testkit::run_weir(
+        dir.path(),
+        "ensure-again",
+        &[
+            "connections",
+            "ensure",
+            "idp",
+            "--json",
+            "--server",
+            &daemon.base,
+            "--token",
+            &c_token,
+        ],
+        TIMEOUT,
+    );
+    let same: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert_eq!(same["id"], made["id"], "{again}");
+
     // Revoked at the provider: the next refresh is refused with
     // `invalid_grant`, the connection is disconnected with the provider's
     // words, and the run is told to reconnect it.

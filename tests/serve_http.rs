@@ -1583,7 +1583,10 @@ fn a_run_sleeping_on_a_long_timer_keeps_its_concurrency_slot_until_it_ends() {
     // The first sleeps (long enough to be parked) and keeps its slot.
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
-        let (first, second) = (api.run(&ids[0]), api.run(&ids[1]));
+        // The second read first: if it has started, the first must have
+        // ended before (the first may end between the two reads).
+        let second = api.run(&ids[1]);
+        let first = api.run(&ids[0]);
         if first["status"] == "succeeded" {
             break;
         }

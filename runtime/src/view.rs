@@ -5,8 +5,8 @@ use weir_storage::{NodeRecord, RunRecord, Unreadable};
 
 use crate::flow::{Flow, Graph};
 
-/// `{id, flow, flow_version, tenant, trigger, status, event, error,
-/// created_at, started_at, finished_at, nodes: [...]}`.
+/// `{id, flow, flow_version, tenant, trigger, connection, status, event,
+/// error, created_at, started_at, finished_at, nodes: [...]}`.
 pub fn run_json(run: &RunRecord, nodes: &[NodeRecord]) -> Value {
     json!({
         "id": run.id,
@@ -14,6 +14,7 @@ pub fn run_json(run: &RunRecord, nodes: &[NodeRecord]) -> Value {
         "flow_version": run.flow_version,
         "tenant": run.tenant,
         "trigger": run.trigger,
+        "connection": run.connection,
         "attempt": run.attempt,
         "status": run.status.as_str(),
         "event": *run.event,

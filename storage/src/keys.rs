@@ -50,15 +50,43 @@ pub fn snapshot(flow: &str, version: &str) -> Vec<u8> {
     join(&[flow, version])
 }
 
+/// The trigger part of a trigger key: the trigger id, or `trigger@connection`
+/// for one connection of a per-connection flow (`@` is in neither id).
+fn trigger_part(t: &TriggerKey) -> std::borrow::Cow<'_, str> {
+    match &t.connection {
+        None => t.trigger.as_str().into(),
+        Some(c) => format!("{}@{c}", t.trigger).into(),
+    }
+}
+
 /// `cron` and `cursors` trees: one trigger of one flow for one tenant.
 pub fn trigger(t: &TriggerKey) -> Vec<u8> {
-    join(&[&t.tenant, &t.flow, &t.trigger])
+    join(&[&t.tenant, &t.flow, &trigger_part(t)])
 }
 
 /// `dedupe` and `seen` trees: one key under a trigger. The key is last and
 /// may hold any bytes.
 pub fn trigger_item(t: &TriggerKey, key: &str) -> Vec<u8> {
-    join(&[&t.tenant, &t.flow, &t.trigger, key])
+    join(&[&t.tenant, &t.flow, &trigger_part(t), key])
+}
+
+/// The (trigger, connection) of a trigger key's trigger part.
+pub fn trigger_of(part: &str) -> (String, Option<String>) {
+    match part.split_once('@') {
+        Some((t, c)) => (t.to_owned(), Some(c.to_owned())),
+        None => (part.to_owned(), None),
+    }
+}
+
+/// Whether a key of the `cron`, `seen` or `cursors` tree belongs to one
+/// connection's state (its trigger part ends with `@connection`).
+pub fn is_connection_state(key: &[u8], connection: &str) -> bool {
+    let mut parts = key.splitn(4, |b| *b == SEP);
+    let trigger = parts.nth(2).unwrap_or_default();
+    trigger
+        .iter()
+        .position(|b| *b == b'@')
+        .is_some_and(|at| &trigger[at + 1..] == connection.as_bytes())
 }
 
 /// `dedupe` and `seen` trees: the prefix of a trigger's keys.

@@ -158,6 +158,12 @@ impl Store for MemoryStore {
                         .insert((c.tenant.clone(), c.id.clone()), c);
                 }
                 Write::RemoveConnection { tenant, id } => {
+                    let of_it = |k: &TriggerKey| {
+                        k.tenant == tenant && k.connection.as_deref() == Some(id.as_str())
+                    };
+                    state.cron.retain(|k, _| !of_it(k));
+                    state.seen.retain(|(k, _), _| !of_it(k));
+                    state.cursors.retain(|k, _| !of_it(k));
                     state.connections.remove(&(tenant, id));
                 }
             }

@@ -161,6 +161,11 @@ pub struct RunRecord {
     /// The flow's `concurrency` key for this run, if the flow has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// In a flow that runs per connection: the connection the run is for,
+    /// as it was when the run started (`{id, integration, name,
+    /// parameters}`: never its credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Value>,
     /// 1 for the first execution; a retry of a failed run counts up.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
@@ -362,12 +367,15 @@ pub struct SeenRecord {
     pub item: Value,
 }
 
-/// Where a trigger's state belongs: one trigger of one flow for one tenant.
+/// Where a trigger's state belongs: one trigger of one flow for one tenant
+/// — and, in a flow that runs per connection, for one of its connections.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TriggerKey {
     pub tenant: String,
     pub flow: String,
     pub trigger: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 impl TriggerKey {
@@ -376,6 +384,15 @@ impl TriggerKey {
             tenant: tenant.to_owned(),
             flow: flow.to_owned(),
             trigger: trigger.to_owned(),
+            connection: None,
+        }
+    }
+
+    /// The state of a trigger of a per-connection flow for one connection.
+    pub fn for_connection(tenant: &str, flow: &str, trigger: &str, connection: &str) -> Self {
+        Self {
+            connection: Some(connection.to_owned()),
+            ..Self::new(tenant, flow, trigger)
         }
     }
 }

@@ -435,7 +435,7 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                 Some(serde_json::to_vec(c)?),
             )),
             Write::RemoveConnection { tenant, id } => {
-                puts.push((T::CONNECTIONS, keys::connection(tenant, id), None))
+                remove_connection(trees, tenant, id, &mut puts)?
             }
             Write::ConnectionRequest(r) => puts.push((
                 T::REQUESTS,
@@ -489,6 +489,31 @@ type Put = (usize, Vec<u8>, Option<Vec<u8>>);
 /// and those written earlier in this group (a transaction cannot scan).
 /// The committer is the only writer, so what it reads here is what the
 /// transaction will see.
+/// A connection, and its triggers' state (cron instants, seen records and
+/// cursors of per-connection flows), also what this group wrote of it.
+fn remove_connection(trees: &Trees, tenant: &str, id: &str, puts: &mut Vec<Put>) -> Result<()> {
+    let prefix = keys::tenant_prefix(tenant);
+    let mut removals: Vec<Put> = vec![(T::CONNECTIONS, keys::connection(tenant, id), None)];
+    for tree in [T::CRON, T::SEEN, T::CURSORS] {
+        for key in trees.get(tree).scan_prefix(&prefix).keys() {
+            let key = key?;
+            if keys::is_connection_state(&key, id) {
+                removals.push((tree, key.to_vec(), None));
+            }
+        }
+    }
+    for (tree, key, _) in puts.iter() {
+        if matches!(*tree, T::CRON | T::SEEN | T::CURSORS)
+            && key.starts_with(&prefix)
+            && keys::is_connection_state(key, id)
+        {
+            removals.push((*tree, key.clone(), None));
+        }
+    }
+    puts.extend(removals);
+    Ok(())
+}
+
 fn erase_tenant(trees: &Trees, tenant: &str, puts: &mut Vec<Put>) -> Result<()> {
     let prefix = keys::tenant_prefix(tenant);
     let shared = keys::tenant_prefix("");
@@ -825,12 +850,14 @@ impl Store for SledStore {
             let mut parts = key.splitn(4, |b| *b == 0);
             let mut next =
                 || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let (tenant, flow, trigger, item) = (next(), next(), next(), next());
+            let (tenant, flow, part, item) = (next(), next(), next(), next());
+            let (trigger, connection) = keys::trigger_of(&part);
             out.push((
                 TriggerKey {
                     tenant,
                     flow,
                     trigger,
+                    connection,
                 },
                 item,
             ));

@@ -79,6 +79,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             flow_version: "v1".into(),
             trigger: "hook".into(),
             concurrency_key: None,
+            connection: None,
             attempt: 1,
             status,
             event: std::sync::Arc::new(event),
@@ -91,17 +92,29 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
 
 const FLOWS: &[&str] = &["f", "f2"];
 
+/// A trigger's state: of the tenant (connection 0), or of one of its
+/// connections (`conn-0`, `conn-1`) in a per-connection flow.
+fn trigger_key(t: usize, f: usize, g: u8, c: u8) -> TriggerKey {
+    let trigger = format!("t{g}");
+    match c {
+        0 => TriggerKey::new(TENANTS[t], FLOWS[f], &trigger),
+        c => TriggerKey::for_connection(TENANTS[t], FLOWS[f], &trigger, &format!("conn-{}", c - 1)),
+    }
+}
+
 fn trigger() -> impl Strategy<Value = TriggerKey> {
-    (0..TENANTS.len(), 0..FLOWS.len(), 0..2u8)
-        .prop_map(|(t, f, g)| TriggerKey::new(TENANTS[t], FLOWS[f], &format!("t{g}")))
+    (0..TENANTS.len(), 0..FLOWS.len(), 0..2u8, 0..3u8)
+        .prop_map(|(t, f, g, c)| trigger_key(t, f, g, c))
 }
 
 fn all_triggers() -> Vec<TriggerKey> {
     let mut out = Vec::new();
-    for t in TENANTS {
-        for f in FLOWS {
+    for t in 0..TENANTS.len() {
+        for f in 0..FLOWS.len() {
             for g in 0..2 {
-                out.push(TriggerKey::new(t, f, &format!("t{g}")));
+                for c in 0..3 {
+                    out.push(trigger_key(t, f, g, c));
+                }
             }
         }
     }
@@ -574,6 +587,7 @@ fn simple_run(id: &str, status: RunStatus, event: serde_json::Value) -> RunRecor
         flow_version: "v1".into(),
         trigger: "hook".into(),
         concurrency_key: None,
+        connection: None,
         attempt: 1,
         status,
         event: Arc::new(event),

@@ -26,6 +26,8 @@ pub struct Http {
     pub method: Method,
     /// The URL (a template).
     pub url: Template,
+    /// Where `url` is written.
+    pub url_pos: crate::diag::Pos,
     /// Request headers (values are templates).
     pub headers: Vec<(String, Template)>,
     /// Query parameters added to the URL (values are templates).
@@ -110,6 +112,16 @@ impl StatusMatch {
     }
 }
 
+/// What a request's `url` must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UrlKind {
+    Absolute,
+    /// A path under a connection's `base_url`.
+    Relative,
+    /// Either (a poll's request: its flow decides).
+    Either,
+}
+
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 impl Http {
@@ -132,19 +144,29 @@ impl Http {
                 "`connection_id` picks a connection of the `connection:` integration; set `connection:` too",
             );
         }
-        let mut http = Self::read(o, names, integration.is_some())?;
+        let url = match integration {
+            Some(_) => UrlKind::Relative,
+            None => UrlKind::Absolute,
+        };
+        let mut http = Self::read(o, names, url)?;
         http.connection = integration.map(|integration| Connection { integration, id });
         Some(http)
     }
 
     /// Reads the request options; the poll trigger's `request` uses them too.
-    /// Its templates and body may read `secrets` besides `names`.
+    /// Its templates and body may read `secrets` besides `names`. Its `url`
+    /// may be a path (`/contacts`), for a flow that runs per connection:
+    /// the flow checks which it must be and sets [`Http::connection`].
     pub fn build_request(o: &mut Options, names: &[&str]) -> Option<Self> {
-        Self::read(o, names, false)
+        Self::read(o, names, UrlKind::Either)
     }
 
-    /// `relative`: the URL is a path under a connection's `base_url`.
-    fn read(o: &mut Options, names: &[&str], relative: bool) -> Option<Self> {
+    /// Whether a literal `url` is a path under a connection's `base_url`.
+    pub fn url_is_path(&self) -> Option<bool> {
+        self.url.as_literal().map(|u| u.starts_with('/'))
+    }
+
+    fn read(o: &mut Options, names: &[&str], kind: UrlKind) -> Option<Self> {
         let names: Vec<&str> = names.iter().copied().chain(["secrets"]).collect();
         let names = names.as_slice();
         let method = match o.str("method") {
@@ -167,10 +189,13 @@ impl Http {
         if let (Some(url), Some(pos)) = (&url, url_pos)
             && let Some(literal) = url.as_literal()
         {
-            if !relative && let Err(e) = check_url(literal) {
+            let path = literal.starts_with('/');
+            if (kind == UrlKind::Absolute || (kind == UrlKind::Either && !path))
+                && let Err(e) = check_url(literal)
+            {
                 o.error(pos, format!("`url`: {e}"));
             }
-            if relative && !literal.starts_with('/') {
+            if kind == UrlKind::Relative && !path {
                 o.error(
                     pos,
                     format!("`url` is a path under the integration's base_url with `connection:`, like /contacts; not `{literal}`"),
@@ -184,6 +209,7 @@ impl Http {
         Some(Self {
             method,
             url: url?,
+            url_pos: url_pos.unwrap_or(o.pos),
             headers,
             query,
             body,

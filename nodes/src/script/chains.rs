@@ -73,8 +73,23 @@ fn flatten(
     }
 }
 
-/// The `nodes.X` and `secrets.X` an expression reads.
+/// The `nodes.X` and `secrets.X` an expression reads, and each use of
+/// `connection` (in scope only in flows that run per connection; its
+/// `name` is empty).
 pub(super) fn references(ast: &AST, origin: Origin) -> Vec<Reference> {
+    let mut connection = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::Variable(v, _, pos))) = path.last()
+            && v.1 == "connection"
+        {
+            connection.push(Reference {
+                root: "connection",
+                name: String::new(),
+                pos: origin.map(*pos),
+            });
+        }
+        true
+    });
     chains(ast)
         .into_iter()
         .filter_map(|chain| {
@@ -86,6 +101,7 @@ pub(super) fn references(ast: &AST, origin: Origin) -> Vec<Reference> {
                 pos: origin.map(*pos),
             })
         })
+        .chain(connection)
         .collect()
 }
 

@@ -42,10 +42,27 @@ impl MissingSecret {
 }
 
 /// The names in scope for the expressions of a flow's nodes.
-pub const FLOW_SCOPE: &[&str] = &["event", "nodes", "vars", "tenant", "flow", "run"];
+/// (`connection` only in a flow that runs per connection: checked at load.)
+pub const FLOW_SCOPE: &[&str] = &[
+    "event",
+    "nodes",
+    "vars",
+    "tenant",
+    "flow",
+    "run",
+    "connection",
+];
 /// The names in scope inside a `for_each` body.
 pub const LOOP_SCOPE: &[&str] = &[
-    "event", "nodes", "vars", "tenant", "flow", "run", "item", "index",
+    "event",
+    "nodes",
+    "vars",
+    "tenant",
+    "flow",
+    "run",
+    "connection",
+    "item",
+    "index",
 ];
 
 /// Where an expression's text starts in its file, so that Rhai's positions

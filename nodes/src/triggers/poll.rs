@@ -11,11 +11,11 @@ use crate::reader::Options;
 use crate::script::{Expr, ScopeBuilder};
 
 /// Names a poll's request templates may use.
-pub const REQUEST_SCOPE: &[&str] = &["cursor", "vars", "tenant", "flow"];
+pub const REQUEST_SCOPE: &[&str] = &["cursor", "vars", "tenant", "flow", "connection"];
 /// Names `items` and `cursor` may use.
-pub const RESPONSE_SCOPE: &[&str] = &["response", "cursor", "vars", "tenant", "flow"];
+pub const RESPONSE_SCOPE: &[&str] = &["response", "cursor", "vars", "tenant", "flow", "connection"];
 /// Names `key` and `version` may use.
-pub const ITEM_SCOPE: &[&str] = &["item", "vars", "tenant", "flow"];
+pub const ITEM_SCOPE: &[&str] = &["item", "vars", "tenant", "flow", "connection"];
 
 #[derive(Debug)]
 pub struct Poll {

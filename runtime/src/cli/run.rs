@@ -185,7 +185,7 @@ fn event_for(
             Value::Object(event)
         }
         TriggerKind::Poll(p) => {
-            let mut scope = Poll::item_scope(&input, flow.scope(tenant));
+            let mut scope = Poll::item_scope(&input, flow.scope(tenant, None));
             let (key, version) = p
                 .identify(&input, &mut scope)
                 .map_err(|e| anyhow::anyhow!("trigger '{trigger}': {e}"))?;

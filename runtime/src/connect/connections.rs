@@ -124,6 +124,9 @@ pub struct Connections {
     used: std::sync::Mutex<HashMap<String, chrono::DateTime<Utc>>>,
     /// When a connection's last token refresh failed for an outage.
     refresh_failed: std::sync::Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+    /// Counts up when a connection is created or removed (flows that run
+    /// per connection start and stop their triggers on it).
+    added_or_removed: tokio::sync::watch::Sender<u64>,
 }
 
 /// After a refresh that failed for an outage, the next waits this long.
@@ -147,7 +150,19 @@ impl Connections {
             locks: Default::default(),
             used: Default::default(),
             refresh_failed: Default::default(),
+            added_or_removed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a connection is created or removed (a tenant
+    /// erased removes its connections too).
+    pub fn added_or_removed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.added_or_removed.subscribe()
+    }
+
+    /// Tells the watchers of [`Connections::added_or_removed`].
+    pub fn note_added_or_removed(&self) {
+        self.added_or_removed.send_modify(|n| *n += 1);
     }
 
     /// Holds the connection's lock until dropped.
@@ -277,6 +292,7 @@ impl Connections {
         record.state = state;
         record.error = error;
         self.save(&record).await?;
+        self.note_added_or_removed();
         info!(tenant, connection = %record.id, integration = %record.integration, state = record.state.as_str(), "connection created");
         self.notify(ConnectionEvent::Created, &record).await;
         Ok(record)
@@ -377,6 +393,7 @@ impl Connections {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.note_added_or_removed();
         info!(tenant, connection = %id, "connection deleted");
         self.notify(ConnectionEvent::Deleted, &record).await;
         Ok(record)

@@ -414,6 +414,9 @@ impl Connections {
         record.error = error;
         self.save(&record).await.map_err(|e| e.to_string())?;
         drop(lock);
+        if was.is_none() {
+            self.note_added_or_removed();
+        }
         info!(tenant = %record.tenant, connection = %record.id, integration = %record.integration, state = record.state.as_str(), "OAuth2 connection made");
         match was {
             None => self.notify(ConnectionEvent::Created, &record).await,

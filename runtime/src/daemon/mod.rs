@@ -172,7 +172,12 @@ pub async fn serve(
         body_timeout: config.body_timeout,
     };
     let schedules = Arc::new(Schedules::default());
-    let triggers = Triggers::new(runs.clone(), registry.clone(), schedules.clone());
+    let triggers = Triggers::new(
+        runs.clone(),
+        registry.clone(),
+        schedules.clone(),
+        connections.clone(),
+    );
     let state = Arc::new(http::AppState {
         registry: registry.clone(),
         runs: runs.clone(),

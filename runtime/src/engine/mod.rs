@@ -10,6 +10,8 @@ mod clock;
 mod runner;
 mod scope;
 
+pub(crate) use runner::send;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +56,8 @@ pub struct Admission {
     /// Waits for its turn under the flow's `concurrency` limit.
     pub queued: bool,
     pub concurrency_key: Option<String>,
+    /// The connection the run is for (a flow that runs per connection).
+    pub connection: Option<Value>,
     /// Written in the same commit as the run.
     pub writes: Vec<Write>,
 }
@@ -212,6 +216,7 @@ impl Engine {
             event: Arc::new(event),
             queued: false,
             concurrency_key: None,
+            connection: None,
             writes: Vec::new(),
         };
         self.admit(flow, admission).await
@@ -239,6 +244,7 @@ impl Engine {
             flow_version: flow.version.clone(),
             trigger: a.trigger.clone(),
             concurrency_key: a.concurrency_key.clone(),
+            connection: a.connection.clone(),
             attempt: 1,
             status: if a.queued {
                 RunStatus::Queued

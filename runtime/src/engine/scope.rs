@@ -1,5 +1,6 @@
 //! The Rhai scope a run's expressions see: `event`, `vars`, `tenant`,
-//! `flow`, `run`, `nodes` (and `item`, `index` in loops), all constants.
+//! `flow`, `connection`, `run`, `nodes` (and `item`, `index` in loops), all
+//! constants.
 //! `nodes` is always the last entry, so it can be taken out and put back as
 //! nodes finish without copying the others.
 
@@ -15,7 +16,7 @@ pub fn for_run(flow: &Flow, run: &RunRecord) -> Scope<'static> {
     r.insert("id".into(), run.id.clone().into());
     r.insert("attempt".into(), Dynamic::from_int(i64::from(run.attempt)));
     let mut scope = flow
-        .scope(&run.tenant)
+        .scope(&run.tenant, run.connection.as_ref())
         .with("event", to_dynamic(&run.event))
         .with("run", Dynamic::from_map(r));
     if !flow.secrets.is_empty() {

@@ -57,6 +57,30 @@ fn owners(graph: &Graph, parent: Option<&str>, out: &mut HashMap<String, Option<
     }
 }
 
+/// `connection` is in scope only in a flow that runs per connection.
+pub fn no_connection(graph: &Graph, triggers: &[TriggerDef], diags: &Diags) {
+    let report = |r: &Reference| {
+        if r.root == "connection" {
+            diags.error(
+                r.pos,
+                "`connection` is in scope only in a flow that runs per connection: add `integration: KEY` at the top of the flow",
+            );
+        }
+    };
+    for trigger in triggers {
+        trigger.references.iter().for_each(report);
+    }
+    fn walk(graph: &Graph, report: &dyn Fn(&Reference)) {
+        for (i, node) in graph.nodes.iter().enumerate() {
+            node.references.iter().for_each(report);
+            if let Some(body) = &graph.bodies[i] {
+                walk(body, report);
+            }
+        }
+    }
+    walk(graph, &report);
+}
+
 fn check_graph<'g>(
     graph: &'g Graph,
     visible: &mut Vec<&'g str>,
@@ -70,7 +94,8 @@ fn check_graph<'g>(
         for r in &node.references {
             match r.root {
                 "secrets" => check_secret(r),
-                _ => check_node(r, &node.id, visible, owner, diags),
+                "nodes" => check_node(r, &node.id, visible, owner, diags),
+                _ => {}
             }
         }
         if let Some(body) = &graph.bodies[i] {

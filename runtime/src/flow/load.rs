@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use weir_nodes::TriggerKind;
 use weir_nodes::diag::{Diagnostic, Diags, Pos};
 use weir_nodes::node::read_node;
 use weir_nodes::reader::{Options, valid_id};
 use weir_nodes::script::{FLOW_SCOPE, to_dynamic};
 use weir_nodes::triggers::{EVENT_SCOPE, read_trigger};
 use weir_nodes::yaml::{self, Kind};
+use weir_nodes::{TriggerDef, TriggerKind};
 
 use super::{Concurrency, Flow, Graph, Secrets, Tenants, checks, version_of};
 
@@ -220,6 +220,43 @@ fn load(source: &str, file: &str, require_env: bool) -> Result<Flow, LoadError> 
     }
 }
 
+/// A poll's request in a flow that runs per connection goes through the
+/// connection (its `url` a path under the integration's `base_url`); in
+/// any other flow its `url` is a full URL.
+fn connect_polls(triggers: &mut [TriggerDef], integration: Option<&str>, diags: &Diags) {
+    for t in triggers {
+        let TriggerKind::Poll(poll) = &mut t.kind else {
+            continue;
+        };
+        let request = &mut poll.request;
+        match (integration, request.url_is_path()) {
+            (Some(key), is_path) => {
+                if is_path == Some(false) {
+                    diags.error(
+                        request.url_pos,
+                        format!(
+                            "trigger '{}': in a flow with `integration: {key}` the poll goes through each connection, so `url` is a path under the integration's base_url, like /contacts",
+                            t.id
+                        ),
+                    );
+                }
+                request.connection = Some(weir_nodes::functions::http::Connection {
+                    integration: key.to_owned(),
+                    id: None,
+                });
+            }
+            (None, Some(true)) => diags.error(
+                request.url_pos,
+                format!(
+                    "trigger '{}': `url` is a path; a poll with a path goes through connections, which needs `integration: KEY` at the top of the flow — else give a full URL (https://…)",
+                    t.id
+                ),
+            ),
+            (None, _) => {}
+        }
+    }
+}
+
 fn read_flow(
     root: &yaml::Yaml,
     source: &str,
@@ -250,8 +287,21 @@ fn read_flow(
         .get("secrets")
         .map(|v| Secrets::read(v, source, diags, require_env))
         .unwrap_or_default();
+    let integration = o.str("integration").map(|(key, pos)| {
+        if !valid_id(key) {
+            o.error(
+                pos,
+                format!(
+                    "`integration` must be an integration key ([a-z0-9_-]{{1,64}}), not `{key}`"
+                ),
+            );
+        }
+        key.to_owned()
+    });
     let tenants_pos = o.key_pos("tenants").unwrap_or(o.pos);
     let tenants = match o.str_list("tenants") {
+        // A flow that runs per connection serves every tenant with one.
+        None if integration.is_some() => Tenants::Any,
         None => Tenants::Listed(vec!["default".to_owned()]),
         Some(list) if list.iter().any(|(t, _)| *t == "*") => {
             if list.len() > 1 {
@@ -334,7 +384,8 @@ fn read_flow(
         }
     }
     o.finish();
-    if tenants == Tenants::Any {
+    connect_polls(&mut triggers, integration.as_deref(), diags);
+    if tenants == Tenants::Any && integration.is_none() {
         for t in &triggers {
             if matches!(t.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
                 diags.error(
@@ -350,6 +401,9 @@ fn read_flow(
     }
     let graph = Graph::build(nodes, &mut HashMap::new(), None, diags);
     checks::references(&graph, &triggers, &secrets, diags);
+    if integration.is_none() {
+        checks::no_connection(&graph, &triggers, diags);
+    }
     if require_env {
         checks::environment(&graph, &triggers, tenants.listed(), diags);
     }
@@ -363,6 +417,7 @@ fn read_flow(
         vars,
         secrets,
         tenants,
+        integration,
         concurrency,
         triggers,
         graph,

@@ -33,8 +33,13 @@ pub struct Flow {
     pub vars_dynamic: Dynamic,
     /// `secrets`: values from the environment for requests.
     pub secrets: Secrets,
-    /// The tenants the flow serves (default `[default]`).
+    /// The tenants the flow serves (default `[default]`; with
+    /// `integration`, any tenant with a connection to it).
     pub tenants: Tenants,
+    /// `integration:` — the flow runs per connection: its cron and poll
+    /// triggers fire once for each ready connection to this integration,
+    /// and `connection` is in scope.
+    pub integration: Option<String>,
     pub concurrency: Option<Concurrency>,
     pub triggers: Vec<TriggerDef>,
     pub graph: Graph,
@@ -104,10 +109,14 @@ impl Flow {
         self.triggers.iter().find(|t| t.id == id)
     }
 
-    /// The scope of this flow's expressions for `tenant`: `vars`, `tenant`
-    /// and `flow`, to which each kind of expression adds its own names.
-    pub fn scope(&self, tenant: &str) -> ScopeBuilder {
+    /// The scope of this flow's expressions for `tenant`: `vars`, `tenant`,
+    /// `flow` and `connection` (`{id, integration, name, parameters}` in a
+    /// flow that runs per connection, else `()`), to which each kind of
+    /// expression adds its own names.
+    pub fn scope(&self, tenant: &str, connection: Option<&Value>) -> ScopeBuilder {
+        let connection = connection.map_or(Dynamic::UNIT, weir_nodes::script::to_dynamic);
         ScopeBuilder::new(&self.vars_dynamic, tenant, &self.id, &self.version)
+            .with("connection", connection)
     }
 }
 

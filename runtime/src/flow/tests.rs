@@ -578,3 +578,49 @@ fn http_through_a_connection_takes_a_path() {
         "set `connection:` too",
     );
 }
+
+#[test]
+fn a_flow_runs_per_connection_with_integration() {
+    let flow = load_source(
+        "id: f\nintegration: crm\ntriggers:\n  - {id: nightly, type: cron, schedule: \"0 3 * * *\"}\n  - id: changes\n    type: poll\n    every: 1m\n    request: {url: '/contacts', query: {region: '${connection.parameters.region}'}}\n    items: response.body\n    key: item.id\nnodes:\n  - {id: m, type: map, mapping: {c: connection.id, n: connection.name}}\n",
+        "f.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(flow.integration.as_deref(), Some("crm"));
+    // Every tenant with a connection, unless `tenants` narrows it.
+    assert_eq!(flow.tenants, Tenants::Any);
+    let weir_nodes::TriggerKind::Poll(poll) = &flow.trigger("changes").expect("the poll").kind
+    else {
+        panic!("a poll trigger")
+    };
+    let via = poll
+        .request
+        .connection
+        .as_ref()
+        .expect("polls through connections");
+    assert_eq!(via.integration, "crm");
+
+    // `connection` anywhere in a flow that does not run per connection.
+    one(
+        &format!("{HEAD}  - {{id: m, type: map, mapping: {{c: connection.id}}}}\n"),
+        "6:37",
+        "`connection` is in scope only in a flow that runs per connection",
+    );
+    // A poll with a path needs connections; one through connections takes
+    // a path.
+    one(
+        "id: f\ntriggers:\n  - {id: p, type: poll, every: 1m, request: {url: /contacts}, items: response.body, key: item.id}\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "3:51",
+        "needs `integration: KEY` at the top of the flow",
+    );
+    one(
+        "id: f\nintegration: crm\ntriggers:\n  - {id: p, type: poll, every: 1m, request: {url: 'https://crm.example/contacts'}, items: response.body, key: item.id}\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "4:51",
+        "`url` is a path under the integration's base_url",
+    );
+    one(
+        "id: f\nintegration: Not A Key\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: m, type: map, mapping: {a: 1}}\n",
+        "2:14",
+        "`integration` must be an integration key",
+    );
+}

@@ -227,7 +227,10 @@ fn dedupe_key(
     header: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ApiError> {
     if let Some(expr) = &hook.dedupe {
-        let mut scope = flow.scope(tenant).with("event", to_dynamic(event)).build();
+        let mut scope = flow
+            .scope(tenant, None)
+            .with("event", to_dynamic(event))
+            .build();
         let value = expr.eval(&mut scope, None).map_err(|e| {
             ApiError::bad_request(format!("the trigger's dedupe expression failed: {e}"))
         })?;

@@ -14,6 +14,7 @@
 mod api;
 mod connections;
 mod hooks;
+mod integrations;
 mod ops;
 pub mod server;
 mod tenants;
@@ -101,6 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/connections/{id}/refresh",
             post(connections::refresh),
         )
+        .route("/api/v1/integrations", get(integrations::list))
+        .route("/api/v1/integrations/{key}", get(integrations::show))
         .route("/api/v1/tenants", get(tenants::list))
         .route("/api/v1/tenants/{tenant}", delete(tenants::erase))
         .layer(middleware::from_fn_with_state(

@@ -46,6 +46,8 @@ pub async fn erase(
         .erase_tenant(&tenant, &app.outbox)
         .await
         .map_err(ApiError::internal)?;
+    // Its connections are gone: their flows' triggers stop.
+    app.connections.note_added_or_removed();
     tracing::info!(tenant = %tenant, runs = removed.runs, deliveries = removed.deliveries, "tenant erased");
     Ok(Json(json!({"tenant": tenant, "removed": removed})))
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tracing::{error, warn};
-use weir_storage::{RunRecord, RunStatus, Write};
+use weir_storage::{ConnectionRecord, RunRecord, RunStatus, Write};
 
 use super::registry::Registry;
 use crate::engine::{Admission, Engine, EngineError, RunControl};
@@ -175,17 +175,60 @@ impl Runs {
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<RunRecord, AdmitError> {
-        let submitted = self.submit(flow, tenant, trigger, event, writes)?;
+        let submitted = self.submit(flow, tenant, None, trigger, event, writes)?;
         self.admitted(submitted).await
+    }
+
+    /// [`Runs::admit`] for one connection of a flow that runs per
+    /// connection (its cron and poll triggers).
+    pub async fn admit_for(
+        self: &Arc<Self>,
+        flow: &Arc<Flow>,
+        connection: &ConnectionRecord,
+        trigger: &str,
+        event: Value,
+        writes: impl FnOnce(&str) -> Vec<Write>,
+    ) -> Result<RunRecord, AdmitError> {
+        let submitted = self.submit(
+            flow,
+            &connection.tenant,
+            Some(connection),
+            trigger,
+            event,
+            writes,
+        )?;
+        self.admitted(submitted).await
+    }
+
+    /// The connection a run of a per-connection flow is for when its
+    /// trigger does not name one (a webhook, an api call): the tenant's only
+    /// connection to the integration, if it has exactly one.
+    fn own_connection(&self, flow: &Flow, tenant: &str) -> Option<Value> {
+        let integration = flow.integration.as_deref()?;
+        let all = match self.engine.store().connections(tenant) {
+            Ok(all) => all,
+            Err(e) => {
+                warn!(flow = %flow.id, tenant, error = %e, "cannot read the tenant's connections; the run starts without `connection`");
+                return None;
+            }
+        };
+        let mut of_it = all.iter().filter(|c| c.integration == integration);
+        match (of_it.next(), of_it.next()) {
+            (Some(only), None) => Some(crate::connect::connections::scope_value(only)),
+            _ => None,
+        }
     }
 
     /// The first half of [`Runs::admit`], which does not wait: decides,
     /// in call order, whether the run starts or waits its turn, and submits
     /// its commit. Many admissions submitted in a row share disk flushes.
+    /// `connection`: the one the run is for (else, in a flow that runs per
+    /// connection, the tenant's only one).
     pub fn submit(
         self: &Arc<Self>,
         flow: &Arc<Flow>,
         tenant: &str,
+        connection: Option<&ConnectionRecord>,
         trigger: &str,
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
@@ -204,6 +247,10 @@ impl Runs {
             event: Arc::new(event),
             queued: false,
             concurrency_key: key.clone(),
+            connection: match connection {
+                Some(c) => Some(crate::connect::connections::scope_value(c)),
+                None => self.own_connection(flow, tenant),
+            },
             writes,
         };
         // Decide, in arrival order, whether it runs now or waits. A queued

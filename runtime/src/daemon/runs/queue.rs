@@ -52,7 +52,10 @@ impl Runs {
             // A limit without a key holds for all runs of the flow.
             return Ok(Some(String::new()));
         };
-        let mut scope = flow.scope(tenant).with("event", to_dynamic(event)).build();
+        let mut scope = flow
+            .scope(tenant, None)
+            .with("event", to_dynamic(event))
+            .build();
         let value = expr
             .eval(&mut scope, None)
             .map_err(|e| AdmitError::Key(e.to_string()))?;

@@ -1,4 +1,5 @@
-//! A cron trigger for one tenant: fires each instant of its schedule. The
+//! A cron trigger for one tenant (or one connection): fires each instant of
+//! its schedule. The
 //! instant it fired is written in the same commit as the run it started, so
 //! no instant fires twice, across crashes too; instants missed while the
 //! daemon was down are handled by `catch_up`.
@@ -13,7 +14,7 @@ use weir_nodes::TriggerKind;
 use weir_nodes::triggers::cron::{CatchUp, MAX_CATCH_UP};
 use weir_storage::{Commit, TriggerKey, Write};
 
-use super::{Schedules, sleep_or_stop};
+use super::{Schedules, Target, sleep_or_stop};
 use crate::daemon::runs::{AdmitError, Runs};
 use crate::engine::Engine;
 use crate::flow::Flow;
@@ -23,14 +24,15 @@ pub(super) async fn run(
     schedules: Arc<Schedules>,
     flow: Arc<Flow>,
     index: usize,
-    tenant: String,
+    target: Target,
     mut stop: watch::Receiver<bool>,
 ) {
     let trigger = &flow.triggers[index];
     let TriggerKind::Cron(cron) = &trigger.kind else {
         return;
     };
-    let key = TriggerKey::new(&tenant, &flow.id, &trigger.id);
+    let key = target.key(&flow.id, &trigger.id);
+    let tenant = target.tenant.as_str();
     let engine = runs.engine().clone();
     let last = match engine.store().cron_fired(&key) {
         Ok(last) => last,
@@ -48,7 +50,7 @@ pub(super) async fn run(
             CatchUp::All => missed,
         };
         for at in catch_up {
-            if !fire(&runs, &flow, &trigger.id, &tenant, &key, at, &mut stop).await {
+            if !fire(&runs, &flow, &trigger.id, &target, &key, at, &mut stop).await {
                 return;
             }
         }
@@ -63,7 +65,7 @@ pub(super) async fn run(
         if sleep_or_stop(&runs, at, &mut stop).await {
             return;
         }
-        if !fire(&runs, &flow, &trigger.id, &tenant, &key, at, &mut stop).await {
+        if !fire(&runs, &flow, &trigger.id, &target, &key, at, &mut stop).await {
             return;
         }
         from = at;
@@ -82,28 +84,49 @@ pub(crate) fn event(trigger: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Val
 }
 
 /// Starts the run of instant `at`, retrying while the daemon is overloaded
-/// or the disk fails; false if told to stop first.
+/// or the disk fails; false if told to stop first (or the target's
+/// connection is gone). For a connection that is not ready, the instant is
+/// recorded as fired and no run starts.
 async fn fire(
     runs: &Arc<Runs>,
     flow: &Arc<Flow>,
     trigger: &str,
-    tenant: &str,
+    target: &Target,
     key: &TriggerKey,
     at: DateTime<Utc>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
+    let tenant = target.tenant.as_str();
     loop {
         let now = runs.engine().clock().now();
         let fired = Write::CronFired {
             trigger: key.clone(),
             at,
         };
-        match runs
-            .admit(flow, tenant, trigger, event(trigger, at, now), |_| {
-                vec![fired]
-            })
-            .await
-        {
+        let admitted = match target.ready_connection(runs) {
+            Err(()) => return false,
+            Ok(None) if target.connection.is_some() => {
+                debug!(flow = %flow.id, trigger, tenant, connection = ?target.connection, scheduled_at = %at, "cron instant skipped: the connection is not ready");
+                let _ = runs
+                    .engine()
+                    .store()
+                    .commit(Commit::new().with(fired))
+                    .await;
+                return true;
+            }
+            Ok(Some(connection)) => {
+                let event = event(trigger, at, now);
+                runs.admit_for(flow, &connection, trigger, event, |_| vec![fired])
+                    .await
+            }
+            Ok(None) => {
+                runs.admit(flow, tenant, trigger, event(trigger, at, now), |_| {
+                    vec![fired]
+                })
+                .await
+            }
+        };
+        match admitted {
             Ok(run) => {
                 crate::metrics::event_received(&flow.id, trigger);
                 debug!(flow = %flow.id, trigger, tenant, run_id = %run.id, scheduled_at = %at, "cron fired");

@@ -1,5 +1,6 @@
 //! The triggers the daemon runs itself: cron schedules and pollers, one task
-//! per (tenant, flow, trigger), restarted when their flow changes; and the
+//! per (tenant, flow, trigger) — per (connection, flow, trigger) in a flow
+//! that runs per connection —, restarted when their flow changes; and the
 //! locks and expiry of webhook dedupe keys.
 
 mod cron;
@@ -15,10 +16,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weir_nodes::TriggerKind;
-use weir_storage::{Commit, TriggerKey, Write};
+use weir_storage::{Commit, ConnectionRecord, ConnectionState, TriggerKey, Write};
 
 use super::registry::{Changes, Registry};
 use super::runs::Runs;
+use crate::connect::connections::Connections;
 use crate::flow::Flow;
 
 /// Striped locks: one webhook request per (trigger, dedupe key) at a time.
@@ -91,11 +93,55 @@ struct Task {
     handle: JoinHandle<()>,
 }
 
+impl Task {
+    /// Stops it and waits for it to end.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.handle.await;
+    }
+}
+
 pub struct Triggers {
     runs: Arc<Runs>,
     registry: Arc<Registry>,
     schedules: Arc<Schedules>,
+    connections: Arc<Connections>,
     tasks: Mutex<HashMap<String, Vec<Task>>>,
+}
+
+/// Whom one trigger task fires for: a tenant, or one connection of a flow
+/// that runs per connection (its tenant's; its state is read at each
+/// firing).
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub tenant: String,
+    pub connection: Option<String>,
+}
+
+impl Target {
+    fn key(&self, flow: &str, trigger: &str) -> TriggerKey {
+        match &self.connection {
+            None => TriggerKey::new(&self.tenant, flow, trigger),
+            Some(c) => TriggerKey::for_connection(&self.tenant, flow, trigger, c),
+        }
+    }
+
+    /// For a connection: its record now, if it is ready. `Err` if it is
+    /// gone (the task ends); `Ok(None)` while it is not ready (the firing
+    /// is skipped).
+    fn ready_connection(&self, runs: &Runs) -> Result<Option<ConnectionRecord>, ()> {
+        let Some(id) = &self.connection else {
+            return Ok(None);
+        };
+        match runs.engine().store().connection(&self.tenant, id) {
+            Ok(Some(c)) => Ok((c.state == ConnectionState::Ready).then_some(c)),
+            Ok(None) => Err(()),
+            Err(e) => {
+                warn!(tenant = %self.tenant, connection = %id, error = %e, "cannot read the connection; its triggers skip this firing");
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Sleeps until `at` or until told to stop; true if told to stop.
@@ -110,11 +156,17 @@ async fn sleep_or_stop(runs: &Runs, at: DateTime<Utc>, stop: &mut watch::Receive
 }
 
 impl Triggers {
-    pub fn new(runs: Arc<Runs>, registry: Arc<Registry>, schedules: Arc<Schedules>) -> Arc<Self> {
+    pub fn new(
+        runs: Arc<Runs>,
+        registry: Arc<Registry>,
+        schedules: Arc<Schedules>,
+        connections: Arc<Connections>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             runs,
             registry,
             schedules,
+            connections,
             tasks: Mutex::new(HashMap::new()),
         })
     }
@@ -128,32 +180,139 @@ impl Triggers {
 
     fn start_flow(self: &Arc<Self>, flow: &Arc<Flow>) {
         crate::metrics::register_flow(flow);
-        let mut tasks = Vec::new();
-        for (index, trigger) in flow.triggers.iter().enumerate() {
-            if !matches!(trigger.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
-                continue;
-            }
-            for tenant in flow.tenants.listed() {
+        let timed = flow
+            .triggers
+            .iter()
+            .any(|t| matches!(t.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)));
+        let tasks = match &flow.integration {
+            None => flow
+                .tenants
+                .listed()
+                .iter()
+                .flat_map(|tenant| {
+                    let target = Target {
+                        tenant: tenant.clone(),
+                        connection: None,
+                    };
+                    self.spawn(flow, &target)
+                })
+                .collect(),
+            Some(_) if timed => {
                 let (stop, stop_rx) = watch::channel(false);
-                let (runs, flow, tenant) = (self.runs.clone(), flow.clone(), tenant.clone());
-                // On the work runtime: polls evaluate expressions over
-                // whole answers.
-                let work = runs.work().clone();
-                let handle = match &trigger.kind {
-                    TriggerKind::Cron(_) => {
-                        let schedules = self.schedules.clone();
-                        work.spawn(cron::run(runs, schedules, flow, index, tenant, stop_rx))
-                    }
-                    _ => work.spawn(poll::run(runs, flow, index, tenant, stop_rx)),
-                };
-                tasks.push(Task { stop, handle });
+                let handle = self
+                    .runs
+                    .work()
+                    .spawn(self.clone().per_connection(flow.clone(), stop_rx));
+                vec![Task { stop, handle }]
             }
-        }
+            Some(_) => Vec::new(),
+        };
         if !tasks.is_empty() {
             self.tasks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(flow.id.clone(), tasks);
+        }
+    }
+
+    /// The cron and poll tasks of `flow` for `target`.
+    fn spawn(&self, flow: &Arc<Flow>, target: &Target) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        for (index, trigger) in flow.triggers.iter().enumerate() {
+            if !matches!(trigger.kind, TriggerKind::Cron(_) | TriggerKind::Poll(_)) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            let (runs, flow, target) = (self.runs.clone(), flow.clone(), target.clone());
+            // On the work runtime: polls evaluate expressions over
+            // whole answers.
+            let work = runs.work().clone();
+            let handle = match &trigger.kind {
+                TriggerKind::Cron(_) => {
+                    let schedules = self.schedules.clone();
+                    work.spawn(cron::run(runs, schedules, flow, index, target, stop_rx))
+                }
+                _ => work.spawn(poll::run(runs, flow, index, target, stop_rx)),
+            };
+            tasks.push(Task { stop, handle });
+        }
+        tasks
+    }
+
+    /// A flow that runs per connection: keeps one set of trigger tasks per
+    /// connection to its integration (of the tenants it serves), started
+    /// when a connection is created and stopped when it is removed. Each
+    /// task checks at every firing that its connection is ready.
+    async fn per_connection(self: Arc<Self>, flow: Arc<Flow>, mut stop: watch::Receiver<bool>) {
+        let Some(integration) = flow.integration.clone() else {
+            return;
+        };
+        let mut changes = self.connections.added_or_removed();
+        // By connection id: its tenant and tasks.
+        let mut running: HashMap<String, (String, Vec<Task>)> = HashMap::new();
+        loop {
+            changes.borrow_and_update();
+            match self.runs.engine().store().all_connections() {
+                Ok(all) => {
+                    let wanted: HashMap<String, String> = all
+                        .into_iter()
+                        .filter(|c| c.integration == integration && flow.tenants.serves(&c.tenant))
+                        .map(|c| (c.id, c.tenant))
+                        .collect();
+                    let gone: Vec<String> = running
+                        .keys()
+                        .filter(|id| !wanted.contains_key(*id))
+                        .cloned()
+                        .collect();
+                    for id in gone {
+                        let Some((tenant, tasks)) = running.remove(&id) else {
+                            continue;
+                        };
+                        for task in tasks {
+                            task.stop().await;
+                        }
+                        self.forget_state(&tenant, &id).await;
+                    }
+                    for (id, tenant) in wanted {
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            running.entry(id.clone())
+                        {
+                            let target = Target {
+                                tenant: tenant.clone(),
+                                connection: Some(id),
+                            };
+                            slot.insert((tenant, self.spawn(&flow, &target)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(flow = %flow.id, error = %e, "cannot list the connections; the flow's triggers wait for the next change of connections");
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        for task in running.into_values().flat_map(|(_, tasks)| tasks) {
+            task.stop().await;
+        }
+    }
+
+    /// The connection is deleted and its tasks have stopped: what they may
+    /// have written after the delete goes too (removing a connection
+    /// removes its triggers' state).
+    async fn forget_state(&self, tenant: &str, id: &str) {
+        let store = self.runs.engine().store();
+        if !matches!(store.connection(tenant, id), Ok(None)) {
+            return;
+        }
+        let forget = Write::RemoveConnection {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+        };
+        if let Err(e) = store.commit(Commit::new().with(forget)).await {
+            warn!(tenant, connection = %id, error = %e, "cannot forget a deleted connection's trigger state");
         }
     }
 
@@ -165,8 +324,7 @@ impl Triggers {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         for task in tasks.unwrap_or_default() {
-            task.stop.send_replace(true);
-            let _ = task.handle.await;
+            task.stop().await;
         }
         let stale: Vec<(String, String)> = self
             .schedules

@@ -1,4 +1,5 @@
-//! A poll trigger for one tenant: calls an HTTP API every `every`, compares
+//! A poll trigger for one tenant (or one connection, through which it
+//! calls): calls an HTTP API every `every`, compares
 //! the records with the versions it saw before, and starts a run for each
 //! change. Each run is committed together with the seen-version update of
 //! its record, so each (key, version) is emitted exactly once, across
@@ -22,9 +23,10 @@ use weir_nodes::TriggerKind;
 use weir_nodes::backoff::Backoff;
 use weir_nodes::script::{to_dynamic, to_json};
 use weir_nodes::triggers::poll::Poll;
-use weir_storage::{Commit, SeenRecord, TriggerKey, Write};
+use weir_storage::{Commit, ConnectionRecord, SeenRecord, TriggerKey, Write};
 
-use super::sleep_or_stop;
+use super::{Target, sleep_or_stop};
+use crate::connect::connections::scope_value;
 use crate::daemon::runs::{AdmitError, Runs, Submitted};
 use crate::engine::Engine;
 use crate::flow::Flow;
@@ -86,12 +88,17 @@ enum Pending {
     Seen(weir_storage::Ticket),
 }
 
-/// One poll trigger of one flow for one tenant, and what it saw.
+/// One poll trigger of one flow for one tenant (or one connection), and
+/// what it saw.
 struct PollTask {
     runs: Arc<Runs>,
     flow: Arc<Flow>,
     index: usize,
     tenant: String,
+    /// For a connection: its record as this poll read it (ready), and
+    /// `connection` as expressions see it.
+    connection: Option<ConnectionRecord>,
+    connection_value: Option<Value>,
     key: TriggerKey,
     /// Every record seen, by key, as on disk.
     seen: HashMap<String, SeenRecord>,
@@ -104,16 +111,17 @@ pub(super) async fn run(
     runs: Arc<Runs>,
     flow: Arc<Flow>,
     index: usize,
-    tenant: String,
+    target: Target,
     mut stop: watch::Receiver<bool>,
 ) {
+    let tenant = target.tenant.clone();
     let trigger = &flow.triggers[index];
     let TriggerKind::Poll(poll) = &trigger.kind else {
         return;
     };
     let every = poll.every;
     let backoff = Backoff::new(every, MAX_BACKOFF.max(every));
-    let key = TriggerKey::new(&tenant, &flow.id, &trigger.id);
+    let key = target.key(&flow.id, &trigger.id);
     let store = runs.engine().store().clone();
     let (seen, cursor) = match (store.seen(&key), store.cursor(&key)) {
         (Ok(seen), Ok(cursor)) => (seen, cursor),
@@ -127,6 +135,8 @@ pub(super) async fn run(
         flow: flow.clone(),
         index,
         tenant: tenant.clone(),
+        connection: None,
+        connection_value: None,
         key,
         seen: seen.into_iter().collect(),
         first: cursor.is_none(),
@@ -135,7 +145,22 @@ pub(super) async fn run(
     let mut failures = 0u32;
     let mut deferring = false;
     loop {
-        match task.poll().await {
+        // A connection's poll skips while it is not ready (what it saw is
+        // kept), and ends when it is gone.
+        let ready = match target.ready_connection(&runs) {
+            Err(()) => return,
+            Ok(Some(c)) => {
+                task.connection_value = Some(scope_value(&c));
+                task.connection = Some(c);
+                true
+            }
+            Ok(None) => target.connection.is_none(),
+        };
+        let polled = match ready {
+            true => task.poll().await,
+            false => Ok(Outcome::Done),
+        };
+        match polled {
             Ok(outcome) => {
                 failures = 0;
                 match outcome {
@@ -197,10 +222,16 @@ impl PollTask {
         &self.flow.triggers[self.index].id
     }
 
+    /// `vars`, `tenant`, `flow` and `connection`.
+    fn context(&self) -> weir_nodes::script::ScopeBuilder {
+        self.flow
+            .scope(&self.tenant, self.connection_value.as_ref())
+    }
+
     fn base_scope(&self) -> Scope<'static> {
         let scope = self
             .flow
-            .scope(&self.tenant)
+            .scope(&self.tenant, self.connection_value.as_ref())
             .with("cursor", to_dynamic(&self.cursor));
         match self.flow.secrets.is_empty() {
             true => scope.build(),
@@ -225,19 +256,27 @@ impl PollTask {
     }
 
     /// The API's answer, `{status, headers, body}` (secrets it echoes
-    /// redacted: its records become events).
+    /// redacted: its records become events). A flow that runs per
+    /// connection polls through the task's connection.
     async fn fetch(&self, scope: &mut Scope<'static>) -> Result<Value, PollError> {
         let poll = self.poll_def();
-        let request = poll
+        let mut request = poll
             .request
             .prepare(scope, None)
             .map_err(|e| PollError::Request(e.to_string()))?;
+        if let (Some(via), Some(c)) = (&mut request.via, &self.connection) {
+            via.id = Some(c.id.clone());
+        }
         let key = &self.key;
-        let idempotency = format!("poll:{}:{}:{}", key.tenant, key.flow, key.trigger);
-        let mut response = request
-            .send(&idempotency, None)
-            .await
-            .map_err(|e| PollError::Request(e.to_string()))?;
+        let idempotency = match &key.connection {
+            None => format!("poll:{}:{}:{}", key.tenant, key.flow, key.trigger),
+            Some(c) => format!("poll:{}:{}:{}:{c}", key.tenant, key.flow, key.trigger),
+        };
+        let connector = self.runs.engine().connector();
+        let mut response =
+            crate::engine::send(&request, &idempotency, None, connector, &self.tenant)
+                .await
+                .map_err(|e| PollError::Request(e.to_string()))?;
         self.flow.secrets.redact_value(&mut response);
         Ok(response)
     }
@@ -281,7 +320,7 @@ impl PollTask {
         let mut listed: Vec<Listed> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
         for (n, item) in items.into_iter().enumerate() {
-            let mut scope = Poll::item_scope(&item, self.flow.scope(&self.tenant));
+            let mut scope = Poll::item_scope(&item, self.context());
             let (key_value, version) = match poll.identify(&item, &mut scope) {
                 Ok(identified) => identified,
                 Err(e) => {
@@ -341,7 +380,7 @@ impl PollTask {
             for k in gone {
                 let old = &self.seen[k];
                 // The key as the record gave it (a number stays a number).
-                let mut scope = Poll::item_scope(&old.item, self.flow.scope(&self.tenant));
+                let mut scope = Poll::item_scope(&old.item, self.context());
                 let key_value = poll
                     .identify(&old.item, &mut scope)
                     .map(|(k, _)| k)
@@ -397,10 +436,14 @@ impl PollTask {
                 event.insert("version".into(), change.version);
                 event.insert("item".into(), change.item);
                 let event = Value::Object(event);
-                match self
-                    .runs
-                    .submit(&self.flow, &self.tenant, &trigger, event, |_| vec![write])
-                {
+                match self.runs.submit(
+                    &self.flow,
+                    &self.tenant,
+                    self.connection.as_ref(),
+                    &trigger,
+                    event,
+                    |_| vec![write],
+                ) {
                     Ok(admission) => Pending::Run(Box::new(admission)),
                     // The rest is found again by the next poll.
                     Err(AdmitError::Overloaded(_)) => {

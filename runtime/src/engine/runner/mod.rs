@@ -14,6 +14,8 @@
 mod frame;
 mod node;
 
+pub(crate) use node::send;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -358,6 +360,17 @@ impl<'e> Runner<'e> {
             .unwrap_or_else(|e| e.into_inner())
             .tenant
             .clone()
+    }
+
+    /// The connection a run of a per-connection flow is for: a request
+    /// through `connection: KEY` of the flow's integration, without
+    /// `connection_id`, goes through it.
+    fn own_connection(&self, via: &weir_nodes::functions::http::Via) -> Option<String> {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        let c = run.connection.as_ref()?;
+        (self.flow.integration.as_deref() == Some(via.integration.as_str()))
+            .then(|| c.get("id")?.as_str().map(str::to_owned))
+            .flatten()
     }
 
     fn run_id(&self) -> String {

@@ -166,12 +166,17 @@ impl<'e> Runner<'e> {
         let key = frame.idempotency_key(&self.run_id(), node);
         match &node.kind {
             NodeKind::Http(http) => {
-                let request = match http.prepare(&mut frame.scope, node.timeout) {
+                let mut request = match http.prepare(&mut frame.scope, node.timeout) {
                     Ok(request) => request,
                     Err(e) => {
                         return self.finish(frame, i, Done::Error(e), inflight).await;
                     }
                 };
+                if let Some(via) = &mut request.via
+                    && via.id.is_none()
+                {
+                    via.id = self.own_connection(via);
+                }
                 // A side effect: what it depends on must be on disk first.
                 self.sync().await?;
                 self.commit_node(&frame.state[i].record, None, None).await?;
@@ -179,7 +184,14 @@ impl<'e> Runner<'e> {
                 let (connector, tenant) = (self.engine.connector(), self.tenant());
                 inflight.push(Box::pin(
                     async move {
-                        let done = send(&request, &key, timeout, connector, &tenant).await;
+                        let done = match send(&request, &key, timeout, connector, &tenant).await {
+                            Ok(output) => Done::Ok {
+                                output,
+                                dynamic: None,
+                                delivery: None,
+                            },
+                            Err(e) => Done::Error(e),
+                        };
                         Ok(Event::Finished(i, done))
                     }
                     .instrument(span.clone()),
@@ -454,51 +466,42 @@ impl<'e> Runner<'e> {
     }
 }
 
-/// Sends an `http` node's request, through its connection if it names one.
-async fn send(
+/// Sends a request (an `http` node's, a poll's), through its connection if
+/// it names one: the credentials applied, and on a 401 the connection's
+/// token refreshed and the request repeated once (or the connection
+/// disconnected).
+pub(crate) async fn send(
     request: &weir_nodes::functions::http::Request,
     key: &str,
     timeout: Option<std::time::Duration>,
     connector: Option<std::sync::Arc<dyn weir_nodes::functions::http::Connector>>,
     tenant: &str,
-) -> Done {
+) -> Result<Value, NodeError> {
     use weir_nodes::functions::http::HttpError;
-    let ok = |output| Done::Ok {
-        output,
-        dynamic: None,
-        delivery: None,
-    };
     let Some(via) = &request.via else {
-        return match request.send(key, timeout).await {
-            Ok(output) => ok(output),
-            Err(e) => Done::Error(NodeError::Http(e)),
-        };
+        return request.send(key, timeout).await.map_err(NodeError::Http);
     };
     let Some(connector) = connector else {
-        return Done::Error(NodeError::Invalid(format!(
+        return Err(NodeError::Invalid(format!(
             "`connection: {}` needs the daemon (weir serve), which holds the tenants' connections",
             via.integration
         )));
     };
-    let authorized = match connector.authorize(tenant, via, request).await {
-        Ok(a) => a,
-        Err(e) => return Done::Error(e),
-    };
+    let authorized = connector.authorize(tenant, via, request).await?;
     match request.send_to(key, timeout, Some(&authorized)).await {
-        Ok(output) => ok(output),
         Err(e @ HttpError::Status { status: 401, .. }) => {
             // Once: a refreshed token gets one more try.
             match connector
                 .rejected(tenant, request, &authorized, &e.to_string())
                 .await
             {
-                Ok(again) => match request.send_to(key, timeout, Some(&again)).await {
-                    Ok(output) => ok(output),
-                    Err(e) => Done::Error(NodeError::Http(e)),
-                },
-                Err(note) => Done::Error(NodeError::Invalid(format!("{e}; {note}"))),
+                Ok(again) => request
+                    .send_to(key, timeout, Some(&again))
+                    .await
+                    .map_err(NodeError::Http),
+                Err(note) => Err(NodeError::Invalid(format!("{e}; {note}"))),
             }
         }
-        Err(e) => Done::Error(NodeError::Http(e)),
+        other => other.map_err(NodeError::Http),
     }
 }
