@@ -253,13 +253,37 @@ fn the_example_flows_are_valid() {
             "validate",
             root.join("flows").to_str().unwrap(),
             root.join("integrations").to_str().unwrap(),
+            root.join("actions").to_str().unwrap(),
         ],
         &[],
     )
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
     assert!(
-        done.stderr.contains("5 valid flows, 2 valid integrations"),
+        done.stderr
+            .contains("5 valid flows, 2 valid integrations, 2 valid actions"),
+        "{done}"
+    );
+    // An integration action that changes the universal action's input
+    // schema: a problem of the integration's file, at the schema.
+    let layers = dir.path().join("layers");
+    std::fs::create_dir_all(&layers).unwrap();
+    std::fs::copy(
+        root.join("actions/create-contact.yaml"),
+        layers.join("create-contact.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        layers.join("crm.yaml"),
+        "key: crm\nbase_url: https://crm.example\nauth: {type: bearer}\nactions:\n  - key: create-contact\n    input_schema: {type: object}\n    request: {method: POST, path: /contacts}\n",
+    )
+    .unwrap();
+    let done = run_weir(dir.path(), "layers", &["validate", arg(&layers)], TIMEOUT);
+    assert_eq!(done.code, Some(1), "{done}");
+    assert!(
+        done.stdout.contains(
+            "crm.yaml:6:19: error: action 'create-contact' implements the universal action"
+        ),
         "{done}"
     );
     // examples/flows needs the secret GitHub signs with.

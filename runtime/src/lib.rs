@@ -5,6 +5,7 @@
 //! - [`engine`]: runs: start, drive node by node with durable commits, resume
 //! - [`cli`]: `weir validate`, `weir run`, `weir graph`
 
+pub mod act;
 pub mod auth;
 pub mod cli;
 pub mod connect;

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use weir_nodes::diag::{Diagnostic, Diags, Pos};
 use weir_nodes::reader::{Options, valid_id};
 use weir_nodes::script::Template;
@@ -30,54 +29,14 @@ pub struct Integration {
     pub version: String,
     pub base_url: Template,
     /// The JSON Schema of a connection's `parameters`.
-    pub parameters: Option<Parameters>,
+    pub parameters: Option<Schema>,
     pub auth: AuthKind,
     pub test: Option<TestRequest>,
+    /// `actions:`: what a connection can do on the app (see `act`).
+    pub actions: Vec<crate::act::definition::Action>,
 }
 
-/// A compiled parameters schema.
-pub struct Parameters {
-    pub schema: Value,
-    validator: jsonschema::Validator,
-}
-
-impl std::fmt::Debug for Parameters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parameters")
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A problem of a value against a schema: where (a JSON pointer) and what.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SchemaError {
-    pub pointer: String,
-    pub message: String,
-}
-
-impl SchemaError {
-    pub fn new(pointer: &str, message: impl Into<String>) -> Self {
-        Self {
-            pointer: pointer.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-impl Parameters {
-    /// Every problem of `value`, with pointers under `prefix` (like
-    /// `/parameters`).
-    pub fn check(&self, value: &Value, prefix: &str) -> Vec<SchemaError> {
-        self.validator
-            .iter_errors(value)
-            .map(|e| SchemaError {
-                pointer: format!("{prefix}{}", e.instance_path()),
-                message: e.to_string(),
-            })
-            .collect()
-    }
-}
+pub use crate::act::schema::{Schema, SchemaError};
 
 /// How requests to the app carry a connection's credentials.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,18 +194,17 @@ fn read(root: &Yaml, source: &str, file: &str, diags: &Diags) -> Option<Integrat
             format!("`base_url` must be an http(s) URL, not `{text}`"),
         );
     }
-    let parameters = o.get("parameters").and_then(|v| read_schema(v, &o));
+    let parameters = o
+        .get("parameters")
+        .and_then(|v| crate::act::schema::read(v, "parameters", &o));
     let auth = o.required("auth").and_then(|v| read_auth(v, source, diags));
     let test = o.get("test").and_then(|v| read_test(v, source, diags));
-    // Actions are read by the actions loader; here they are only allowed.
-    if let Some(actions) = o.get("actions")
-        && !matches!(actions.kind, Kind::List(_))
-    {
-        o.error(
-            actions.pos,
-            format!("`actions` must be a list, not {}", actions.describe()),
-        );
-    }
+    let actions = match (o.get("actions"), &key) {
+        (Some(v), Some(key)) => {
+            crate::act::definition::read_integration_actions(v, source, file, key, diags)
+        }
+        _ => Vec::new(),
+    };
     o.finish();
     Some(Integration {
         key: key?,
@@ -257,38 +215,8 @@ fn read(root: &Yaml, source: &str, file: &str, diags: &Diags) -> Option<Integrat
         parameters,
         auth: auth?,
         test,
+        actions,
     })
-}
-
-fn read_schema(value: &Yaml, o: &Options<'_>) -> Option<Parameters> {
-    if !matches!(value.kind, Kind::Map(_)) {
-        o.error(
-            value.pos,
-            format!(
-                "`parameters` must be a JSON Schema (a map), not {}",
-                value.describe()
-            ),
-        );
-        return None;
-    }
-    let schema = value.to_json();
-    if let Err(e) = jsonschema::meta::validate(&schema) {
-        o.error(
-            value.pos,
-            format!(
-                "`parameters` is not a valid JSON Schema: {e} (at {})",
-                e.instance_path()
-            ),
-        );
-        return None;
-    }
-    match jsonschema::validator_for(&schema) {
-        Ok(validator) => Some(Parameters { schema, validator }),
-        Err(e) => {
-            o.error(value.pos, format!("`parameters` cannot be compiled: {e}"));
-            None
-        }
-    }
 }
 
 fn read_auth(value: &Yaml, source: &str, diags: &Diags) -> Option<AuthKind> {
@@ -527,7 +455,7 @@ test:
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].pointer, "/parameters/subdomain");
         let errors = params.check(&serde_json::json!({}), "/parameters");
-        assert_eq!(errors[0].pointer, "/parameters");
+        assert_eq!(errors[0].pointer, "/parameters/subdomain");
         assert!(errors[0].message.contains("subdomain"), "{errors:?}");
     }
 
