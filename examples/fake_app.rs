@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `GET /{region}/me`, `GET /{region}/contacts` (three contacts; the third
-//! is updated every minute) and `GET /{region}/contacts/{id}` answer when
+//! is updated every minute), `POST /{region}/contacts` (`{email,
+//! full_name}` → `201 {id, …}`) and `GET /{region}/contacts/{id}` answer when
 //! the request carries `X-API-Key: demo-key`, or `Authorization: Bearer`
 //! with a token from its OAuth2 token endpoint (anything else: 401).
 //! `POST /oauth/token` grants tokens to any client (they live
@@ -105,6 +106,31 @@ async fn contacts(
     Ok(Json(json!({ "items": items })))
 }
 
+/// Contacts created so far (their ids).
+static CREATED: AtomicU64 = AtomicU64::new(100);
+
+/// Creates a contact (the `create-contact` action): answers its new id.
+async fn create_contact(
+    Path(region): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
+    authorized(&headers)?;
+    if !body["email"].as_str().is_some_and(|e| e.contains('@')) {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "email is required"})),
+        ));
+    }
+    let id = CREATED.fetch_add(1, Ordering::Relaxed) + 1;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": id, "region": region, "email": body["email"], "name": body["full_name"]}),
+        ),
+    ))
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::var("FAKE_APP_LISTEN").unwrap_or_else(|_| "127.0.0.1:8090".into());
@@ -112,7 +138,7 @@ async fn main() -> std::io::Result<()> {
         .route("/oauth/token", post(token))
         .route("/stats", get(stats))
         .route("/{region}/me", get(me))
-        .route("/{region}/contacts", get(contacts))
+        .route("/{region}/contacts", get(contacts).post(create_contact))
         .route("/{region}/contacts/{id}", get(contact));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("the example CRM listens on http://{addr} (API key: {KEY})");

@@ -944,3 +944,222 @@ nodes:
         weir_testkit::assert_not_in_files(&weir_testkit::files_under(&daemon.data), secret);
     }
 }
+
+/// `action` nodes: the action resolved through the tenant's connection
+/// (integration → universal), its input checked before anything is sent,
+/// the integration's mapping sent with the credentials and weir's
+/// idempotency key, the output mapped and checked.
+#[test]
+fn action_nodes_run_the_integrations_mapping() {
+    let app = FakeServer::start();
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
+        ("GET", "/eu/me") => 200,
+        ("POST", "/eu/contacts") => 201,
+        _ => 404,
+    });
+    app.set_body(json!({"id": 7}));
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    integrations_with_actions(&integrations, &app);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(&actions).unwrap();
+    std::fs::write(
+        actions.join("create-contact.yaml"),
+        "key: create-contact\ninput_schema:\n  type: object\n  required: [email]\n  properties: {email: {type: string}, name: {type: string}}\noutput_schema:\n  type: object\n  required: [id]\n  properties: {id: {type: integer}}\n",
+    )
+    .unwrap();
+    let keys = format!("k1:{}", key(1));
+    let daemon = Daemon::start(
+        dir.path(),
+        "daemon",
+        &[
+            "--integrations",
+            integrations.to_str().unwrap(),
+            "--actions",
+            actions.to_str().unwrap(),
+        ],
+        &[
+            ("WEIR_WORKSPACE_SECRET", SECRET),
+            ("WEIR_SECRET_KEYS", &keys),
+        ],
+    );
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "add.yaml",
+        "id: add\ntenants: [a]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: add, type: action, action: create-contact, input: {email: event.body.email, name: '\"Ada\"'}}\n",
+    );
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let c = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    assert_eq!(c.body["state"], "ready", "{c}");
+    let run = |input: Value| -> Value {
+        let started = a.post("/api/v1/flows/add/runs", &json!({"input": input}));
+        assert_eq!(started.status, 202, "{started}");
+        a.wait_finished(started.body["run_id"].as_str().unwrap())
+    };
+
+    let done = run(json!({"email": "ada@example.com"}));
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["nodes"][0]["output"], json!({"id": 7}), "{done:#}");
+    let sent = app.requests_to("/eu/contacts");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].json(),
+        json!({"email": "ada@example.com", "full_name": "Ada"})
+    );
+    assert_eq!(
+        sent[0].idempotency_key().as_deref(),
+        Some(format!("{}:add", done["id"].as_str().unwrap()).as_str())
+    );
+
+    // An input that does not match: the node fails with the pointer, and
+    // nothing reaches the app.
+    let bad = run(json!({"mail": "ada@example.com"}));
+    assert_eq!(bad["status"], "failed", "{bad:#}");
+    assert!(
+        bad["nodes"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("/email"),
+        "{bad:#}"
+    );
+    assert_eq!(app.count("/eu/contacts"), 1);
+
+    // The app answers what the output schema refuses: the action fails
+    // naming the pointer.
+    app.set_body(json!({"id": "seven"}));
+    let odd = run(json!({"email": "ada@example.com"}));
+    assert_eq!(odd["status"], "failed", "{odd:#}");
+    let error = odd["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("output_schema") && error.contains("/id"),
+        "{error}"
+    );
+
+    // Through the API: the same resolution, input checked before a run
+    // exists, the run durable and listed, the output answered.
+    app.set_body(json!({"id": 8}));
+    let call = |api: &Api, body: Value| api.post("/api/v1/actions/create-contact/run", &body);
+    let ok = call(&a, json!({"input": {"email": "bob@example.com"}}));
+    assert_eq!(ok.status, 200, "{ok}\n{}", daemon.weir.stderr());
+    assert_eq!(ok.body["output"], json!({"id": 8}), "{ok}");
+    let run_id = ok.body["run_id"].as_str().unwrap();
+    let listed = a.run(run_id);
+    assert_eq!(listed["flow"], "action-create-contact", "{listed:#}");
+    assert_eq!(listed["status"], "succeeded", "{listed:#}");
+    let before = app.count("/eu/contacts");
+    let invalid = call(&a, json!({"input": {"name": 5}}));
+    assert_eq!(invalid.status, 422, "{invalid}");
+    assert_eq!(invalid.body["error"]["code"], "invalid_input", "{invalid}");
+    let pointers: Vec<&str> = invalid.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/email") && pointers.contains(&"/name"),
+        "{invalid}"
+    );
+    assert_eq!(
+        app.count("/eu/contacts"),
+        before,
+        "no request for an invalid input"
+    );
+    call(&a, json!({"input": {}, "nope": 1})).assert_error(400, "bad_request");
+    a.post(
+        "/api/v1/actions/delete-everything/run",
+        &json!({"input": {}}),
+    )
+    .assert_error(404, "not_found");
+    let b = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "b"]));
+    call(
+        &b,
+        json!({"input": {"email": "x@example.com"}, "connection": c.body["id"]}),
+    )
+    .assert_error(404, "not_found");
+    call(&b, json!({"input": {"email": "x@example.com"}})).assert_error(409, "no_connection");
+    let catalog = a.get_ok("/api/v1/actions");
+    let entry = catalog["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == "create-contact")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["integrations"], json!(["crm"]), "{catalog:#}");
+    assert_eq!(entry["connections"], json!([c.body["id"]]), "{catalog:#}");
+    assert_eq!(
+        entry["input_schema"]["required"],
+        json!(["email"]),
+        "{catalog:#}"
+    );
+    app.set_body(json!({"id": "eight"}));
+    let failed = call(&a, json!({"input": {"email": "bob@example.com"}}));
+    assert_eq!(failed.status, 502, "{failed}");
+    assert_eq!(failed.body["error"]["code"], "action_failed", "{failed}");
+    assert!(failed.body["error"]["run_id"].is_string(), "{failed}");
+    assert!(failed.text.contains("/id"), "{failed}");
+
+    // Two connections implement it: the node fails naming both, and the
+    // API answers 409 with them.
+    let second = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    let two = run(json!({"email": "ada@example.com"}));
+    let error = two["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(c.body["id"].as_str().unwrap())
+            && error.contains(second.body["id"].as_str().unwrap()),
+        "{error}"
+    );
+    let ambiguous = call(&a, json!({"input": {"email": "ada@example.com"}}));
+    assert_eq!(ambiguous.status, 409, "{ambiguous}");
+    assert_eq!(ambiguous.body["error"]["code"], "ambiguous_connection");
+    assert_eq!(
+        ambiguous.body["error"]["connections"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{ambiguous}"
+    );
+    let picked = call(
+        &a,
+        json!({"input": {"email": "ada@example.com"}, "connection": second.body["id"]}),
+    );
+    assert_eq!(picked.status, 502, "{picked}");
+    assert!(!daemon.weir.stderr().contains(GOOD_KEY));
+}
+
+/// The `crm` integration with a `create-contact` mapping.
+fn integrations_with_actions(dir: &Path, app: &FakeServer) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("crm.yaml"),
+        format!(
+            r#"key: crm
+base_url: '{}/${{connection.parameters.region}}'
+parameters: {{type: object, required: [region], properties: {{region: {{enum: [eu, us]}}}}}}
+auth: {{type: api_key, in: header, name: X-API-Key}}
+test: {{request: {{path: /me}}}}
+actions:
+  - key: create-contact
+    request:
+      method: POST
+      path: /contacts
+      body: {{email: input.email, full_name: 'input.name ?? ""'}}
+    output: {{id: response.body.id}}
+"#,
+            app.base()
+        ),
+    )
+    .unwrap();
+}

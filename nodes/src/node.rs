@@ -10,7 +10,9 @@ use crate::control::{
     delay::Delay, fail::Fail, filter::Filter, for_each::ForEach, if_::If, switch::Switch,
 };
 use crate::diag::{Diags, Pos};
-use crate::functions::{deliver::Deliver, http::Http, log::Log, map::MapNode, script::ScriptNode};
+use crate::functions::{
+    action::ActionNode, deliver::Deliver, http::Http, log::Log, map::MapNode, script::ScriptNode,
+};
 use crate::reader::{Options, valid_id};
 use crate::script::ScriptError;
 use crate::yaml::{Kind, Yaml};
@@ -147,6 +149,8 @@ pub enum NodeKind {
     Map(MapNode),
     Script(ScriptNode),
     Http(Http),
+    /// An action on a connected app (resolved by the daemon).
+    Action(ActionNode),
     Deliver(Deliver),
     Log(Log),
     If(If),
@@ -161,8 +165,8 @@ pub enum NodeKind {
 }
 
 pub const NODE_TYPES: &[&str] = &[
-    "map", "script", "http", "deliver", "log", "if", "switch", "filter", "for_each", "delay",
-    "fail",
+    "map", "script", "http", "action", "deliver", "log", "if", "switch", "filter", "for_each",
+    "delay", "fail",
 ];
 
 /// What a node that runs at once (not `http`, `delay`, `for_each`) produced.
@@ -215,6 +219,7 @@ impl NodeKind {
             Self::Map(_) => "map",
             Self::Script(_) => "script",
             Self::Http(_) => "http",
+            Self::Action(_) => "action",
             Self::Deliver(_) => "deliver",
             Self::Log(_) => "log",
             Self::If(_) => "if",
@@ -263,14 +268,16 @@ impl NodeKind {
             Self::Switch(n) => n.run(scope, timeout),
             Self::Filter(n) => n.run(scope, timeout),
             Self::Fail(n) => n.run(scope, timeout),
-            Self::Http(_) | Self::Delay(_) | Self::ForEach(_) | Self::Invalid => return None,
+            Self::Http(_) | Self::Action(_) | Self::Delay(_) | Self::ForEach(_) | Self::Invalid => {
+                return None;
+            }
         })
     }
 
     /// Whether running the node has an effect outside weir, so that what it
     /// depends on must be on disk first.
     pub fn has_effect(&self) -> bool {
-        matches!(self, Self::Http(_))
+        matches!(self, Self::Http(_) | Self::Action(_))
     }
 }
 
@@ -356,6 +363,7 @@ fn read_node_options(yaml: &Yaml, source: &str, names: &[&str], diags: &Diags) -
         "map" => MapNode::build(&mut o, names).map(NodeKind::Map),
         "script" => ScriptNode::build(&mut o, names).map(NodeKind::Script),
         "http" => Http::build(&mut o, names).map(NodeKind::Http),
+        "action" => ActionNode::build(&mut o, names).map(NodeKind::Action),
         "deliver" => Deliver::build(&mut o, names).map(NodeKind::Deliver),
         "log" => Log::build(&mut o, names).map(NodeKind::Log),
         "if" => If::build(&mut o, names).map(NodeKind::If),

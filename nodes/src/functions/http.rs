@@ -387,6 +387,28 @@ impl HttpError {
 }
 
 impl Request {
+    /// A request through a connection to `path_and_query` under the
+    /// integration's `base_url` (an action's request).
+    pub fn through(
+        via: Via,
+        method: Method,
+        path_and_query: &str,
+        headers: Vec<(String, String)>,
+        body: Option<Value>,
+    ) -> Result<Self, String> {
+        let url = Url::parse(VIA_BASE)
+            .and_then(|base| base.join(path_and_query.trim_start_matches('/')))
+            .map_err(|e| format!("path `{}`: {e}", http_client::shown_text(path_and_query)))?;
+        Ok(Self {
+            method,
+            url,
+            headers,
+            body,
+            expect: vec![StatusMatch::Class(2)],
+            via: Some(via),
+        })
+    }
+
     /// The path (from `/`) and the query of a request through a connection.
     pub fn path_and_query(&self) -> String {
         let mut out = self.url.path().to_owned();

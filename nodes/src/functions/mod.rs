@@ -1,5 +1,6 @@
 //! Function nodes: they compute or do something and hand on an output.
 
+pub mod action;
 pub mod deliver;
 pub mod http;
 pub mod log;

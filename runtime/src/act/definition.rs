@@ -19,6 +19,9 @@ pub const REQUEST_SCOPE: &[&str] = &["input", "connection"];
 /// The names an action's `output` mapping sees.
 pub const OUTPUT_SCOPE: &[&str] = &["response", "input", "connection"];
 
+/// The longest action key: its API runs' flow is `action-KEY`, a flow id.
+pub const MAX_KEY: usize = 57;
+
 /// The most attempts an action's `retry` may ask for.
 pub const MAX_ATTEMPTS: u64 = 10;
 /// Attempts when `retry` is not given.
@@ -45,7 +48,7 @@ pub struct Action {
 /// How an integration action is done.
 #[derive(Debug)]
 pub enum Implementation {
-    Request(RequestSpec),
+    Request(Box<RequestSpec>),
     /// `flow: ID`: an api-triggered flow whose last node's output is the
     /// action's output.
     Flow(String),
@@ -156,10 +159,10 @@ fn read(
 ) -> Option<Action> {
     let mut o = Options::new(yaml, "action", source, diags);
     let (key, pos) = o.required_str("key")?;
-    if !valid_id(key) {
+    if !valid_id(key) || key.len() > MAX_KEY {
         o.error(
             pos,
-            format!("action key `{key}` must match [a-z0-9_-]{{1,64}}"),
+            format!("action key `{key}` must match [a-z0-9_-]{{1,{MAX_KEY}}}"),
         );
     }
     o.what = format!("action '{key}'");
@@ -315,7 +318,7 @@ fn read_implementation(
                     attempts
                 }
             };
-            Some(Implementation::Request(RequestSpec {
+            Some(Implementation::Request(Box::new(RequestSpec {
                 method,
                 path: path?,
                 query,
@@ -323,7 +326,7 @@ fn read_implementation(
                 body,
                 output,
                 attempts,
-            }))
+            })))
         }
     }
 }

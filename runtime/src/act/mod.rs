@@ -3,4 +3,5 @@
 //! (one customer's override) — resolved in that order at call time.
 
 pub mod definition;
+pub mod run;
 pub mod schema;

@@ -51,11 +51,11 @@ impl Schema {
             .iter_errors(value)
             .map(|e| {
                 let mut pointer = format!("{prefix}{}", e.instance_path());
-                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
-                    if let Some(name) = property.as_str() {
-                        pointer.push('/');
-                        pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                    }
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+                    && let Some(name) = property.as_str()
+                {
+                    pointer.push('/');
+                    pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
                 }
                 SchemaError {
                     pointer,

@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// The integrations folder (one external app per file).
     #[arg(long, env = "WEIR_INTEGRATIONS", default_value = "integrations")]
     pub integrations: PathBuf,
+    /// The universal actions folder (one action's contract per file).
+    #[arg(long, env = "WEIR_ACTIONS", default_value = "actions")]
+    pub actions: PathBuf,
     #[command(flatten)]
     pub workspace: super::token::WorkspaceArgs,
     #[command(flatten)]
@@ -156,6 +159,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         auth: std::sync::Arc::new(auth),
         metrics_open: args.metrics_open,
         integrations: args.integrations,
+        actions: args.actions,
         secret_keys,
         notify,
         public_url: args.public_url,

@@ -226,6 +226,10 @@ impl Connections {
         &self.integrations
     }
 
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub(super) fn vault(&self) -> Result<&KeyRing, ConnectError> {
         self.vault.as_deref().ok_or(ConnectError::NoKeys)
     }

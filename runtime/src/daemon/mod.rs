@@ -26,6 +26,8 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use weir_storage::SledStore;
 
+use crate::act::definition::UniversalAction;
+use crate::act::run::Actions;
 use crate::auth::Auth;
 use crate::connect::connections::Connections;
 use crate::connect::integration::Integration;
@@ -67,6 +69,8 @@ pub struct Config {
     pub metrics_open: bool,
     /// The integrations folder.
     pub integrations: PathBuf,
+    /// The universal actions folder.
+    pub actions: PathBuf,
     /// The keys credentials are sealed with.
     pub secret_keys: Option<Arc<KeyRing>>,
     /// Where notifications go (none: they are not sent).
@@ -154,6 +158,13 @@ pub async fn serve(
     let clock = Clock::new();
     let engine = Engine::new(store.clone(), clock.clone(), options);
     engine.set_connector(connections.clone());
+    let universal = Arc::new(match config.actions.is_dir() {
+        true => Registry::<UniversalAction>::load(&config.actions, config.links),
+        false => Registry::<UniversalAction>::empty(&config.actions, config.links),
+    });
+    info!(actions = universal.all().len(), errors = universal.errors().len(), dir = %config.actions.display(), "universal actions loaded");
+    let actions = Arc::new(Actions::new(universal.clone(), connections.clone()));
+    engine.set_actor(actions.clone());
     let (deliveries, incoming) = tokio::sync::mpsc::unbounded_channel();
     engine.set_outbox(deliveries);
     let outbox = outbox::Outbox::start(store.clone(), clock, config.amqp.clone(), incoming)?;
@@ -190,6 +201,7 @@ pub async fn serve(
         auth: config.auth.clone(),
         metrics_open: config.metrics_open,
         connections,
+        actions,
     });
 
     let listener = TcpListener::bind(&config.listen)
@@ -207,7 +219,12 @@ pub async fn serve(
     bound(addr);
 
     triggers.start_all();
-    let watcher = reload::watch(registry.clone(), integrations.clone(), triggers.clone());
+    let watcher = reload::watch(
+        registry.clone(),
+        integrations.clone(),
+        universal.clone(),
+        triggers.clone(),
+    );
     let expiry = tokio::spawn(triggers::expire_dedupe(
         runs.clone(),
         config.dedupe_retention,
@@ -317,6 +334,7 @@ mod reload {
 
     use super::registry::Registry;
     use super::triggers::Triggers;
+    use crate::act::definition::UniversalAction;
     use crate::connect::integration::Integration;
 
     /// How long changes settle before a reload (editors write in steps).
@@ -329,6 +347,7 @@ mod reload {
     pub fn watch(
         registry: Arc<Registry>,
         integrations: Arc<Registry<Integration>>,
+        actions: Arc<Registry<UniversalAction>>,
         triggers: Arc<Triggers>,
     ) -> Option<notify::RecommendedWatcher> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -340,10 +359,15 @@ mod reload {
         let watcher = match watcher {
             Ok(mut w) => match w.watch(registry.dir(), RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    if integrations.dir().is_dir()
-                        && let Err(e) = w.watch(integrations.dir(), RecursiveMode::NonRecursive)
-                    {
-                        warn!(error = %e, "cannot watch the integrations folder; it is read again every few seconds");
+                    for (dir, what) in [
+                        (integrations.dir(), "integrations"),
+                        (actions.dir(), "actions"),
+                    ] {
+                        if dir.is_dir()
+                            && let Err(e) = w.watch(dir, RecursiveMode::NonRecursive)
+                        {
+                            warn!(error = %e, "cannot watch the {what} folder; it is read again every few seconds");
+                        }
                     }
                     Some(w)
                 }
@@ -371,9 +395,11 @@ mod reload {
                 }
                 tokio::time::sleep(SETTLE).await;
                 while rx.try_recv().is_ok() {}
-                let (registry, integrations) = (registry.clone(), integrations.clone());
+                let (registry, integrations, actions) =
+                    (registry.clone(), integrations.clone(), actions.clone());
                 let changes = tokio::task::spawn_blocking(move || {
                     integrations.reload_if_present();
+                    actions.reload_if_present();
                     registry.reload()
                 })
                 .await;

@@ -149,6 +149,8 @@ pub struct Engine {
     /// What `http` nodes with `connection:` go through (the daemon's
     /// connections).
     connector: std::sync::OnceLock<Arc<dyn weir_nodes::functions::http::Connector>>,
+    /// Runs `action` nodes (the daemon's actions).
+    actor: std::sync::OnceLock<Arc<dyn weir_nodes::functions::action::Actor>>,
 }
 
 impl Engine {
@@ -160,6 +162,7 @@ impl Engine {
             flows: Mutex::new(HashMap::new()),
             outbox: Mutex::new(None),
             connector: std::sync::OnceLock::new(),
+            actor: std::sync::OnceLock::new(),
         })
     }
 
@@ -170,6 +173,15 @@ impl Engine {
 
     pub(crate) fn connector(&self) -> Option<Arc<dyn weir_nodes::functions::http::Connector>> {
         self.connector.get().cloned()
+    }
+
+    /// Gives `action` nodes what runs them.
+    pub fn set_actor(&self, actor: Arc<dyn weir_nodes::functions::action::Actor>) {
+        let _ = self.actor.set(actor);
+    }
+
+    pub(crate) fn actor(&self) -> Option<Arc<dyn weir_nodes::functions::action::Actor>> {
+        self.actor.get().cloned()
     }
 
     /// Hands every delivery, once it is on disk, to `outbox`.

@@ -394,6 +394,13 @@ nodes:
     timeout: 5s
     retry: {max_attempts: 3, backoff: {initial: 100ms, max: 1s}}
     on_error: continue
+    next: act
+  - id: act
+    type: action
+    action: create-contact
+    input: {email: event.body.email}
+    connection: crm
+    connection_id: event.body.connection
     next: check
   - id: check
     type: if
@@ -444,7 +451,7 @@ nodes:
     // this process; the checks of the environment are tested end to end).
     let flow = load_snapshot(src, "all.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(flow.triggers.len(), 7);
-    assert_eq!(flow.graph.nodes.len(), 12);
+    assert_eq!(flow.graph.nodes.len(), 13);
     assert_eq!(flow.tenants.listed(), ["default", "acme"]);
     let types: Vec<&str> = flow
         .graph

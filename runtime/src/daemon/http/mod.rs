@@ -11,6 +11,7 @@
 //! valid token never reaches a handler, and handlers reach data through
 //! the [`Scope`] extractor.
 
+mod actions;
 mod api;
 mod connections;
 mod hooks;
@@ -58,6 +59,7 @@ pub struct AppState {
     /// `/metrics` without a token (`--metrics-open`).
     pub metrics_open: bool,
     pub connections: Arc<crate::connect::connections::Connections>,
+    pub actions: Arc<crate::act::run::Actions>,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
@@ -102,6 +104,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/connections/{id}/refresh",
             post(connections::refresh),
         )
+        .route("/api/v1/actions", get(actions::list))
+        .route("/api/v1/actions/{key}/run", post(actions::run))
         .route("/api/v1/integrations", get(integrations::list))
         .route("/api/v1/integrations/{key}", get(integrations::show))
         .route("/api/v1/tenants", get(tenants::list))
@@ -392,8 +396,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// For 401: the `WWW-Authenticate` challenge.
     pub challenge: Option<String>,
-    /// For 422: each problem, `{pointer, message}`.
-    pub errors: Option<Value>,
+    /// More fields of the error object: `errors` (for 422, each problem
+    /// `{pointer, message}`), `details`, `connections`, `run_id`.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl ApiError {
@@ -404,7 +409,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             challenge: None,
-            errors: None,
+            extra: Vec::new(),
         }
     }
 
@@ -412,7 +417,7 @@ impl ApiError {
     /// its JSON pointer.
     pub fn invalid(message: impl Into<String>, errors: Value) -> Self {
         Self {
-            errors: Some(errors),
+            extra: vec![("errors", errors)],
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
         }
     }
@@ -475,8 +480,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(errors) = self.errors {
-            body["error"]["errors"] = errors;
+        for (k, v) in self.extra {
+            body["error"][k] = v;
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {

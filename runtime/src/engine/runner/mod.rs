@@ -373,6 +373,12 @@ impl<'e> Runner<'e> {
             .flatten()
     }
 
+    /// The id of the connection a run of a per-connection flow is for.
+    fn run_connection_id(&self) -> Option<String> {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        Some(run.connection.as_ref()?.get("id")?.as_str()?.to_owned())
+    }
+
     fn run_id(&self) -> String {
         self.run
             .lock()

@@ -197,6 +197,41 @@ impl<'e> Runner<'e> {
                     .instrument(span.clone()),
                 ));
             }
+            NodeKind::Action(action) => {
+                let call = match action.prepare(&mut frame.scope, node.timeout) {
+                    Ok(call) => call,
+                    Err(e) => {
+                        return self.finish(frame, i, Done::Error(e), inflight).await;
+                    }
+                };
+                self.sync().await?;
+                self.commit_node(&frame.state[i].record, None, None).await?;
+                let timeout = node.timeout;
+                let (actor, tenant) = (self.engine.actor(), self.tenant());
+                let own = self.run_connection_id();
+                inflight.push(Box::pin(
+                    async move {
+                        let done = match actor {
+                            None => Done::Error(NodeError::Invalid(format!(
+                                "`action: {}` needs the daemon (weir serve), which holds the actions and connections",
+                                call.action
+                            ))),
+                            Some(actor) => {
+                                match actor.run(&tenant, own.as_deref(), &call, &key, timeout).await {
+                                    Ok(output) => Done::Ok {
+                                        output,
+                                        dynamic: None,
+                                        delivery: None,
+                                    },
+                                    Err(e) => Done::Error(e),
+                                }
+                            }
+                        };
+                        Ok(Event::Finished(i, done))
+                    }
+                    .instrument(span.clone()),
+                ));
+            }
             NodeKind::Delay(delay) => {
                 let wake_at = match delay.wake_at(now, &mut frame.scope, node.timeout) {
                     // Milliseconds, as the output shows it.

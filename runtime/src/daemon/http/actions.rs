@@ -1,0 +1,175 @@
+//! `/api/v1/actions`: the actions a tenant can run, and running one. An
+//! action run is a run of a one-node flow (`action-KEY`): durable, listed
+//! with the tenant's runs, resumed after a crash with the same
+//! idempotency key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_nodes::functions::action::ActionCall;
+use weir_storage::RunStatus;
+
+use super::{ApiError, AppState, Params};
+use crate::act::run::ActError;
+use crate::auth::Scope;
+use crate::engine::Engine;
+
+/// How long a call waits for its action run before answering `202`.
+const WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    integration: Option<String>,
+    connection: Option<String>,
+}
+
+/// `GET /api/v1/actions`: every action defined (universal, and each
+/// integration's), with its schemas, the integrations that implement it
+/// and the tenant's connections through which it can run.
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let connections = match scope.tenant() {
+        Some(t) => app
+            .runs
+            .engine()
+            .store()
+            .connections(t)
+            .map_err(ApiError::internal)?,
+        None => Vec::new(),
+    };
+    let items = app
+        .actions
+        .catalog()
+        .into_iter()
+        .filter(|a| {
+            q.integration
+                .as_ref()
+                .is_none_or(|i| a.integrations.contains(i))
+        })
+        .map(|a| {
+            let through: Vec<&str> = connections
+                .iter()
+                .filter(|c| a.integrations.contains(&c.integration))
+                .filter(|c| q.connection.as_ref().is_none_or(|id| *id == c.id))
+                .map(|c| c.id.as_str())
+                .collect();
+            let mut v = a.view;
+            v["integrations"] = json!(a.integrations);
+            v["connections"] = json!(through);
+            v
+        })
+        .filter(|v| {
+            q.connection.is_none() || v["connections"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    #[serde(default)]
+    input: Value,
+    connection: Option<String>,
+    integration: Option<String>,
+}
+
+const RUN_SHAPE: &str = r#"{"input": {...}, "connection"?: ID, "integration"?: KEY}"#;
+
+impl From<ActError> for ApiError {
+    fn from(e: ActError) -> Self {
+        let message = e.to_string();
+        match e {
+            ActError::Unknown(_) | ActError::NotFound(_) => ApiError::not_found(message),
+            ActError::NoConnection(_) => {
+                ApiError::new(StatusCode::CONFLICT, "no_connection", message)
+            }
+            ActError::Ambiguous { connections, .. } => ApiError {
+                extra: vec![("connections", json!(connections))],
+                ..ApiError::new(StatusCode::CONFLICT, "ambiguous_connection", message)
+            },
+            ActError::Invalid(errors) => ApiError {
+                extra: vec![("details", json!(errors))],
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+            },
+            ActError::Broken(_) => ApiError::new(StatusCode::BAD_GATEWAY, "action_failed", message),
+        }
+    }
+}
+
+/// `POST /api/v1/actions/{key}/run`: resolves the action for the tenant,
+/// checks the input (422 with every problem, before anything runs), runs
+/// it as a durable run and answers its output (`200 {output, run_id}`),
+/// or `502 action_failed` with the run's error.
+pub async fn run(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = scope.tenant().ok_or_else(|| {
+        ApiError::bad_request(
+            "an admin token acts for every tenant: name the tenant with ?tenant=KEY or X-Weir-Tenant",
+        )
+    })?;
+    let body: RunBody = super::json_body(&body, RUN_SHAPE)?;
+    let call = ActionCall {
+        action: key.clone(),
+        input: body.input,
+        integration: body.integration,
+        connection_id: body.connection,
+    };
+    let resolved = app.actions.resolve(tenant, None, &call)?;
+    crate::act::run::Actions::check_input(&resolved, &call.input)?;
+    let flow = app.actions.flow_of(&key).map_err(ApiError::internal)?;
+    let now = app.runs.engine().clock().now();
+    let mut event = weir_nodes::triggers::event_base("api", &Engine::new_run_id(), "run", now);
+    event.insert(
+        "body".into(),
+        json!({"input": call.input, "connection": resolved.connection.id}),
+    );
+    let run = app
+        .runs
+        .admit(&flow, tenant, "run", Value::Object(event), |_| Vec::new())
+        .await?;
+    let Some(done) = app.runs.wait(&run.id, WAIT).await else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": run.id, "status": "running"})),
+        )
+            .into_response());
+    };
+    let nodes = app
+        .runs
+        .engine()
+        .store()
+        .nodes(&done.tenant, &done.id)
+        .map_err(ApiError::internal)?;
+    let node = nodes.iter().find(|n| n.node == "action");
+    match done.status {
+        RunStatus::Succeeded => {
+            let output = node.and_then(|n| n.output.clone()).unwrap_or(Value::Null);
+            Ok(Json(json!({"output": output, "run_id": done.id})).into_response())
+        }
+        _ => Err(ApiError {
+            extra: vec![("run_id", json!(done.id))],
+            ..ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "action_failed",
+                node.and_then(|n| n.error.clone())
+                    .or(done.error)
+                    .unwrap_or_else(|| format!("the action run ended {}", done.status.as_str())),
+            )
+        }),
+    }
+}
