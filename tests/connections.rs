@@ -1100,7 +1100,47 @@ fn action_nodes_run_the_integrations_mapping() {
         json!(["email"]),
         "{catalog:#}"
     );
+    // The same from the command line: 0 with the output, 2 for an input
+    // the schema refuses, 1 for an action that failed.
+    let a_token = token(dir.path(), &["--tenant", "a"]);
+    let cli = |args: &[&str]| {
+        let mut all = vec!["actions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--server",
+            daemon.base.as_str(),
+            "--token",
+            a_token.as_str(),
+        ]);
+        Weir::spawn_with(dir.path(), "cli", &all, &[]).finish(TIMEOUT)
+    };
+    let listed = cli(&["list"]);
+    assert!(
+        listed.stdout.contains("create-contact") && listed.stdout.contains("crm"),
+        "{listed}"
+    );
+    let ran = cli(&[
+        "run",
+        "create-contact",
+        "--input",
+        r#"{"email": "cy@example.com"}"#,
+        "--json",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran}");
+    let ran: Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(ran["output"], json!({"id": 8}));
+    let refused = cli(&["run", "create-contact", "--input", "{}"]);
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(refused.stderr.contains("/email"), "{refused}");
+
     app.set_body(json!({"id": "eight"}));
+    let failed_cli = cli(&[
+        "run",
+        "create-contact",
+        "--input",
+        r#"{"email": "cy@example.com"}"#,
+    ]);
+    assert_eq!(failed_cli.code, Some(1), "{failed_cli}");
     let failed = call(&a, json!({"input": {"email": "bob@example.com"}}));
     assert_eq!(failed.status, 502, "{failed}");
     assert_eq!(failed.body["error"]["code"], "action_failed", "{failed}");
@@ -1162,4 +1202,71 @@ actions:
         ),
     )
     .unwrap();
+}
+
+/// An action run is a durable run: killed with `kill -9` while the app
+/// holds its request, it resumes at the next start and sends the request
+/// again with the same `Idempotency-Key`.
+#[test]
+fn an_action_run_killed_mid_request_resumes_with_the_same_key() {
+    let app = FakeServer::start();
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
+        ("GET", "/eu/me") => 200,
+        ("POST", "/eu/contacts") => 201,
+        _ => 404,
+    });
+    app.set_body(json!({"id": 9}));
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    integrations_with_actions(&integrations, &app);
+    let keys = format!("k1:{}", key(1));
+    let args = ["--integrations", integrations.to_str().unwrap()];
+    let env = [
+        ("WEIR_WORKSPACE_SECRET", SECRET),
+        ("WEIR_SECRET_KEYS", keys.as_str()),
+    ];
+    let mut first = Daemon::start(dir.path(), "first", &args, &env);
+    let a = Api::with_token(&first, &token(dir.path(), &["--tenant", "a"]));
+    let c = create(
+        &a,
+        json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    assert_eq!(c.body["state"], "ready", "{c}");
+    // The app is slow: the request is in flight when weir dies.
+    app.set_delay(Duration::from_secs(120));
+    let caller = {
+        let url = a.url("/api/v1/actions/create-contact/run");
+        let bearer = token(dir.path(), &["--tenant", "a"]);
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .post(url)
+                .bearer_auth(bearer)
+                .json(&json!({"input": {"email": "ada@example.com"}}))
+                .send()
+        })
+    };
+    weir_testkit::wait_until("the app holds the request", TIMEOUT, || {
+        app.count("/eu/contacts") == 1
+    });
+    first.weir.kill();
+    app.set_delay(Duration::ZERO);
+    // The caller loses its answer with the process; the run is on disk.
+    let answer = caller
+        .join()
+        .unwrap()
+        .map(|r| (r.status(), r.text().unwrap_or_default()));
+    assert!(answer.is_err(), "{answer:?}");
+
+    let second = Daemon::start(dir.path(), "second", &args, &env);
+    let a = Api::with_token(&second, &token(dir.path(), &["--tenant", "a"]));
+    let runs = a.list("flow=action-create-contact");
+    let id = runs["items"][0]["id"].as_str().unwrap().to_owned();
+    let done = a.wait_finished(&id);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["nodes"][0]["output"], json!({"id": 9}), "{done:#}");
+    let keys = app.idempotency_keys("/eu/contacts");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[0].as_deref(), Some(format!("{id}:action").as_str()));
 }

@@ -65,7 +65,7 @@ pub enum ConnectionsCommand {
 }
 
 /// A JSON argument: the text, `@FILE`, or `-` for stdin.
-fn json_arg(what: &str, value: &str) -> Result<Value, String> {
+pub(super) fn json_arg(what: &str, value: &str) -> Result<Value, String> {
     let text = match value {
         "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| format!("cannot read {what} from stdin: {e}"))?,

@@ -11,6 +11,7 @@ macro_rules! out {
     };
 }
 
+mod actions;
 mod client;
 mod connections;
 mod graph;
@@ -70,6 +71,8 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// A tenant's connections to integrations, on a running daemon.
     Connections(connections::ConnectionsArgs),
+    /// The actions a tenant can run on a running daemon, and running one.
+    Actions(actions::ActionsArgs),
     /// Print an API token signed with the workspace secret.
     Token(token::TokenArgs),
     /// The key ring that encrypts stored credentials.
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Outbox(args) => outbox::main(args),
         Command::Token(args) => token::main(args),
         Command::Connections(args) => connections::main(args),
+        Command::Actions(args) => actions::main(args),
         Command::Secrets(args) => secrets::main(args),
         Command::Validate {
             paths,
