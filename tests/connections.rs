@@ -1100,6 +1100,54 @@ fn action_nodes_run_the_integrations_mapping() {
         json!(["email"]),
         "{catalog:#}"
     );
+    // A caller's Idempotency-Key: a second call (also while the first is
+    // still running) answers the first result and sends nothing; the same
+    // key with another body is 422.
+    let keyed = |k: &str, body: Value| {
+        a.send(
+            reqwest::blocking::Client::new()
+                .post(a.url("/api/v1/actions/create-contact/run"))
+                .bearer_auth(token(dir.path(), &["--tenant", "a"]))
+                .header("idempotency-key", k)
+                .json(&body),
+        )
+    };
+    let sent = app.count("/eu/contacts");
+    let first = keyed("k-1", json!({"input": {"email": "dee@example.com"}}));
+    assert_eq!(first.status, 200, "{first}");
+    let second = keyed("k-1", json!({"input": {"email": "dee@example.com"}}));
+    assert_eq!(second.status, 200, "{second}");
+    assert_eq!(second.body, first.body);
+    assert_eq!(app.count("/eu/contacts"), sent + 1);
+    keyed("k-1", json!({"input": {"email": "eve@example.com"}}))
+        .assert_error(422, "idempotency_key_reused");
+    app.set_delay(Duration::from_millis(500));
+    let together: Vec<_> = (0..2)
+        .map(|_| {
+            let url = a.url("/api/v1/actions/create-contact/run");
+            let bearer = token(dir.path(), &["--tenant", "a"]);
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::new()
+                    .post(url)
+                    .bearer_auth(bearer)
+                    .header("idempotency-key", "k-2")
+                    .json(&json!({"input": {"email": "fay@example.com"}}))
+                    .send()
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().unwrap())
+            })
+        })
+        .map(|t| t.join().unwrap())
+        .collect();
+    app.set_delay(Duration::ZERO);
+    assert_eq!(together[0], together[1], "{together:?}");
+    assert_eq!(together[0].0, 200, "{together:?}");
+    assert_eq!(
+        app.count("/eu/contacts"),
+        sent + 2,
+        "one request for two calls"
+    );
+
     // The same from the command line: 0 with the output, 2 for an input
     // the schema refuses, 1 for an action that failed.
     let a_token = token(dir.path(), &["--tenant", "a"]);
@@ -1242,6 +1290,7 @@ fn an_action_run_killed_mid_request_resumes_with_the_same_key() {
             reqwest::blocking::Client::new()
                 .post(url)
                 .bearer_auth(bearer)
+                .header("idempotency-key", "order-1042")
                 .json(&json!({"input": {"email": "ada@example.com"}}))
                 .send()
         })
@@ -1269,4 +1318,18 @@ fn an_action_run_killed_mid_request_resumes_with_the_same_key() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_eq!(keys[0], keys[1]);
     assert_eq!(keys[0].as_deref(), Some(format!("{id}:action").as_str()));
+
+    // The caller tries again with its key: the first call's result, from
+    // the run that survived the crash; the app sees nothing more.
+    let again = a.send(
+        reqwest::blocking::Client::new()
+            .post(a.url("/api/v1/actions/create-contact/run"))
+            .bearer_auth(token(dir.path(), &["--tenant", "a"]))
+            .header("idempotency-key", "order-1042")
+            .json(&json!({"input": {"email": "ada@example.com"}})),
+    );
+    assert_eq!(again.status, 200, "{again}");
+    assert_eq!(again.body["run_id"], id.as_str(), "{again}");
+    assert_eq!(again.body["output"], json!({"id": 9}), "{again}");
+    assert_eq!(app.count("/eu/contacts"), 2);
 }

@@ -137,6 +137,12 @@ pub fn delivery(id: &str) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
 
+/// `idempotency` tree: a caller's idempotency key of a tenant (the key is
+/// last and may hold any bytes).
+pub fn idempotency(tenant: &str, key: &str) -> Vec<u8> {
+    join(&[tenant, key])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

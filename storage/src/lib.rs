@@ -17,9 +17,9 @@ pub mod store;
 pub use memory::MemoryStore;
 pub use records::{
     ActiveRun, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
-    DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed,
-    MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus, Sealed,
-    SeenRecord, TargetKind, TriggerKey, Unreadable,
+    DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
+    IdempotencyRecord, Listed, MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RequestStatus, RunRecord,
+    RunStatus, Sealed, SeenRecord, TargetKind, TriggerKey, Unreadable,
 };
 pub use sled_store::SledStore;
 pub use store::{Commit, Expired, Store, TenantCounts, Ticket, Write};

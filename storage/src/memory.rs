@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::records::{
     ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
-    FlowSnapshot, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable,
+    FlowSnapshot, IdempotencyRecord, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -28,6 +29,7 @@ struct State {
     cursors: BTreeMap<TriggerKey, Value>,
     connections: BTreeMap<(String, String), ConnectionRecord>,
     requests: BTreeMap<String, ConnectionRequestRecord>,
+    idempotency: BTreeMap<(String, String), IdempotencyRecord>,
 }
 
 /// Everything in `BTreeMap`s behind one lock; commits apply at once.
@@ -148,6 +150,15 @@ impl Store for MemoryStore {
                     state.cursors.retain(|k, _| k.tenant != tenant);
                     state.connections.retain(|(t, _), _| *t != tenant);
                     state.requests.retain(|_, r| r.tenant != tenant);
+                    state.idempotency.retain(|(t, _), _| *t != tenant);
+                }
+                Write::Idempotency(r) => {
+                    state
+                        .idempotency
+                        .insert((r.tenant.clone(), r.key.clone()), r);
+                }
+                Write::RemoveIdempotency { tenant, key } => {
+                    state.idempotency.remove(&(tenant, key));
                 }
                 Write::ConnectionRequest(r) => {
                     state.requests.insert(r.id.clone(), r);
@@ -231,6 +242,29 @@ impl Store for MemoryStore {
 
     fn connection_request(&self, id: &str) -> Result<Option<ConnectionRequestRecord>> {
         Ok(self.state()?.requests.get(id).cloned())
+    }
+
+    fn idempotency(&self, tenant: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
+        Ok(self
+            .state()?
+            .idempotency
+            .get(&(tenant.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    fn idempotency_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .state()?
+            .idempotency
+            .values()
+            .filter(|r| r.at < before)
+            .take(limit)
+            .map(|r| (r.tenant.clone(), r.key.clone()))
+            .collect())
     }
 
     fn run(&self, tenant: &str, run: &str) -> Result<Option<RunRecord>> {

@@ -527,6 +527,19 @@ impl RequestStatus {
     }
 }
 
+/// A caller's `Idempotency-Key` for an action call: the run it started, and
+/// the hash of the body it came with (the same key with another body is
+/// refused). Kept 24 hours.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub tenant: String,
+    pub key: String,
+    /// SHA-256 (hex) of what the call asked: the action and its body.
+    pub request_hash: String,
+    pub run_id: String,
+    pub at: DateTime<Utc>,
+}
+
 /// An OAuth2 connection request: what the callback needs to finish it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionRequestRecord {

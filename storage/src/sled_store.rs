@@ -27,7 +27,8 @@ use tracing::{error, warn};
 use crate::keys;
 use crate::records::{
     ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
-    FlowSnapshot, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey, Unreadable,
+    FlowSnapshot, IdempotencyRecord, Listed, NodeRecord, RunRecord, SeenRecord, TriggerKey,
+    Unreadable,
 };
 use crate::store::{Commit, Expired, Store, TenantCounts, Ticket, Write, counts_of};
 use crate::{Error, Result};
@@ -39,7 +40,7 @@ const CACHE_BYTES: u64 = 64 << 20;
 const MAX_GROUP: usize = 1024;
 
 /// The trees, in the order of [`T`]'s constants.
-const TREE_NAMES: [&str; 13] = [
+const TREE_NAMES: [&str; 14] = [
     "runs",
     "active",
     "nodes",
@@ -53,6 +54,7 @@ const TREE_NAMES: [&str; 13] = [
     "events",
     "connections",
     "requests",
+    "idempotency",
 ];
 
 /// Indexes into [`Trees`].
@@ -71,10 +73,11 @@ impl T {
     const EVENTS: usize = 10;
     const CONNECTIONS: usize = 11;
     const REQUESTS: usize = 12;
+    const IDEMPOTENCY: usize = 13;
 }
 
 // Every index names a tree.
-const _: () = assert!(T::REQUESTS < TREE_NAMES.len());
+const _: () = assert!(T::IDEMPOTENCY < TREE_NAMES.len());
 
 #[derive(Clone)]
 struct Trees(Arc<Vec<Tree>>);
@@ -442,6 +445,14 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                 keys::connection_request(&r.id),
                 Some(serde_json::to_vec(r)?),
             )),
+            Write::Idempotency(r) => puts.push((
+                T::IDEMPOTENCY,
+                keys::idempotency(&r.tenant, &r.key),
+                Some(serde_json::to_vec(r)?),
+            )),
+            Write::RemoveIdempotency { tenant, key } => {
+                puts.push((T::IDEMPOTENCY, keys::idempotency(tenant, key), None))
+            }
         }
     }
     trees
@@ -471,7 +482,7 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
 }
 
 /// The trees keyed by tenant first.
-const TENANT_TREES: [usize; 9] = [
+const TENANT_TREES: [usize; 10] = [
     T::RUNS,
     T::ACTIVE,
     T::NODES,
@@ -481,6 +492,7 @@ const TENANT_TREES: [usize; 9] = [
     T::SEEN,
     T::CURSORS,
     T::CONNECTIONS,
+    T::IDEMPOTENCY,
 ];
 
 type Put = (usize, Vec<u8>, Option<Vec<u8>>);
@@ -970,6 +982,38 @@ impl Store for SledStore {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
         }
+    }
+
+    fn idempotency(&self, tenant: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
+        match self
+            .trees
+            .get(T::IDEMPOTENCY)
+            .get(keys::idempotency(tenant, key))?
+        {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn idempotency_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for kv in self.trees.get(T::IDEMPOTENCY).iter() {
+            let (key, value) = kv?;
+            let Some(r) = self.readable::<IdempotencyRecord>(T::IDEMPOTENCY, &key, &value) else {
+                continue;
+            };
+            if r.at < before {
+                out.push((r.tenant, r.key));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn unreadable_records(&self) -> u64 {

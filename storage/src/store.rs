@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::records::{
     ActiveRun, ConnectionRecord, ConnectionRequestRecord, DedupeRecord, DeliveryRecord,
-    FlowSnapshot, Listed, MAX_VALUE_DEPTH, NodeRecord, RunRecord, SeenRecord, TriggerKey,
-    Unreadable, nests_deeper,
+    FlowSnapshot, IdempotencyRecord, Listed, MAX_VALUE_DEPTH, NodeRecord, RunRecord, SeenRecord,
+    TriggerKey, Unreadable, nests_deeper,
 };
 use crate::{Error, Result};
 
@@ -73,6 +73,10 @@ pub enum Write {
     RemoveConnection { tenant: String, id: String },
     /// Insert or replace an OAuth2 connection request.
     ConnectionRequest(ConnectionRequestRecord),
+    /// Remember a caller's idempotency key (with the run it started).
+    Idempotency(IdempotencyRecord),
+    /// Forget one (expired).
+    RemoveIdempotency { tenant: String, key: String },
 }
 
 /// Writes applied together or not at all: a node's result, the run's next
@@ -305,6 +309,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// An OAuth2 connection request by id (its tenant is in it).
     fn connection_request(&self, id: &str) -> Result<Option<ConnectionRequestRecord>>;
+
+    /// A caller's idempotency key of a tenant.
+    fn idempotency(&self, tenant: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
+
+    /// Up to `limit` idempotency keys remembered before `before`, as
+    /// (tenant, key).
+    fn idempotency_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
 
     /// How many stored records were found that cannot be read back (each
     /// counted once).

@@ -11,9 +11,9 @@ use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
     Commit, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
-    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, Listed, MAX_VALUE_DEPTH,
-    MemoryStore, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus, Sealed, SeenRecord,
-    SledStore, Store, TriggerKey, Write,
+    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, IdempotencyRecord, Listed,
+    MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus,
+    Sealed, SeenRecord, SledStore, Store, TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
@@ -275,6 +275,19 @@ fn write() -> impl Strategy<Value = Write> {
             tenant: TENANTS[t].into(),
             id: format!("conn-{c}"),
         }),
+        (0..TENANTS.len(), 0..3u8, 0..3i64).prop_map(|(t, k, at)| {
+            Write::Idempotency(IdempotencyRecord {
+                tenant: TENANTS[t].into(),
+                key: format!("key-{k}\0/x"),
+                request_hash: format!("{k:064}"),
+                run_id: format!("run-{k}"),
+                at: Utc.timestamp_opt(1_700_000_000 + at, 0).unwrap(),
+            })
+        }),
+        (0..TENANTS.len(), 0..3u8).prop_map(|(t, k)| Write::RemoveIdempotency {
+            tenant: TENANTS[t].into(),
+            key: format!("key-{k}\0/x"),
+        }),
     ]
 }
 
@@ -397,7 +410,19 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) {
             model.connection_request(&id).unwrap()
         );
     }
+    let mut old_keys = sled.idempotency_before(before, 100).unwrap();
+    let mut model_keys = model.idempotency_before(before, 100).unwrap();
+    old_keys.sort();
+    model_keys.sort();
+    assert_eq!(old_keys, model_keys);
     for tenant in TENANTS {
+        for k in 0..3 {
+            let key = format!("key-{k}\0/x");
+            assert_eq!(
+                sled.idempotency(tenant, &key).unwrap(),
+                model.idempotency(tenant, &key).unwrap()
+            );
+        }
         assert_eq!(
             sled.connections(tenant).unwrap(),
             model.connections(tenant).unwrap()

@@ -38,6 +38,10 @@ pub enum ActionsCommand {
         /// The integration whose connection to use.
         #[arg(long)]
         integration: Option<String>,
+        /// Sent as `Idempotency-Key`: running again with the same key
+        /// answers the first result and does not call the app again.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -61,6 +65,7 @@ async fn call(args: &ActionsArgs) -> Result<ExitCode, String> {
             input,
             connection,
             integration,
+            idempotency_key,
         } => {
             let input = match json_arg("--input", input) {
                 Ok(v) => v,
@@ -76,8 +81,13 @@ async fn call(args: &ActionsArgs) -> Result<ExitCode, String> {
             if let Some(i) = integration {
                 body["integration"] = json!(i);
             }
-            http.post(args.daemon.url(&["api", "v1", "actions", key, "run"])?)
-                .json(&body)
+            let request = http
+                .post(args.daemon.url(&["api", "v1", "actions", key, "run"])?)
+                .json(&body);
+            match idempotency_key {
+                Some(k) => request.header("idempotency-key", k),
+                None => request,
+            }
         }
     };
     let body = match client::send(request, &args.daemon).await? {

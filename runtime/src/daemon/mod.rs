@@ -225,6 +225,11 @@ pub async fn serve(
         universal.clone(),
         triggers.clone(),
     );
+    let idempotency_expiry = tokio::spawn(triggers::expire_idempotency(
+        runs.clone(),
+        http::actions::IDEMPOTENCY_TTL,
+        Duration::from_secs(600),
+    ));
     let expiry = tokio::spawn(triggers::expire_dedupe(
         runs.clone(),
         config.dedupe_retention,
@@ -260,6 +265,7 @@ pub async fn serve(
     info!("shutting down: no new events; letting running nodes finish");
     drop(watcher);
     expiry.abort();
+    idempotency_expiry.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }

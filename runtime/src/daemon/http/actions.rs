@@ -9,12 +9,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_nodes::functions::action::ActionCall;
-use weir_storage::RunStatus;
+use weir_storage::{IdempotencyRecord, RunStatus, TriggerKey, Write};
 
 use super::{ApiError, AppState, Params};
 use crate::act::run::ActError;
@@ -111,10 +111,16 @@ impl From<ActError> for ApiError {
 /// checks the input (422 with every problem, before anything runs), runs
 /// it as a durable run and answers its output (`200 {output, run_id}`),
 /// or `502 action_failed` with the run's error.
+///
+/// With an `Idempotency-Key` header (per tenant, 24 hours, durable): a
+/// second call with the same key runs nothing and answers the first call's
+/// result (waiting for it if it is still running); the same key with
+/// another action or body is `422`.
 pub async fn run(
     State(app): State<Arc<AppState>>,
     scope: Scope,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = scope.tenant().ok_or_else(|| {
@@ -122,7 +128,40 @@ pub async fn run(
             "an admin token acts for every tenant: name the tenant with ?tenant=KEY or X-Weir-Tenant",
         )
     })?;
+    let idempotency = idempotency_key(&headers)?;
     let body: RunBody = super::json_body(&body, RUN_SHAPE)?;
+    let request_hash = {
+        use sha2::{Digest, Sha256};
+        let asked = json!({"action": key, "input": body.input, "connection": body.connection, "integration": body.integration});
+        hex::encode(Sha256::digest(asked.to_string().as_bytes()))
+    };
+    // One call per (tenant, key) at a time between looking the key up and
+    // admitting the run that remembers it.
+    let lock_key = idempotency
+        .as_ref()
+        .map(|k| (TriggerKey::new(tenant, "action-idempotency", ""), k.clone()));
+    let guard = match &lock_key {
+        Some(k) => Some(app.dedupe_locks.lock_all(std::slice::from_ref(k)).await),
+        None => None,
+    };
+    let store = app.runs.engine().store().clone();
+    let now = app.runs.engine().clock().now();
+    if let Some(k) = &idempotency
+        && let Some(first) = store.idempotency(tenant, k).map_err(ApiError::internal)?
+        && now - first.at < IDEMPOTENCY_TTL
+    {
+        if first.request_hash != request_hash {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "the Idempotency-Key `{k}` was used for another call (another action or body) within 24 hours; use a new key for a new call"
+                ),
+            ));
+        }
+        drop(guard);
+        return answer(&app, &first.run_id).await;
+    }
     let call = ActionCall {
         action: key.clone(),
         input: body.input,
@@ -132,20 +171,54 @@ pub async fn run(
     let resolved = app.actions.resolve(tenant, None, &call)?;
     crate::act::run::Actions::check_input(&resolved, &call.input)?;
     let flow = app.actions.flow_of(&key).map_err(ApiError::internal)?;
-    let now = app.runs.engine().clock().now();
     let mut event = weir_nodes::triggers::event_base("api", &Engine::new_run_id(), "run", now);
     event.insert(
         "body".into(),
         json!({"input": call.input, "connection": resolved.connection.id}),
     );
+    let remember = |run_id: &str| match &idempotency {
+        Some(k) => vec![Write::Idempotency(IdempotencyRecord {
+            tenant: tenant.to_owned(),
+            key: k.clone(),
+            request_hash: request_hash.clone(),
+            run_id: run_id.to_owned(),
+            at: now,
+        })],
+        None => Vec::new(),
+    };
     let run = app
         .runs
-        .admit(&flow, tenant, "run", Value::Object(event), |_| Vec::new())
+        .admit(&flow, tenant, "run", Value::Object(event), remember)
         .await?;
-    let Some(done) = app.runs.wait(&run.id, WAIT).await else {
+    drop(guard);
+    answer(&app, &run.id).await
+}
+
+/// How long a caller's idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// The caller's `Idempotency-Key`, if any: 1 to 255 visible characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID, say)",
+        )),
+    }
+}
+
+/// The answer of an action run: its output once it has finished (`200`),
+/// its error (`502`), or `202` if it takes longer than a call waits.
+async fn answer(app: &AppState, run_id: &str) -> Result<Response, ApiError> {
+    let Some(done) = app.runs.wait(run_id, WAIT).await else {
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"run_id": run.id, "status": "running"})),
+            Json(json!({"run_id": run_id, "status": "running"})),
         )
             .into_response());
     };

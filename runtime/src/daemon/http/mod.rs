@@ -11,7 +11,7 @@
 //! valid token never reaches a handler, and handlers reach data through
 //! the [`Scope`] extractor.
 
-mod actions;
+pub mod actions;
 mod api;
 mod connections;
 mod hooks;

@@ -400,3 +400,32 @@ pub async fn expire_dedupe(runs: Arc<Runs>, retention: Duration, every: Duration
         }
     }
 }
+
+/// Forgets callers' action idempotency keys older than `retention`, every
+/// `every` (a key found expired before that is treated as new anyway).
+pub async fn expire_idempotency(runs: Arc<Runs>, retention: chrono::TimeDelta, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let engine = runs.engine();
+        let before = engine.clock().now() - retention;
+        let old = match engine.store().idempotency_before(before, 10_000) {
+            Ok(old) => old,
+            Err(e) => {
+                warn!(error = %e, "cannot list expired idempotency keys");
+                continue;
+            }
+        };
+        if old.is_empty() {
+            continue;
+        }
+        let n = old.len();
+        let mut commit = Commit::new();
+        for (tenant, key) in old {
+            commit.push(Write::RemoveIdempotency { tenant, key });
+        }
+        match engine.store().commit(commit).await {
+            Ok(()) => info!(keys = n, "expired action idempotency keys forgotten"),
+            Err(e) => warn!(error = %e, "cannot forget expired idempotency keys"),
+        }
+    }
+}
