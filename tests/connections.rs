@@ -951,13 +951,7 @@ nodes:
 /// idempotency key, the output mapped and checked.
 #[test]
 fn action_nodes_run_the_integrations_mapping() {
-    let app = FakeServer::start();
-    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
-        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
-        ("GET", "/eu/me") => 200,
-        ("POST", "/eu/contacts") => 201,
-        _ => 404,
-    });
+    let app = contacts_app();
     app.set_body(json!({"id": 7}));
     let dir = tempfile::tempdir().unwrap();
     let integrations = dir.path().join("integrations");
@@ -1227,6 +1221,19 @@ fn action_nodes_run_the_integrations_mapping() {
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));
 }
 
+/// The app the `crm` integration's actions go to: `/eu/me` and `POST
+/// /eu/contacts` for the good key (401 for any other).
+fn contacts_app() -> FakeServer {
+    let app = FakeServer::start();
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
+        ("GET", "/eu/me") => 200,
+        ("POST", "/eu/contacts") => 201,
+        _ => 404,
+    });
+    app
+}
+
 /// The `crm` integration with a `create-contact` mapping.
 fn integrations_with_actions(dir: &Path, app: &FakeServer) {
     std::fs::create_dir_all(dir).unwrap();
@@ -1257,13 +1264,7 @@ actions:
 /// again with the same `Idempotency-Key`.
 #[test]
 fn an_action_run_killed_mid_request_resumes_with_the_same_key() {
-    let app = FakeServer::start();
-    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
-        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
-        ("GET", "/eu/me") => 200,
-        ("POST", "/eu/contacts") => 201,
-        _ => 404,
-    });
+    let app = contacts_app();
     app.set_body(json!({"id": 9}));
     let dir = tempfile::tempdir().unwrap();
     let integrations = dir.path().join("integrations");

@@ -31,15 +31,8 @@ pub enum ConnectionsCommand {
     /// bearer); the connection is tested and its state printed.
     Create {
         integration: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// The parameters as JSON, or @FILE.
-        #[arg(long)]
-        parameters: Option<String>,
-        /// The credentials as JSON, @FILE, or - to read them from stdin
-        /// (which keeps them out of the shell's history).
-        #[arg(long)]
-        credentials: Option<String>,
+        #[command(flatten)]
+        new: NewConnection,
     },
     /// Runs the connection's test again.
     Test { id: String },
@@ -52,16 +45,24 @@ pub enum ConnectionsCommand {
     /// OAuth2, prints the URL to open and waits until consent is given.
     Ensure {
         integration: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// The parameters as JSON, or @FILE.
-        #[arg(long)]
-        parameters: Option<String>,
-        /// The credentials as JSON, @FILE, or - to read them from stdin;
-        /// without it, each field is asked for (typed without echo).
-        #[arg(long)]
-        credentials: Option<String>,
+        #[command(flatten)]
+        new: NewConnection,
     },
+}
+
+/// What a new connection is made with (`create`, `ensure`).
+#[derive(Debug, clap::Args)]
+pub struct NewConnection {
+    #[arg(long)]
+    name: Option<String>,
+    /// The parameters as JSON, or @FILE.
+    #[arg(long)]
+    parameters: Option<String>,
+    /// The credentials as JSON, @FILE, or - to read them from stdin (which
+    /// keeps them out of the shell's history); without it, `ensure` asks
+    /// for each field (typed without echo).
+    #[arg(long)]
+    credentials: Option<String>,
 }
 
 /// A JSON argument: the text, `@FILE`, or `-` for stdin.
@@ -112,9 +113,12 @@ fn connection_body(
 async fn ensure(args: &ConnectionsArgs) -> Result<ExitCode, String> {
     let ConnectionsCommand::Ensure {
         integration,
-        name,
-        parameters,
-        credentials,
+        new:
+            NewConnection {
+                name,
+                parameters,
+                credentials,
+            },
     } = &args.command
     else {
         return Ok(ExitCode::SUCCESS);
@@ -292,9 +296,12 @@ async fn call(args: &ConnectionsArgs) -> Result<ExitCode, String> {
         ConnectionsCommand::Show { id } => http.get(one(id, None)?),
         ConnectionsCommand::Create {
             integration,
-            name,
-            parameters,
-            credentials,
+            new:
+                NewConnection {
+                    name,
+                    parameters,
+                    credentials,
+                },
         } => {
             let mut body = match connection_body(integration, name, parameters) {
                 Ok(body) => body,

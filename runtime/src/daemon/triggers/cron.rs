@@ -107,11 +107,7 @@ async fn fire(
             Err(()) => return false,
             Ok(None) if target.connection.is_some() => {
                 debug!(flow = %flow.id, trigger, tenant, connection = ?target.connection, scheduled_at = %at, "cron instant skipped: the connection is not ready");
-                let _ = runs
-                    .engine()
-                    .store()
-                    .commit(Commit::new().with(fired))
-                    .await;
+                record_fired(runs, fired).await;
                 return true;
             }
             Ok(Some(connection)) => {
@@ -139,11 +135,7 @@ async fn fire(
                     trigger: key.clone(),
                     at,
                 };
-                let _ = runs
-                    .engine()
-                    .store()
-                    .commit(Commit::new().with(fired))
-                    .await;
+                record_fired(runs, fired).await;
                 return true;
             }
             Err(e) => {
@@ -154,5 +146,17 @@ async fn fire(
                 }
             }
         }
+    }
+}
+
+/// Records an instant that fired without a run (so it is not caught up).
+async fn record_fired(runs: &Runs, fired: Write) {
+    if let Err(e) = runs
+        .engine()
+        .store()
+        .commit(Commit::new().with(fired))
+        .await
+    {
+        warn!(error = %e, "cannot record a skipped cron instant; it may be caught up after a restart");
     }
 }

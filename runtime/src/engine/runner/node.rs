@@ -184,14 +184,7 @@ impl<'e> Runner<'e> {
                 let (connector, tenant) = (self.engine.connector(), self.tenant());
                 inflight.push(Box::pin(
                     async move {
-                        let done = match send(&request, &key, timeout, connector, &tenant).await {
-                            Ok(output) => Done::Ok {
-                                output,
-                                dynamic: None,
-                                delivery: None,
-                            },
-                            Err(e) => Done::Error(e),
-                        };
+                        let done = ended(send(&request, &key, timeout, connector, &tenant).await);
                         Ok(Event::Finished(i, done))
                     }
                     .instrument(span.clone()),
@@ -211,23 +204,16 @@ impl<'e> Runner<'e> {
                 let own = self.run_connection_id();
                 inflight.push(Box::pin(
                     async move {
-                        let done = match actor {
-                            None => Done::Error(NodeError::Invalid(format!(
+                        let result = match actor {
+                            None => Err(NodeError::Invalid(format!(
                                 "`action: {}` needs the daemon (weir serve), which holds the actions and connections",
                                 call.action
                             ))),
                             Some(actor) => {
-                                match actor.run(&tenant, own.as_deref(), &call, &key, timeout).await {
-                                    Ok(output) => Done::Ok {
-                                        output,
-                                        dynamic: None,
-                                        delivery: None,
-                                    },
-                                    Err(e) => Done::Error(e),
-                                }
+                                actor.run(&tenant, own.as_deref(), &call, &key, timeout).await
                             }
                         };
-                        Ok(Event::Finished(i, done))
+                        Ok(Event::Finished(i, ended(result)))
                     }
                     .instrument(span.clone()),
                 ));
@@ -498,6 +484,18 @@ impl<'e> Runner<'e> {
         for _ in frame.newly_ready.drain(..) {
             self.work_started();
         }
+    }
+}
+
+/// How an attempt whose work (a request, an action) answered `result` ended.
+fn ended(result: Result<Value, NodeError>) -> Done {
+    match result {
+        Ok(output) => Done::Ok {
+            output,
+            dynamic: None,
+            delivery: None,
+        },
+        Err(e) => Done::Error(e),
     }
 }
 
