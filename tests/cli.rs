@@ -244,7 +244,7 @@ fn the_example_flows_are_valid() {
     )
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
-    assert!(done.stderr.contains("5 valid flows"), "{done}");
+    assert!(done.stderr.contains("6 valid flows"), "{done}");
     // So does integrations/, with the flows.
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),
@@ -261,7 +261,7 @@ fn the_example_flows_are_valid() {
     assert_eq!(done.code, Some(0), "{done}");
     assert!(
         done.stderr
-            .contains("5 valid flows, 2 valid integrations, 2 valid actions"),
+            .contains("6 valid flows, 2 valid integrations, 2 valid actions"),
         "{done}"
     );
     // An integration action that changes the universal action's input

@@ -1218,6 +1218,31 @@ fn action_nodes_run_the_integrations_mapping() {
         json!({"input": {"email": "ada@example.com"}, "connection": second.body["id"]}),
     );
     assert_eq!(picked.status, 502, "{picked}");
+
+    // The app answers 429 with `Retry-After: 2`: weir waits that long,
+    // then the same request (same key) succeeds.
+    app.set_rule(|r, seen| match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/eu/contacts") if !seen.iter().any(|s| s.status == Some(429)) => 429,
+        ("POST", "/eu/contacts") => 201,
+        _ => 200,
+    });
+    app.set_header("retry-after", "2");
+    app.set_body(json!({"id": 11}));
+    let before = app.count("/eu/contacts");
+    let waited = call(
+        &a,
+        json!({"input": {"email": "gus@example.com"}, "connection": second.body["id"]}),
+    );
+    assert_eq!(waited.status, 200, "{waited}");
+    assert_eq!(waited.body["output"], json!({"id": 11}));
+    let tries = &app.requests_to("/eu/contacts")[before..];
+    assert_eq!(tries.len(), 2);
+    assert!(
+        tries[1].at.duration_since(tries[0].at) >= Duration::from_secs(2),
+        "the retry came {:?} after the 429",
+        tries[1].at.duration_since(tries[0].at)
+    );
+    assert_eq!(tries[0].idempotency_key(), tries[1].idempotency_key());
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));
 }
 
