@@ -1243,6 +1243,25 @@ fn action_nodes_run_the_integrations_mapping() {
         tries[1].at.duration_since(tries[0].at)
     );
     assert_eq!(tries[0].idempotency_key(), tries[1].idempotency_key());
+
+    // A 4xx is passed on, with the credential the app echoed taken out:
+    // neither the answer nor the run record holds the key.
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/eu/contacts") => 422,
+        _ => 200,
+    });
+    app.set_body(json!({"error": format!("key {GOOD_KEY} may not create contacts")}));
+    let echoed = call(
+        &a,
+        json!({"input": {"email": "hal@example.com"}, "connection": second.body["id"]}),
+    );
+    assert_eq!(echoed.status, 502, "{echoed}");
+    assert!(echoed.text.contains("422"), "{echoed}");
+    assert!(echoed.text.contains("[credential]"), "{echoed}");
+    assert!(!echoed.text.contains(GOOD_KEY), "{echoed}");
+    let record = a.run(echoed.body["error"]["run_id"].as_str().unwrap());
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert!(!record.to_string().contains(GOOD_KEY), "{record:#}");
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));
 }
 
@@ -1277,6 +1296,8 @@ actions:
       path: /contacts
       body: {{email: input.email, full_name: 'input.name ?? ""'}}
     output: {{id: response.body.id}}
+  - key: sync-contact
+    flow: crm-sync
 "#,
             app.base()
         ),
@@ -1358,4 +1379,167 @@ fn an_action_run_killed_mid_request_resumes_with_the_same_key() {
     assert_eq!(again.body["run_id"], id.as_str(), "{again}");
     assert_eq!(again.body["output"], json!({"id": 9}), "{again}");
     assert_eq!(app.count("/eu/contacts"), 2);
+}
+
+/// The third layer: an override customises an action for one connection
+/// (input defaults, body and output entries), is checked when written and
+/// kept across a restart; other connections and tenants do not see it. And
+/// an action implemented by a flow: its run's last node is the output.
+#[test]
+fn overrides_change_one_connection_and_flow_actions_run_their_flow() {
+    let app = contacts_app();
+    app.set_body(json!({"id": 7}));
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    integrations_with_actions(&integrations, &app);
+    let keys = format!("k1:{}", key(1));
+    let args = ["--integrations", integrations.to_str().unwrap()];
+    let env = [
+        ("WEIR_WORKSPACE_SECRET", SECRET),
+        ("WEIR_SECRET_KEYS", keys.as_str()),
+    ];
+    let first = Daemon::start(dir.path(), "first", &args, &env);
+    let a = Api::with_token(&first, &token(dir.path(), &["--tenant", "a"]));
+    let b = Api::with_token(&first, &token(dir.path(), &["--tenant", "b"]));
+    let connection = json!({"integration": "crm", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}});
+    let one = create(&a, connection.clone()).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = create(&a, connection.clone()).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = create(&b, connection).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = |api: &Api, id: &str, key: &str, body: Value| {
+        api.send(
+            api.http
+                .put(api.url(&format!("/api/v1/connections/{id}/actions/{key}")))
+                .json(&body),
+        )
+    };
+    let delete = |api: &Api, id: &str, key: &str| {
+        api.send(
+            api.http
+                .delete(api.url(&format!("/api/v1/connections/{id}/actions/{key}"))),
+        )
+    };
+    let call = |api: &Api, id: &str, input: Value| {
+        api.post(
+            "/api/v1/actions/create-contact/run",
+            &json!({"input": input, "connection": id}),
+        )
+    };
+
+    // Written: every expression compiled, each problem with its pointer
+    // and its place in the expression; nothing stored.
+    let bad = put(
+        &a,
+        &one,
+        "create-contact",
+        json!({"body": {"source": "input.email +", "ok": "\"x\""}, "output": {"n": "nodes.x"}}),
+    );
+    assert_eq!(bad.status, 422, "{bad}");
+    let errors = bad.body["error"]["errors"].as_array().unwrap();
+    let at = |p: &str| {
+        errors
+            .iter()
+            .find(|e| e["pointer"] == p)
+            .unwrap_or_else(|| panic!("no error at {p}: {bad}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(at("/body/source").contains("line 1, column"), "{bad}");
+    assert!(
+        at("/output/n").contains("unknown variable `nodes`"),
+        "{bad}"
+    );
+    put(&a, &one, "create-contact", json!({})).assert_error(422, "invalid");
+    put(&a, &one, "delete-everything", json!({"body": {}})).assert_error(404, "not_found");
+    put(&a, &one, "create-contact", json!({"bodyy": {}})).assert_error(400, "bad_request");
+    a.get(&format!("/api/v1/connections/{one}/actions/create-contact"))
+        .assert_error(404, "not_found");
+
+    let written = json!({
+        "input_defaults": {"name": "\"Sales team\""},
+        "body": {"email": "input.email.to_lower()", "source": "\"weir:\" + connection.id"},
+        "output": {"created_via": "\"override\"", "status": "response.status"}
+    });
+    let ok = put(&a, &one, "create-contact", written.clone());
+    assert_eq!(ok.status, 200, "{ok}");
+    // Another tenant cannot see, change or remove it.
+    for answer in [
+        b.get(&format!("/api/v1/connections/{one}/actions/create-contact")),
+        put(&b, &one, "create-contact", written.clone()),
+        delete(&b, &one, "create-contact"),
+    ] {
+        answer.assert_error(404, "not_found");
+    }
+
+    let through_one = call(&a, &one, json!({"email": "ADA@Example.com"}));
+    assert_eq!(through_one.status, 200, "{through_one}");
+    assert_eq!(
+        through_one.body["output"],
+        json!({"id": 7, "created_via": "override", "status": 201})
+    );
+    let sent = app.requests_to("/eu/contacts");
+    assert_eq!(
+        sent.last().unwrap().json(),
+        json!({"email": "ada@example.com", "full_name": "Sales team", "source": format!("weir:{one}")})
+    );
+    // The other connection, and the other tenant's, as the integration says.
+    for (api, id) in [(&a, &two), (&b, &theirs)] {
+        let plain = call(api, id, json!({"email": "ADA@Example.com"}));
+        assert_eq!(plain.status, 200, "{plain}");
+        assert_eq!(plain.body["output"], json!({"id": 7}));
+        assert_eq!(
+            app.requests_to("/eu/contacts").last().unwrap().json(),
+            json!({"email": "ADA@Example.com", "full_name": ""})
+        );
+    }
+
+    // A flow action: its flow's run (with the connection in scope), once,
+    // and its last node's output.
+    let flows = first.flows.clone();
+    weir_testkit::write_flow(
+        &flows,
+        "crm-sync.yaml",
+        "id: crm-sync\nintegration: crm\ntriggers: [{id: call, type: api}]\nnodes:\n  - {id: create, type: http, connection: crm, method: POST, url: /contacts, body: '#{email: event.body.email}', next: done}\n  - {id: done, type: map, mapping: {id: nodes.create.body.id, via: connection.id}}\n",
+    );
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let before = app.count("/eu/contacts");
+    let synced = a.post(
+        "/api/v1/actions/sync-contact/run",
+        &json!({"input": {"email": "bo@example.com"}, "connection": two}),
+    );
+    assert_eq!(synced.status, 200, "{synced}\n{}", first.weir.stderr());
+    assert_eq!(synced.body["output"], json!({"id": 7, "via": two}));
+    assert_eq!(app.count("/eu/contacts"), before + 1);
+    let child = a.list("flow=crm-sync");
+    assert_eq!(child["items"].as_array().unwrap().len(), 1, "{child:#}");
+    assert_eq!(child["items"][0]["status"], "succeeded");
+    stop(first);
+
+    // After a restart the override still applies, to that connection only;
+    // removed, the integration's mapping is back.
+    let second = Daemon::start(dir.path(), "second", &args, &env);
+    let a = Api::with_token(&second, &token(dir.path(), &["--tenant", "a"]));
+    let shown = a.get_ok(&format!("/api/v1/connections/{one}/actions/create-contact"));
+    assert_eq!(shown["body"], written["body"], "{shown:#}");
+    let again = call(&a, &one, json!({"email": "CY@Example.com"}));
+    assert_eq!(again.body["output"]["created_via"], "override", "{again}");
+    assert_eq!(delete(&a, &one, "create-contact").status, 204);
+    delete(&a, &one, "create-contact").assert_error(404, "not_found");
+    let plain = call(&a, &one, json!({"email": "CY@Example.com"}));
+    assert_eq!(plain.body["output"], json!({"id": 7}), "{plain}");
+    assert_eq!(
+        app.requests_to("/eu/contacts").last().unwrap().json(),
+        json!({"email": "CY@Example.com", "full_name": ""})
+    );
 }

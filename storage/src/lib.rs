@@ -16,8 +16,8 @@ pub mod store;
 
 pub use memory::MemoryStore;
 pub use records::{
-    ActiveRun, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
-    DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
+    ActionOverride, ActiveRun, ConnectionRecord, ConnectionRequestRecord, ConnectionState,
+    DedupeRecord, DeliveryFormat, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot,
     IdempotencyRecord, Listed, MAX_VALUE_DEPTH, NodeRecord, NodeStatus, RequestStatus, RunRecord,
     RunStatus, Sealed, SeenRecord, TargetKind, TriggerKey, Unreadable,
 };

@@ -502,6 +502,29 @@ pub struct ConnectionRecord {
     /// start, for the refresh-ahead rule).
     #[serde(default)]
     pub credentials_granted_at: Option<DateTime<Utc>>,
+    /// This connection's customisations of its integration's actions, by
+    /// action key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub overrides: std::collections::BTreeMap<String, ActionOverride>,
+}
+
+/// How one connection customises an action of its integration: mapping
+/// entries (expressions, as the mappings of a flow's `map` node) that are
+/// added to, or replace, the integration's. Stored as written; compiled
+/// where it is used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionOverride {
+    /// Entries for input fields the caller left out, evaluated over
+    /// `input` and `connection` before the input is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_defaults: Option<Value>,
+    /// Entries of the request body, over `input` and `connection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Entries of the output, over `response`, `input` and `connection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Where an OAuth2 connection request stands.

@@ -10,10 +10,10 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use weir_storage::{
-    Commit, ConnectionRecord, ConnectionRequestRecord, ConnectionState, DedupeRecord,
-    DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, IdempotencyRecord, Listed,
-    MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus, RequestStatus, RunRecord, RunStatus,
-    Sealed, SeenRecord, SledStore, Store, TriggerKey, Write,
+    ActionOverride, Commit, ConnectionRecord, ConnectionRequestRecord, ConnectionState,
+    DedupeRecord, DeliveryRecord, DeliveryStatus, DeliveryTarget, FlowSnapshot, IdempotencyRecord,
+    Listed, MAX_VALUE_DEPTH, MemoryStore, NodeRecord, NodeStatus, RequestStatus, RunRecord,
+    RunStatus, Sealed, SeenRecord, SledStore, Store, TriggerKey, Write,
 };
 
 const TENANTS: &[&str] = &["default", "acme", "acme-2"];
@@ -247,6 +247,19 @@ fn write() -> impl Strategy<Value = Write> {
                     error: (state > 0).then(|| "refused".into()),
                     credentials_expire_at: None,
                     credentials_granted_at: None,
+                    overrides: match c {
+                        1 => [(
+                            "create-contact".to_owned(),
+                            ActionOverride {
+                                input_defaults: Some(json!({"owner": "\"ops\""})),
+                                body: None,
+                                output: None,
+                                updated_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                            },
+                        )]
+                        .into(),
+                        _ => Default::default(),
+                    },
                 })
             }
         ),

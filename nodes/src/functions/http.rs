@@ -70,6 +70,30 @@ pub struct Authorized {
     pub connection: String,
     pub url: Url,
     pub headers: reqwest::header::HeaderMap,
+    /// The credential values the request carries: where the app's answer
+    /// echoes one (an error body quoting the key), it is replaced by
+    /// `[credential]` before the answer becomes an output or an error.
+    pub echoes: Vec<String>,
+}
+
+impl Authorized {
+    fn redact(&self, value: &mut Value) {
+        let mut stack = vec![value];
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::String(s) => {
+                    for secret in &self.echoes {
+                        if s.contains(secret.as_str()) {
+                            *s = s.replace(secret.as_str(), "[credential]");
+                        }
+                    }
+                }
+                Value::Array(items) => stack.extend(items.iter_mut()),
+                Value::Object(fields) => stack.extend(fields.values_mut()),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Gives requests through connections their URL and credentials. The
@@ -499,7 +523,7 @@ impl Request {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let body = match crate::json::parse(&bytes) {
+        let mut body = match crate::json::parse(&bytes) {
             Ok(json) => json,
             Err(crate::json::ParseError::TooDeep) => {
                 return Err(HttpError::Request {
@@ -511,6 +535,12 @@ impl Request {
             Err(_) if bytes.is_empty() => Value::Null,
             Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
         };
+        if let Some(a) = authorized.filter(|a| !a.echoes.is_empty()) {
+            a.redact(&mut body);
+            for value in headers.values_mut() {
+                a.redact(value);
+            }
+        }
         if !self.expect.iter().any(|m| m.matches(status)) {
             let mut text = match &body {
                 Value::String(s) => s.clone(),

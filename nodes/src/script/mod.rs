@@ -412,6 +412,56 @@ impl Mapping {
         }
     }
 
+    /// Compiles a mapping written as JSON (through the API): each string
+    /// is an expression, other scalars are literals. Each problem is
+    /// `(pointer, message)`, the pointer under `at`, the message with the
+    /// line and column inside the expression.
+    pub fn from_json(
+        value: &serde_json::Value,
+        at: &str,
+        names: &[&str],
+        problems: &mut Vec<(String, String)>,
+    ) -> Self {
+        use serde_json::Value;
+        let inside = Origin {
+            line: 1,
+            col: 1,
+            block_col: Some(1),
+        };
+        match value {
+            Value::Object(entries) => Self::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let pointer = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                        (k.clone(), Self::from_json(v, &pointer, names, problems))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Self::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(n, v)| Self::from_json(v, &format!("{at}/{n}"), names, problems))
+                    .collect(),
+            ),
+            Value::String(text) => match Expr::compile(text, inside, names) {
+                Ok(expr) => Self::Expr(expr),
+                Err(d) => {
+                    problems.push((
+                        at.to_owned(),
+                        format!(
+                            "{} (at line {}, column {})",
+                            d.message, d.pos.line, d.pos.col
+                        ),
+                    ));
+                    Self::Expr(Expr::literal(Dynamic::UNIT, inside))
+                }
+            },
+            other => Self::Expr(Expr::literal(convert::to_dynamic(other), inside)),
+        }
+    }
+
     /// The `nodes.X` and `secrets.X` its expressions read.
     pub fn references(&self) -> Vec<Reference> {
         match self {

@@ -3,5 +3,6 @@
 //! (one customer's override) — resolved in that order at call time.
 
 pub mod definition;
+pub mod overrides;
 pub mod run;
 pub mod schema;

@@ -16,13 +16,19 @@ use weir_nodes::functions::action::{ActionCall, Actor};
 use weir_nodes::functions::http::{Connector, Request, Via};
 use weir_nodes::node::NodeError;
 use weir_nodes::script::{ScopeBuilder, to_dynamic, to_json};
-use weir_storage::ConnectionRecord;
+use weir_storage::{ConnectionRecord, IdempotencyRecord, NodeStatus, RunStatus, Write};
+
+use chrono::{DateTime, Utc};
+use weir_storage::ActionOverride;
 
 use super::definition::{Action, Implementation, RequestSpec, UniversalAction};
+use super::overrides::{self, Compiled};
 use super::schema::{Schema, SchemaError};
 use crate::connect::connections::{Connections, scope_value};
 use crate::connect::integration::Integration;
 use crate::daemon::registry::Registry;
+use crate::daemon::runs::Runs;
+use crate::engine::Engine;
 use crate::flow::Flow;
 
 /// The longest `Retry-After` honoured.
@@ -78,20 +84,18 @@ pub struct Resolved {
     pub index: usize,
     pub input_schema: Option<Arc<Schema>>,
     pub output_schema: Option<Arc<Schema>>,
+    /// The connection's override of the action, compiled.
+    pub overrides: Option<Arc<Compiled>>,
 }
 
 impl Resolved {
-    fn spec(&self) -> Result<&RequestSpec, ActError> {
-        match &self.integration.actions[self.index].implementation {
-            Some(Implementation::Request(spec)) => Ok(spec),
-            Some(Implementation::Flow(flow)) => Err(ActError::Broken(format!(
-                "action `{}` of `{}` runs flow `{flow}`; flow actions are not runnable yet",
-                self.integration.actions[self.index].key, self.integration.key
-            ))),
-            None => Err(ActError::Broken("the action has no implementation".into())),
-        }
+    fn action(&self) -> &Action {
+        &self.integration.actions[self.index]
     }
 }
+
+/// An override compiled, with the version it was compiled from.
+type CompiledAt = (DateTime<Utc>, Arc<Compiled>);
 
 /// The actions the daemon runs: universal ones from the actions folder,
 /// integration ones from the integrations' files.
@@ -100,6 +104,11 @@ pub struct Actions {
     connections: Arc<Connections>,
     /// The one-node flow of each action's API runs, by action key.
     flows: std::sync::Mutex<HashMap<String, Arc<Flow>>>,
+    /// Connection overrides compiled, by (connection, action), with the
+    /// version they were compiled from.
+    compiled: std::sync::Mutex<HashMap<(String, String), CompiledAt>>,
+    /// Where the runs of flow actions are admitted (the daemon sets it).
+    runs: std::sync::OnceLock<std::sync::Weak<Runs>>,
 }
 
 /// One action of the catalog: `{key, name, description, input_schema,
@@ -115,7 +124,14 @@ impl Actions {
             universal,
             connections,
             flows: Default::default(),
+            compiled: Default::default(),
+            runs: Default::default(),
         }
+    }
+
+    /// Lets flow actions start runs (the daemon's).
+    pub fn set_runs(&self, runs: &Arc<Runs>) {
+        let _ = self.runs.set(Arc::downgrade(runs));
     }
 
     /// Every action defined, by key: a universal one with the integrations
@@ -277,27 +293,65 @@ impl Actions {
             .output_schema
             .clone()
             .or_else(|| contract.and_then(|u| u.output_schema.clone()));
+        let overrides = match connection.overrides.get(key) {
+            None => None,
+            Some(o) => Some(self.compiled(&connection.id, key, o)?),
+        };
         Ok(Resolved {
             connection,
             integration,
             index,
             input_schema,
             output_schema,
+            overrides,
         })
     }
 
-    /// Every problem of `input` against the resolved action's schema.
-    pub fn check_input(resolved: &Resolved, input: &Value) -> Result<(), ActError> {
-        match &resolved.input_schema {
-            Some(schema) => {
-                let errors = schema.check(input, "");
-                match errors.is_empty() {
-                    true => Ok(()),
-                    false => Err(ActError::Invalid(errors)),
-                }
-            }
-            None => Ok(()),
+    /// A connection's override, compiled once per version.
+    fn compiled(
+        &self,
+        connection: &str,
+        key: &str,
+        o: &ActionOverride,
+    ) -> Result<Arc<Compiled>, ActError> {
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let id = (connection.to_owned(), key.to_owned());
+        if let Some((at, c)) = cache.get(&id)
+            && *at == o.updated_at
+        {
+            return Ok(c.clone());
         }
+        // Checked when it was written; a failure here means the record
+        // was written by another version of weir.
+        let c = Arc::new(overrides::compile(o).map_err(|e| {
+            ActError::Broken(format!(
+                "connection {connection}'s override of `{key}` does not compile: {}; PUT it again",
+                describe(&e)
+            ))
+        })?);
+        cache.insert(id, (o.updated_at, c.clone()));
+        Ok(c)
+    }
+
+    /// The input the action runs with: the caller's, with the
+    /// connection's defaults for the fields it left out, checked against
+    /// the resolved action's schema (every problem).
+    pub fn prepare(resolved: &Resolved, input: &Value) -> Result<Value, ActError> {
+        let input = match &resolved.overrides {
+            Some(o) if !o.input_defaults.is_empty() => {
+                let mut scope = context(resolved, input).build();
+                o.with_defaults(input, &mut scope, None)
+                    .map_err(|e| ActError::Broken(e.to_string()))?
+            }
+            _ => input.clone(),
+        };
+        if let Some(schema) = &resolved.input_schema {
+            let errors = schema.check(&input, "");
+            if !errors.is_empty() {
+                return Err(ActError::Invalid(errors));
+            }
+        }
+        Ok(input)
     }
 
     /// Runs a resolved action with a checked input: the request, its
@@ -309,15 +363,18 @@ impl Actions {
         key: &str,
         timeout: Option<Duration>,
     ) -> Result<Value, NodeError> {
-        let spec = resolved
-            .spec()
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let connection = scope_value(&resolved.connection);
-        let context = || {
-            ScopeBuilder::new(&Dynamic::UNIT, &resolved.connection.tenant, "", "")
-                .with("input", to_dynamic(input))
-                .with("connection", to_dynamic(&connection))
+        let spec = match &resolved.action().implementation {
+            Some(Implementation::Request(spec)) => spec,
+            Some(Implementation::Flow(flow)) => {
+                return self.perform_flow(resolved, input, flow, key).await;
+            }
+            None => {
+                return Err(NodeError::Invalid(
+                    "the action has no implementation".into(),
+                ));
+            }
         };
+        let context = || context(resolved, input);
         let request = build_request(spec, resolved, context().build(), timeout)?;
         let connector: Arc<dyn Connector> = self.connections.clone();
         let tenant = resolved.connection.tenant.as_str();
@@ -338,10 +395,10 @@ impl Actions {
                 Err(e) => return Err(e),
             }
         };
+        let mut scope = context().with("response", to_dynamic(&response)).build();
         let output = match &spec.output {
             None => response.get("body").cloned().unwrap_or(Value::Null),
             Some(mapping) => {
-                let mut scope = context().with("response", to_dynamic(&response)).build();
                 let value = mapping.eval(&mut scope, timeout).map_err(|e| {
                     NodeError::Invalid(format!("the action's `output` mapping failed: {e}"))
                 })?;
@@ -349,19 +406,155 @@ impl Actions {
                     .map_err(|e| NodeError::Invalid(format!("the action's `output`: {e}")))?
             }
         };
-        if let Some(schema) = &resolved.output_schema {
-            let errors = schema.check(&output, "");
-            if !errors.is_empty() {
+        let output = match &resolved.overrides {
+            Some(o) => Compiled::merge(&o.output, "output", Some(output), &mut scope, timeout)?
+                .unwrap_or(Value::Null),
+            None => output,
+        };
+        check_output(resolved, output)
+    }
+
+    /// A flow action: a run of its flow (api-triggered, for the tenant,
+    /// with the connection in scope) with the input as the event's body;
+    /// its output is that of the run's last node that succeeded. The run
+    /// is admitted once per `key` (the node's idempotency key): a node
+    /// resumed after a restart waits for the run it started.
+    async fn perform_flow(
+        &self,
+        resolved: &Resolved,
+        input: &Value,
+        id: &str,
+        key: &str,
+    ) -> Result<Value, NodeError> {
+        let action = resolved.action();
+        let integration = &resolved.integration.key;
+        let runs = self
+            .runs
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "action `{}` runs flow `{id}`: flow actions run in the daemon (weir serve), not in `weir run`",
+                    action.key
+                ))
+            })?;
+        let tenant = resolved.connection.tenant.as_str();
+        let flow = runs.registry().get(id).ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "`{integration}`'s action `{}` runs flow `{id}`, which is not loaded; add a flow with `id: {id}` and an api trigger to the flows folder",
+                action.key
+            ))
+        })?;
+        if !flow.tenants.serves(tenant) {
+            return Err(NodeError::Invalid(format!(
+                "flow `{id}` (action `{}`) does not serve tenant `{tenant}`; add it to the flow's `tenants` (or use `integration: {integration}`)",
+                action.key
+            )));
+        }
+        let Some((trigger, api)) = flow.triggers.iter().find_map(|t| match &t.kind {
+            weir_nodes::TriggerKind::Api(api) => Some((t, api)),
+            _ => None,
+        }) else {
+            return Err(NodeError::Invalid(format!(
+                "flow `{id}` (action `{}`) has no api trigger; a flow action starts its flow through one",
+                action.key
+            )));
+        };
+        // A space: no caller's Idempotency-Key can take this name.
+        let marker = format!("flow action {key}");
+        let store = runs.engine().store().clone();
+        let started = store
+            .idempotency(tenant, &marker)
+            .map_err(|e| NodeError::Invalid(format!("cannot read the action's run: {e}")))?;
+        let run_id = match started {
+            Some(first) => first.run_id,
+            None => {
+                let now = runs.engine().clock().now();
+                let event = api.event(&Engine::new_run_id(), &trigger.id, now, input.clone());
+                let remember = |run_id: &str| {
+                    vec![Write::Idempotency(IdempotencyRecord {
+                        tenant: tenant.to_owned(),
+                        key: marker.clone(),
+                        request_hash: String::new(),
+                        run_id: run_id.to_owned(),
+                        at: now,
+                    })]
+                };
+                runs.admit_for(&flow, &resolved.connection, &trigger.id, event, remember)
+                    .await
+                    .map_err(|e| NodeError::Invalid(format!("flow `{id}` could not start: {e}")))?
+                    .id
+            }
+        };
+        let done = loop {
+            if let Some(done) = runs.wait(&run_id, Duration::from_secs(600)).await {
+                break done;
+            }
+            // Still running (or waiting on a timer); unless it is gone.
+            if let Ok(None) = store.run_by_id(&run_id) {
                 return Err(NodeError::Invalid(format!(
-                    "the output of `{}` (integration `{}`) does not match the action's output_schema: {}",
-                    resolved.integration.actions[resolved.index].key,
-                    resolved.integration.key,
-                    describe(&errors)
+                    "the run {run_id} of flow `{id}` is no longer stored"
                 )));
             }
+        };
+        if done.status != RunStatus::Succeeded {
+            return Err(NodeError::Invalid(format!(
+                "flow `{id}` (run {run_id}) {}: {}",
+                done.status.as_str(),
+                done.error.as_deref().unwrap_or("no error recorded")
+            )));
         }
-        Ok(output)
+        let nodes = store
+            .nodes(tenant, &run_id)
+            .map_err(|e| NodeError::Invalid(format!("cannot read run {run_id}: {e}")))?;
+        let output = flow
+            .graph
+            .order
+            .iter()
+            .rev()
+            .map(|&n| flow.graph.nodes[n].id.as_str())
+            .find_map(|node| {
+                nodes
+                    .iter()
+                    .find(|r| r.node == node && r.status == NodeStatus::Succeeded)
+            })
+            .and_then(|r| r.output.clone())
+            .unwrap_or(Value::Null);
+        let output = match &resolved.overrides {
+            Some(o) if !o.output.is_empty() => {
+                let mut scope = context(resolved, input)
+                    .with("response", to_dynamic(&serde_json::json!({"body": output})))
+                    .build();
+                Compiled::merge(&o.output, "output", Some(output), &mut scope, None)?
+                    .unwrap_or(Value::Null)
+            }
+            _ => output,
+        };
+        check_output(resolved, output)
     }
+}
+
+/// The output, if it matches the action's output schema.
+fn check_output(resolved: &Resolved, output: Value) -> Result<Value, NodeError> {
+    if let Some(schema) = &resolved.output_schema {
+        let errors = schema.check(&output, "");
+        if !errors.is_empty() {
+            return Err(NodeError::Invalid(format!(
+                "the output of `{}` (integration `{}`) does not match the action's output_schema: {}",
+                resolved.action().key,
+                resolved.integration.key,
+                describe(&errors)
+            )));
+        }
+    }
+    Ok(output)
+}
+
+/// The scope an action's expressions see: `input` and `connection`.
+fn context(resolved: &Resolved, input: &Value) -> ScopeBuilder {
+    ScopeBuilder::new(&Dynamic::UNIT, &resolved.connection.tenant, "", "")
+        .with("input", to_dynamic(input))
+        .with("connection", to_dynamic(&scope_value(&resolved.connection)))
 }
 
 /// The request of an action: its path, query and headers rendered, its
@@ -392,6 +585,10 @@ fn build_request(
                 .map_err(|e| NodeError::Invalid(format!("the action's `body`: {e}")))?,
         ),
     };
+    let body = match &resolved.overrides {
+        Some(o) => Compiled::merge(&o.body, "body", body, &mut scope, timeout)?,
+        None => body,
+    };
     let via = Via {
         integration: resolved.integration.key.clone(),
         id: Some(resolved.connection.id.clone()),
@@ -412,9 +609,9 @@ impl Actor for Actions {
             let resolved = self
                 .resolve(tenant, own_connection, call)
                 .map_err(|e| NodeError::Invalid(format!("action `{}`: {e}", call.action)))?;
-            Self::check_input(&resolved, &call.input)
+            let input = Self::prepare(&resolved, &call.input)
                 .map_err(|e| NodeError::Invalid(format!("action `{}`: {e}", call.action)))?;
-            self.perform(&resolved, &call.input, key, timeout).await
+            self.perform(&resolved, &input, key, timeout).await
         })
     }
 }

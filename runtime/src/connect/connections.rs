@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 use weir_nodes::http_client;
-use weir_storage::{Commit, ConnectionRecord, ConnectionState, Store, Write};
+use weir_storage::{ActionOverride, Commit, ConnectionRecord, ConnectionState, Store, Write};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -290,6 +290,7 @@ impl Connections {
             error: None,
             credentials_expire_at: None,
             credentials_granted_at: None,
+            overrides: Default::default(),
         };
         seal_all(vault, &mut record, &credentials)?;
         let (state, error) = self.run_test(&integration, &record).await;
@@ -369,6 +370,28 @@ impl Connections {
         Ok(record)
     }
 
+    /// Sets the connection's override of action `key`, or with `None`
+    /// removes it; the record is read and written under the connection's
+    /// lock. The override as it was, if there was one.
+    pub async fn set_override(
+        &self,
+        tenant: &str,
+        id: &str,
+        key: &str,
+        to: Option<ActionOverride>,
+    ) -> Result<Option<ActionOverride>, ConnectError> {
+        let _lock = self.lock(id).await;
+        let mut record = self.get(tenant, id)?;
+        let was = match to {
+            Some(o) => record.overrides.insert(key.to_owned(), o),
+            None => record.overrides.remove(key),
+        };
+        if was.is_some() || record.overrides.contains_key(key) {
+            self.save(&record).await?;
+        }
+        Ok(was)
+    }
+
     /// Runs the integration's test request; the state follows its answer.
     pub async fn test(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ConnectError> {
         let _lock = self.lock(id).await;
@@ -443,6 +466,19 @@ impl Connections {
                 Ok((field.clone(), vault.open(binding, sealed)?))
             })
             .collect()
+    }
+
+    /// The credential values a request through `record` carries (4
+    /// characters or more), to take out of what the app answers.
+    fn echoes(&self, record: &ConnectionRecord) -> Vec<String> {
+        self.open_all(record)
+            .map(|all| {
+                all.values()
+                    .map(|s| s.expose_secret().to_owned())
+                    .filter(|s| s.len() >= 4)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The app's URL for `path` (and query) through the connection —
@@ -917,6 +953,7 @@ impl Connector for Connections {
                 .map_err(|e| NodeError::Invalid(format!("connection {}: {e}", record.id)))?;
             self.used(tenant, &record.id).await;
             Ok(Authorized {
+                echoes: self.echoes(&record),
                 connection: record.id,
                 url,
                 headers,
@@ -948,6 +985,7 @@ impl Connector for Connections {
                         .authorize_path(&integration, &record, &request.path_and_query())
                         .map_err(|e| format!("connection {id}: {e}"))?;
                     Ok(Authorized {
+                        echoes: self.echoes(&record),
                         connection: record.id,
                         url,
                         headers,
@@ -988,6 +1026,8 @@ pub fn view(record: &ConnectionRecord) -> Value {
         "last_used_at": record.last_used_at,
         "error": record.error,
         "credentials_expire_at": record.credentials_expire_at,
+        // The actions it overrides (GET …/actions/{key} shows each).
+        "overrides": record.overrides.keys().collect::<Vec<_>>(),
     })
 }
 

@@ -387,6 +387,7 @@ impl Connections {
                     error: None,
                     credentials_expire_at: None,
                     credentials_granted_at: None,
+                    overrides: Default::default(),
                 },
                 None,
             ),

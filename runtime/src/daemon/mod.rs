@@ -172,6 +172,7 @@ pub async fn serve(
     let notifier = notify::Notifier::new(store.clone(), engine.clone(), config.notify.clone());
     connections.set_notifier(notifier.clone());
     let runs = Runs::new(engine, registry.clone(), config.max_backlog, work.handle());
+    actions.set_runs(&runs);
     runs.set_notifier(notifier);
     let resumed = runs.resume_all()?;
     let descriptors = http::server::descriptor_limit();

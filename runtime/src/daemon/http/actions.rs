@@ -169,7 +169,7 @@ pub async fn run(
         connection_id: body.connection,
     };
     let resolved = app.actions.resolve(tenant, None, &call)?;
-    crate::act::run::Actions::check_input(&resolved, &call.input)?;
+    crate::act::run::Actions::prepare(&resolved, &call.input)?;
     let flow = app.actions.flow_of(&key).map_err(ApiError::internal)?;
     let mut event = weir_nodes::triggers::event_base("api", &Engine::new_run_id(), "run", now);
     event.insert(
@@ -235,7 +235,13 @@ async fn answer(app: &AppState, run_id: &str) -> Result<Response, ApiError> {
             Ok(Json(json!({"output": output, "run_id": done.id})).into_response())
         }
         _ => Err(ApiError {
-            extra: vec![("run_id", json!(done.id))],
+            // The app's status and body, when it answered with an error.
+            extra: std::iter::once(("run_id", json!(done.id)))
+                .chain(["status", "body"].into_iter().filter_map(|k| {
+                    let v = node.and_then(|n| n.output.as_ref())?.get(k)?;
+                    Some((k, v.clone()))
+                }))
+                .collect(),
             ..ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "action_failed",

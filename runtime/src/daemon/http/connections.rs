@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weir_storage::{ConnectionRecord, ConnectionState};
+use weir_storage::{ActionOverride, ConnectionRecord, ConnectionState};
 
 use super::{ApiError, AppState, Params};
+use crate::act::overrides::{self, OverrideBody};
 use crate::auth::Scope;
 use crate::connect::connections::{self, ConnectError, CreateBody, Filter, PatchBody};
 use crate::connect::integration::AuthKind;
@@ -166,6 +167,102 @@ pub async fn delete(
     let found = find(&app, &scope, &id)?;
     let record = app.connections.delete(&found.tenant, &id).await?;
     Ok(Json(connections::view(&record)))
+}
+
+/// The action `key` of the connection's integration, for an override.
+fn action_of(
+    app: &AppState,
+    found: &ConnectionRecord,
+    key: &str,
+) -> Result<(Arc<crate::connect::integration::Integration>, usize), ApiError> {
+    let Some(integration) = app.connections.integrations().get(&found.integration) else {
+        return Err(ApiError::conflict(format!(
+            "the connection's integration `{}` is not loaded",
+            found.integration
+        )));
+    };
+    match integration.actions.iter().position(|a| a.key == key) {
+        Some(n) => Ok((integration, n)),
+        None => {
+            let keys: Vec<&str> = integration.actions.iter().map(|a| a.key.as_str()).collect();
+            Err(ApiError::not_found(format!(
+                "integration `{}` has no action `{key}`; its actions: {}",
+                integration.key,
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                }
+            )))
+        }
+    }
+}
+
+/// `GET /api/v1/connections/{id}/actions/{key}`: the connection's
+/// override of the action.
+pub async fn show_override(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    match found.overrides.get(&key) {
+        Some(o) => Ok(Json(overrides::view(o))),
+        None => Err(ApiError::not_found(format!(
+            "connection {id} does not override action `{key}`"
+        ))),
+    }
+}
+
+/// `PUT /api/v1/connections/{id}/actions/{key}`: customises the action
+/// for this connection only. Every expression is compiled now: `422` with
+/// each problem's pointer and its position inside the expression.
+pub async fn put_override(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path((id, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    let (integration, n) = action_of(&app, &found, &key)?;
+    let body: OverrideBody = super::json_body(&body, overrides::OVERRIDE_SHAPE)?;
+    let o = ActionOverride {
+        input_defaults: body.input_defaults,
+        body: body.body,
+        output: body.output,
+        updated_at: chrono::Utc::now(),
+    };
+    let mut problems = overrides::check_against(&o, &integration.actions[n], &integration.key);
+    if let Err(e) = overrides::compile(&o) {
+        problems.extend(e);
+    }
+    if !problems.is_empty() {
+        return Err(ConnectError::Invalid(problems).into());
+    }
+    app.connections
+        .set_override(&found.tenant, &id, &key, Some(o.clone()))
+        .await?;
+    Ok(Json(overrides::view(&o)))
+}
+
+/// `DELETE /api/v1/connections/{id}/actions/{key}`: the connection uses
+/// its integration's action as it is again.
+pub async fn delete_override(
+    State(app): State<Arc<AppState>>,
+    scope: Scope,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let found = find(&app, &scope, &id)?;
+    match app
+        .connections
+        .set_override(&found.tenant, &id, &key, None)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::not_found(format!(
+            "connection {id} does not override action `{key}`"
+        ))),
+    }
 }
 
 const REQUEST_SHAPE: &str =

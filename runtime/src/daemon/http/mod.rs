@@ -104,6 +104,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/connections/{id}/refresh",
             post(connections::refresh),
         )
+        .route(
+            "/api/v1/connections/{id}/actions/{key}",
+            get(connections::show_override)
+                .put(connections::put_override)
+                .delete(connections::delete_override),
+        )
         .route("/api/v1/actions", get(actions::list))
         .route("/api/v1/actions/{key}/run", post(actions::run))
         .route("/api/v1/integrations", get(integrations::list))

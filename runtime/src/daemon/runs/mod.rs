@@ -144,6 +144,11 @@ impl Runs {
         &self.engine
     }
 
+    /// The flows runs are admitted for.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// The runtime runs and trigger tasks are driven on.
     pub fn work(&self) -> &tokio::runtime::Handle {
         &self.work

@@ -7,6 +7,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rhai::Dynamic;
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span, warn};
+use weir_nodes::functions::http::HttpError;
 use weir_nodes::node::{NodeError, NodeKind, OnError, Outcome, Taken};
 use weir_nodes::script::{to_dynamic, to_json};
 use weir_storage::{Commit, NodeStatus};
@@ -424,9 +425,26 @@ impl<'e> Runner<'e> {
                 record.finished_at = Some(now);
                 record.error = Some(message.clone());
                 record.wake_at = None;
-                if node.on_error != OnError::Fail {
-                    record.output = Some(json!({"error": message}));
-                }
+                // What the app answered, for the run's reader and for a
+                // flow that goes on after the error.
+                let answered = match &error {
+                    NodeError::Http(HttpError::Status { status, body, .. }) => {
+                        let body = self.flow.secrets.redact(body);
+                        Some((
+                            *status,
+                            serde_json::from_str::<Value>(&body)
+                                .unwrap_or_else(|_| Value::String(body.into_owned())),
+                        ))
+                    }
+                    _ => None,
+                };
+                record.output = match (answered, node.on_error != OnError::Fail) {
+                    (Some((status, body)), _) => {
+                        Some(json!({"error": message, "status": status, "body": body}))
+                    }
+                    (None, true) => Some(json!({"error": message})),
+                    (None, false) => None,
+                };
                 warn!(node = %node.id, attempts, error = %message, "node failed");
                 crate::metrics::node_executed(node.kind.type_name(), "failed");
                 self.commit_node(record, None, None).await?;
