@@ -1543,3 +1543,157 @@ fn overrides_change_one_connection_and_flow_actions_run_their_flow() {
         json!({"email": "CY@Example.com", "full_name": ""})
     );
 }
+
+/// The example files a newcomer reads — `actions/`, the `example-crm`
+/// integration's mappings, its flow action and the override example — do
+/// what docs/actions.md says, against a stand-in for the example CRM.
+#[test]
+fn the_example_actions_run_as_documented() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let app = FakeServer::start();
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
+        ("GET", "/eu/me" | "/eu/contacts") => 200,
+        ("POST", "/eu/contacts") => 201,
+        _ => 404,
+    });
+    // One answer for every request: `id` for a create, `items` for a list.
+    app.set_body(json!({
+        "id": 101,
+        "items": [{"id": 1, "email": "old@example.com", "name": "Old Friend", "updated_at": 0}]
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    std::fs::create_dir_all(&integrations).unwrap();
+    for name in ["example-crm.yaml", "example-calendar.yaml"] {
+        let text = std::fs::read_to_string(repo.join("integrations").join(name)).unwrap();
+        std::fs::write(
+            integrations.join(name),
+            text.replace("http://127.0.0.1:8090", &app.base()),
+        )
+        .unwrap();
+    }
+    let keys = format!("k1:{}", key(1));
+    let actions = repo.join("actions");
+    let daemon = Daemon::start(
+        dir.path(),
+        "daemon",
+        &[
+            "--integrations",
+            integrations.to_str().unwrap(),
+            "--actions",
+            actions.to_str().unwrap(),
+        ],
+        &[
+            ("WEIR_WORKSPACE_SECRET", SECRET),
+            ("WEIR_SECRET_KEYS", &keys),
+        ],
+    );
+    std::fs::copy(
+        repo.join("flows/crm-upsert-contact.yaml"),
+        daemon.flows.join("crm-upsert-contact.yaml"),
+    )
+    .unwrap();
+    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let c = create(
+        &a,
+        json!({"integration": "example-crm", "name": "Acme CRM", "parameters": {"region": "eu"}, "credentials": {"api_key": GOOD_KEY}}),
+    );
+    assert_eq!(c.body["state"], "ready", "{c}");
+    let id = c.body["id"].as_str().unwrap().to_owned();
+    let call = |key: &str, input: Value| {
+        let answer = a.post(
+            &format!("/api/v1/actions/{key}/run"),
+            &json!({"input": input}),
+        );
+        assert_eq!(answer.status, 200, "{key}: {answer}");
+        answer.body["output"].clone()
+    };
+
+    // The catalog: both integrations implement the two universal actions.
+    let catalog = a.get_ok("/api/v1/actions");
+    let entry = |key: &str| {
+        catalog["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {catalog:#}"))
+            .clone()
+    };
+    for key in ["create-contact", "list-contacts"] {
+        assert_eq!(
+            entry(key)["integrations"],
+            json!(["example-calendar", "example-crm"])
+        );
+    }
+    assert_eq!(
+        entry("upsert-contact")["integrations"],
+        json!(["example-crm"])
+    );
+
+    let created = call(
+        "create-contact",
+        json!({"email": "ada@example.com", "name": "Ada"}),
+    );
+    assert_eq!(created, json!({"id": 101}));
+    let sent = app.requests_to("/eu/contacts");
+    assert_eq!(
+        sent.last().unwrap().json(),
+        json!({"email": "ada@example.com", "full_name": "Ada"})
+    );
+
+    let listed = call("list-contacts", json!({"limit": 2}));
+    assert_eq!(
+        listed["contacts"][0]["email"], "old@example.com",
+        "{listed:#}"
+    );
+    let last = app.requests_to("/eu/contacts").pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.query.as_deref()),
+        ("GET", Some("limit=2"))
+    );
+    let refused = a.post(
+        "/api/v1/actions/list-contacts/run",
+        &json!({"input": {"limit": 500}}),
+    );
+    assert_eq!(refused.status, 422, "{refused}");
+    assert_eq!(refused.body["error"]["details"][0]["pointer"], "/limit");
+
+    // The flow action: an existing email is found, a new one created.
+    let posts = || {
+        app.requests_to("/eu/contacts")
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    let before = posts();
+    let found = call("upsert-contact", json!({"email": "old@example.com"}));
+    assert_eq!(found, json!({"id": 1, "created": false}));
+    assert_eq!(posts(), before, "found: nothing created");
+    let made = call("upsert-contact", json!({"email": "new@example.com"}));
+    assert_eq!(made, json!({"id": 101, "created": true}));
+    assert_eq!(posts(), before + 1);
+
+    // The override example, as docs/actions.md shows it.
+    let example: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("examples/overrides/create-contact.json")).unwrap(),
+    )
+    .unwrap();
+    let put = a.send(
+        a.http
+            .put(a.url(&format!("/api/v1/connections/{id}/actions/create-contact")))
+            .json(&example),
+    );
+    assert_eq!(put.status, 200, "{put}");
+    let overridden = call("create-contact", json!({"email": "Bo@Example.com"}));
+    assert_eq!(overridden, json!({"id": 101, "created": true}));
+    assert_eq!(
+        app.requests_to("/eu/contacts").last().unwrap().json(),
+        json!({"email": "bo@example.com", "full_name": "New customer", "source": "weir/Acme CRM"})
+    );
+    assert!(!daemon.weir.stderr().contains(GOOD_KEY));
+}
