@@ -3,7 +3,8 @@
 //! A 5-node flow (map → if → map → script → deliver) runs many times at a
 //! given number of concurrent runs. Reported: runs/s, node-steps/s and how
 //! many commits shared each disk flush; then the cost of one 6-field mapping
-//! from a JSON event to a JSON value. Each figure is the median of several
+//! from a JSON event to a JSON value, and of one check of a 10-field input
+//! against its compiled JSON Schema. Each figure is the median of several
 //! rounds.
 //!
 //! ```text
@@ -228,6 +229,61 @@ vip: if event.body.orders > 10 { true } else { false }
     );
 }
 
+/// One check of a 10-field input against its compiled schema, as an action
+/// call makes it: a valid input, and one with three problems (their
+/// pointers and messages built).
+fn schema_bench(rounds: usize) {
+    let schema = weir_runtime::act::schema::compile(json!({
+        "type": "object",
+        "required": ["email", "name", "age"],
+        "additionalProperties": false,
+        "properties": {
+            "email": {"type": "string", "minLength": 3, "pattern": "@"},
+            "name": {"type": "string", "maxLength": 200},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "plan": {"enum": ["free", "pro", "enterprise"]},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+            "company": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "phone": {"type": "string", "pattern": "^[+0-9 ]+$"},
+            "newsletter": {"type": "boolean"},
+            "score": {"type": "number"},
+            "country": {"type": "string", "minLength": 2, "maxLength": 2}
+        }
+    }))
+    .expect("a valid schema");
+    let good = json!({
+        "email": "ada@example.com", "name": "Ada Lovelace", "age": 36, "plan": "pro",
+        "tags": ["vip", "eu"], "company": {"name": "Analytical"}, "phone": "+44 20 7946 0000",
+        "newsletter": true, "score": 9.5, "country": "GB"
+    });
+    let bad = json!({"email": "nope", "age": -1, "plan": "gold"});
+    let n = 200_000;
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..n {
+            assert!(std::hint::black_box(schema.check(&good, "")).is_empty());
+        }
+        valid.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let start = Instant::now();
+        for _ in 0..n / 10 {
+            assert!(!std::hint::black_box(schema.check(&bad, "")).is_empty());
+        }
+        invalid.push(start.elapsed().as_secs_f64() * 1e6 / (n / 10) as f64);
+    }
+    println!();
+    println!("schema: 10 fields (compiled once)");
+    println!(
+        "  a valid input:                       {:.2} µs",
+        median(valid)
+    );
+    println!(
+        "  an invalid one (3 problems reported): {:.2} µs",
+        median(invalid)
+    );
+}
+
 fn main() {
     let rounds = arg("--rounds", 3);
     let runs = arg("--runs", 20_000);
@@ -239,5 +295,6 @@ fn main() {
         .expect("a runtime");
     rt.block_on(engine_bench(&flow, rounds, runs));
     mapping_bench(rounds.max(3));
+    schema_bench(rounds.max(3));
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -235,6 +235,19 @@ fn validate_checks_a_folder_and_the_default_flows_folder() {
 fn the_example_flows_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
+    let count = |folder: &str| {
+        std::fs::read_dir(root.join(folder))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "yaml")
+            })
+            .count()
+    };
+    let (flows, integrations, actions) = (count("flows"), count("integrations"), count("actions"));
     // flows/ loads with nothing exported (the README's first command).
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),
@@ -244,7 +257,10 @@ fn the_example_flows_are_valid() {
     )
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
-    assert!(done.stderr.contains("6 valid flows"), "{done}");
+    assert!(
+        done.stderr.contains(&format!("{flows} valid flows")),
+        "{done}"
+    );
     // So does integrations/, with the flows.
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),
@@ -260,8 +276,9 @@ fn the_example_flows_are_valid() {
     .finish(TIMEOUT);
     assert_eq!(done.code, Some(0), "{done}");
     assert!(
-        done.stderr
-            .contains("6 valid flows, 2 valid integrations, 2 valid actions"),
+        done.stderr.contains(&format!(
+            "{flows} valid flows, {integrations} valid integrations, {actions} valid actions"
+        )),
         "{done}"
     );
     // An integration action that changes the universal action's input
@@ -275,17 +292,25 @@ fn the_example_flows_are_valid() {
     .unwrap();
     std::fs::write(
         layers.join("crm.yaml"),
-        "key: crm\nbase_url: https://crm.example\nauth: {type: bearer}\nactions:\n  - key: create-contact\n    input_schema: {type: object}\n    request: {method: POST, path: /contacts}\n",
+        "key: crm\nbase_url: https://crm.example\nauth: {type: bearer}\nactions:\n  - key: create-contact\n    input_schema: {type: object}\n    request: {method: POST, path: /contacts}\n  - {key: sync, flow: nowhere}\n  - {key: report, flow: hourly}\n",
+    )
+    .unwrap();
+    // Flow actions: a flow that is not there, and one no api call starts.
+    std::fs::write(
+        layers.join("hourly.yaml"),
+        "id: hourly\ntriggers: [{id: t, type: cron, schedule: '0 * * * *'}]\nnodes: [{id: m, type: map, mapping: {a: '1'}}]\n",
     )
     .unwrap();
     let done = run_weir(dir.path(), "layers", &["validate", arg(&layers)], TIMEOUT);
     assert_eq!(done.code, Some(1), "{done}");
-    assert!(
-        done.stdout.contains(
-            "crm.yaml:6:19: error: action 'create-contact' implements the universal action"
-        ),
-        "{done}"
-    );
+    for expected in [
+        "crm.yaml:6:19: error: action 'create-contact' implements the universal action",
+        "crm.yaml:8:11: error: action 'sync' runs flow `nowhere`, which is not among the flows given",
+        "crm.yaml:9:11: error: action 'report' runs flow `hourly`",
+    ] {
+        assert!(done.stdout.contains(expected), "{expected}\n{done}");
+    }
+    assert!(done.stdout.contains("which has no api trigger"), "{done}");
     // examples/flows needs the secret GitHub signs with.
     let done = weir_testkit::Weir::spawn_with(
         dir.path(),

@@ -357,6 +357,37 @@ pub fn check_layers(universal: &[&Action], integration: &[&Action]) -> Vec<LoadE
     out
 }
 
+/// Where an integration's flow action names a flow that is not among
+/// `flows`, or one without an api trigger (the way the action starts it).
+pub fn check_flows(integration: &[&Action], flows: &[crate::flow::Flow]) -> Vec<LoadError> {
+    let mut out = Vec::new();
+    for a in integration {
+        let Some(Implementation::Flow(id)) = &a.implementation else {
+            continue;
+        };
+        let problem = match flows.iter().find(|f| f.id == *id) {
+            None => format!(
+                "action '{}' runs flow `{id}`, which is not among the flows given; add a flow with `id: {id}` and an api trigger",
+                a.key
+            ),
+            Some(f)
+                if !f
+                    .triggers
+                    .iter()
+                    .any(|t| matches!(t.kind, weir_nodes::TriggerKind::Api(_))) =>
+            {
+                format!(
+                    "action '{}' runs flow `{id}` ({}), which has no api trigger; a flow action starts its flow through one",
+                    a.key, f.file
+                )
+            }
+            Some(_) => continue,
+        };
+        out.push(LoadError::one(&a.file, a.pos, problem));
+    }
+    out
+}
+
 impl crate::daemon::registry::Item for UniversalAction {
     const KIND: &'static str = "action";
     fn id(&self) -> &str {

@@ -47,6 +47,10 @@ impl Schema {
     /// `/parameters`; empty for the value itself). A missing required
     /// property is pointed at itself (`/email`), not at its parent.
     pub fn check(&self, value: &Value, prefix: &str) -> Vec<SchemaError> {
+        // The common case, without building an error iterator.
+        if self.validator.is_valid(value) {
+            return Vec::new();
+        }
         self.validator
             .iter_errors(value)
             .map(|e| {

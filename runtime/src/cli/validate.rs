@@ -73,6 +73,10 @@ pub fn validate(mut paths: Vec<PathBuf>, links: Links) -> ExitCode {
     let implemented: Vec<&definition::Action> =
         integrations.iter().flat_map(|i| &i.actions).collect();
     errors.extend(definition::check_layers(&universal, &implemented));
+    // A flow action's flow, when flows are validated with it.
+    if !flow_files.is_empty() {
+        errors.extend(definition::check_flows(&implemented, &flows));
+    }
     errors.sort_by(|a, b| a.file.cmp(&b.file));
     for error in &errors {
         out!("{error}");
