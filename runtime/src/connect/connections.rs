@@ -468,28 +468,17 @@ impl Connections {
             .collect()
     }
 
-    /// The credential values a request through `record` carries (4
-    /// characters or more), to take out of what the app answers.
-    fn echoes(&self, record: &ConnectionRecord) -> Vec<String> {
-        self.open_all(record)
-            .map(|all| {
-                all.values()
-                    .map(|s| s.expose_secret().to_owned())
-                    .filter(|s| s.len() >= 4)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// The app's URL for `path` (and query) through the connection —
     /// joined to the integration's `base_url` — and the headers that carry
-    /// its credentials (marked sensitive), as the integration declares.
+    /// its credentials (marked sensitive), as the integration declares;
+    /// and the credential values (4 characters or more) to take out of
+    /// what the app answers.
     pub fn authorize_path(
         &self,
         integration: &Integration,
         record: &ConnectionRecord,
         path: &str,
-    ) -> Result<(reqwest::Url, reqwest::header::HeaderMap), String> {
+    ) -> Result<Authorization, String> {
         use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
         let mut scope = rhai::Scope::new();
         scope.push_constant_dynamic(
@@ -547,7 +536,12 @@ impl Connections {
             AuthKind::OAuth2(_) => put(AUTHORIZATION, format!("Bearer {}", field("access_token")))?,
             AuthKind::None => {}
         }
-        Ok((url, headers))
+        let echoes = credentials
+            .values()
+            .map(|s| s.expose_secret().to_owned())
+            .filter(|s| s.len() >= 4)
+            .collect();
+        Ok((url, headers, echoes))
     }
 
     /// The connection an `http` node names: by id, or the tenant's only
@@ -818,7 +812,7 @@ impl Connections {
                 );
             }
         };
-        let (url, headers) = match self.authorize_path(integration, record, &path) {
+        let (url, headers, _) = match self.authorize_path(integration, record, &path) {
             Ok(r) => r,
             Err(e) => {
                 return (
@@ -948,12 +942,12 @@ impl Connector for Connections {
             })?;
             let record = self.pick(tenant, via).map_err(NodeError::Invalid)?;
             let record = self.fresh(&integration, record).await?;
-            let (url, headers) = self
+            let (url, headers, echoes) = self
                 .authorize_path(&integration, &record, &request.path_and_query())
                 .map_err(|e| NodeError::Invalid(format!("connection {}: {e}", record.id)))?;
             self.used(tenant, &record.id).await;
             Ok(Authorized {
-                echoes: self.echoes(&record),
+                echoes,
                 connection: record.id,
                 url,
                 headers,
@@ -981,11 +975,11 @@ impl Connector for Connections {
                         .refresh_token(&integration, tenant, id, seen.as_ref())
                         .await
                         .map_err(|e| e.to_string())?;
-                    let (url, headers) = self
+                    let (url, headers, echoes) = self
                         .authorize_path(&integration, &record, &request.path_and_query())
                         .map_err(|e| format!("connection {id}: {e}"))?;
                     Ok(Authorized {
-                        echoes: self.echoes(&record),
+                        echoes,
                         connection: record.id,
                         url,
                         headers,
@@ -1001,6 +995,10 @@ impl Connector for Connections {
         })
     }
 }
+
+/// A request's way through a connection: the app's URL, the headers with
+/// the credentials, and the credential values to redact from its answer.
+pub type Authorization = (reqwest::Url, reqwest::header::HeaderMap, Vec<String>);
 
 /// `connection` as templates see it (no credentials).
 pub fn scope_value(record: &ConnectionRecord) -> Value {
