@@ -1262,6 +1262,41 @@ fn action_nodes_run_the_integrations_mapping() {
     let record = a.run(echoed.body["error"]["run_id"].as_str().unwrap());
     assert_eq!(record["status"], "failed", "{record:#}");
     assert!(!record.to_string().contains(GOOD_KEY), "{record:#}");
+    assert_eq!(echoed.body["error"]["status"], 422, "{echoed}");
+    assert_eq!(
+        echoed.body["error"]["body"]["error"], "key [credential] may not create contacts",
+        "{echoed}"
+    );
+
+    // An HTML page of megabytes: a bounded, readable error.
+    app.set_body(Value::String(format!(
+        "<html><body>{}</body></html>",
+        "Service unavailable. ".repeat(150_000)
+    )));
+    let html = call(
+        &a,
+        json!({"input": {"email": "ivy@example.com"}, "connection": second.body["id"]}),
+    );
+    assert_eq!(
+        html.status,
+        502,
+        "{}",
+        &html.text[..200.min(html.text.len())]
+    );
+    assert!(html.text.len() < 40_000, "{} bytes", html.text.len());
+    assert!(html.text.contains("422"), "{}", &html.text[..500]);
+
+    // An output mapping that fails when it runs: its message and where.
+    let broken = a.post(
+        "/api/v1/actions/whoami/run",
+        &json!({"input": {}, "connection": second.body["id"]}),
+    );
+    assert_eq!(broken.status, 502, "{broken}");
+    let message = broken.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`output` mapping failed") && message.contains("(at line 17, column"),
+        "{message}"
+    );
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));
 }
 
@@ -1298,6 +1333,9 @@ actions:
     output: {{id: response.body.id}}
   - key: sync-contact
     flow: crm-sync
+  - key: whoami
+    request: {{path: /me}}
+    output: {{name: 'response.body.account.to_upper()'}}
 "#,
             app.base()
         ),
