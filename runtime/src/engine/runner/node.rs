@@ -375,13 +375,13 @@ impl<'e> Runner<'e> {
                 record.error = None;
                 record.wake_at = None;
                 let delivery = delivery.map(|d| self.delivery_record(&output, d, node, now));
-                if node.kind.has_effect() {
-                    // Its result is on disk before anything that depends on it.
-                    self.commit_node(record, None, delivery).await?;
-                    self.sync().await?;
-                } else {
-                    self.commit_node(record, None, delivery).await?;
-                }
+                // Even a side effect's result waits in the pending commit:
+                // it reaches the disk before the next side effect starts,
+                // before a timer, and with the run's end, whichever comes
+                // first (a delivery goes to the outbox then, not before).
+                // Lost in a crash before that, the node runs again with the
+                // same idempotency key, as a request in flight does.
+                self.commit_node(record, None, delivery).await?;
                 self.work_ended();
                 crate::metrics::node_executed(node.kind.type_name(), "succeeded");
                 Ok(self.resolved_ok(frame, i, output, dynamic))
