@@ -71,6 +71,21 @@ impl Auth {
     /// The caller of a request, from its `Authorization` header; `now` in
     /// seconds since the epoch.
     pub fn caller(&self, headers: &HeaderMap, now: i64) -> Result<Caller, Refusal> {
+        self.caller_with(headers, now, false)
+    }
+
+    /// [`Auth::caller`] for an endpoint whose tokens must name weir in
+    /// `aud` (MCP, whose authorization rules require the audience check).
+    pub fn audience_caller(&self, headers: &HeaderMap, now: i64) -> Result<Caller, Refusal> {
+        self.caller_with(headers, now, true)
+    }
+
+    fn caller_with(
+        &self,
+        headers: &HeaderMap,
+        now: i64,
+        audience: bool,
+    ) -> Result<Caller, Refusal> {
         let workspace = match self {
             Auth::Open => return Ok(Caller::Admin),
             Auth::Tokens(w) => w,
@@ -81,7 +96,11 @@ impl Auth {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(Refusal::Scheme),
         };
-        workspace.verify(token, now).map_err(Refusal::Invalid)
+        match audience {
+            true => workspace.verify_audience(token, now),
+            false => workspace.verify(token, now),
+        }
+        .map_err(Refusal::Invalid)
     }
 
     pub fn is_open(&self) -> bool {

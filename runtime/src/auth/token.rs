@@ -34,7 +34,8 @@ pub struct Workspace {
     /// expire: a client sends the same token again and again, and a
     /// lookup costs less than a signature check. Only valid tokens are
     /// kept; their expiry is checked at every use.
-    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, (Caller, i64)>>,
+    /// Verified tokens: who, until when, and whether `aud` names weir.
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, (Caller, i64, bool)>>,
 }
 
 /// The most tokens [`Workspace`] remembers; past it, it forgets them all.
@@ -89,6 +90,8 @@ pub enum TokenError {
     TooLong { lifetime: i64, max: u64 },
     #[error("the token's `aud` does not contain `{AUDIENCE}`")]
     Audience,
+    #[error("the token has no `aud`; this endpoint needs one that contains `{AUDIENCE}`")]
+    NoAudience,
     #[error("the token has neither `tenant` nor `admin: true`")]
     NoRole,
     #[error("the token's tenant `{0}` must match [a-z0-9_-]{{1,64}}")]
@@ -130,29 +133,42 @@ impl Workspace {
 
     /// Checks a token at `now` (seconds since the epoch): who calls.
     pub fn verify(&self, token: &str, now: i64) -> Result<Caller, TokenError> {
+        self.verify_all(token, now).map(|(caller, _)| caller)
+    }
+
+    /// [`Workspace::verify`] for an endpoint that requires the audience
+    /// (MCP): a token without `aud` is refused too.
+    pub fn verify_audience(&self, token: &str, now: i64) -> Result<Caller, TokenError> {
+        match self.verify_all(token, now)? {
+            (caller, true) => Ok(caller),
+            (_, false) => Err(TokenError::NoAudience),
+        }
+    }
+
+    fn verify_all(&self, token: &str, now: i64) -> Result<(Caller, bool), TokenError> {
         let known = self
             .verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(token)
             .cloned();
-        if let Some((caller, exp)) = known {
+        if let Some((caller, exp, audience)) = known {
             if now > exp + LEEWAY {
                 return Err(TokenError::Expired(now - exp));
             }
-            return Ok(caller);
+            return Ok((caller, audience));
         }
-        let (caller, exp) = self.check_token(token, now)?;
+        let (caller, exp, audience) = self.check_token(token, now)?;
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= VERIFIED_CAPACITY {
             verified.clear();
         }
-        verified.insert(token.into(), (caller.clone(), exp));
-        Ok(caller)
+        verified.insert(token.into(), (caller.clone(), exp, audience));
+        Ok((caller, audience))
     }
 
     /// Verifies the signature and every claim: who calls, and until when.
-    fn check_token(&self, token: &str, now: i64) -> Result<(Caller, i64), TokenError> {
+    fn check_token(&self, token: &str, now: i64) -> Result<(Caller, i64, bool), TokenError> {
         let alg = algorithm(token)?;
         let mut validation = Validation::new(alg);
         // weir checks the claims itself (below), with its own messages and
@@ -170,7 +186,11 @@ impl Workspace {
         self.check(&claims, now)
     }
 
-    fn check(&self, claims: &Map<String, Value>, now: i64) -> Result<(Caller, i64), TokenError> {
+    fn check(
+        &self,
+        claims: &Map<String, Value>,
+        now: i64,
+    ) -> Result<(Caller, i64, bool), TokenError> {
         match claims.get("iss") {
             None | Some(Value::Null) => return Err(TokenError::NoIssuer),
             Some(Value::String(iss)) if *iss == self.key => {}
@@ -202,24 +222,24 @@ impl Workspace {
         if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
             return Err(TokenError::TooLong { lifetime, max });
         }
-        match claims.get("aud") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(aud)) if aud == AUDIENCE => {}
-            Some(Value::Array(auds)) if auds.iter().any(|a| a == AUDIENCE) => {}
+        let audience = match claims.get("aud") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(aud)) if aud == AUDIENCE => true,
+            Some(Value::Array(auds)) if auds.iter().any(|a| a == AUDIENCE) => true,
             Some(Value::String(_) | Value::Array(_)) => return Err(TokenError::Audience),
             Some(_) => return Err(TokenError::ClaimType("aud")),
-        }
+        };
         let admin = match claims.get("admin").or_else(|| claims.get("isAdmin")) {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(TokenError::ClaimType("admin")),
         };
         if admin {
-            return Ok((Caller::Admin, exp));
+            return Ok((Caller::Admin, exp, audience));
         }
         match claims.get("tenant").or_else(|| claims.get("tenantKey")) {
             None | Some(Value::Null) => Err(TokenError::NoRole),
-            Some(Value::String(t)) if valid_id(t) => Ok((Caller::Tenant(t.clone()), exp)),
+            Some(Value::String(t)) if valid_id(t) => Ok((Caller::Tenant(t.clone()), exp, audience)),
             Some(Value::String(t)) => Err(TokenError::BadTenant(t.clone())),
             Some(_) => Err(TokenError::ClaimType("tenant")),
         }

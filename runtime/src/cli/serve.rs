@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// token, like the API).
     #[arg(long, env = "WEIR_METRICS_OPEN")]
     pub metrics_open: bool,
+    /// The Host names /mcp answers (a guard against DNS rebinding), comma
+    /// separated; `host` matches any port, `host:port` that one. Default:
+    /// localhost, 127.0.0.1, ::1 and the host of --public-url.
+    #[arg(long, env = "WEIR_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub mcp_allowed_hosts: Vec<String>,
     /// An AMQP exchange that receives notifications (connection.created,
     /// .disconnected, .reconnected, .deleted; run.failed), the type as
     /// routing key.
@@ -158,6 +163,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         links: super::links(args.follow_symlinks),
         auth: std::sync::Arc::new(auth),
         metrics_open: args.metrics_open,
+        mcp_allowed_hosts: args.mcp_allowed_hosts.clone(),
         integrations: args.integrations,
         actions: args.actions,
         secret_keys,

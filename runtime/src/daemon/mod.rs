@@ -67,6 +67,9 @@ pub struct Config {
     pub auth: Arc<Auth>,
     /// `/metrics` without a token.
     pub metrics_open: bool,
+    /// The Host names `/mcp` answers (empty: loopback names and the
+    /// public URL's host).
+    pub mcp_allowed_hosts: Vec<String>,
     /// The integrations folder.
     pub integrations: PathBuf,
     /// The universal actions folder.
@@ -201,6 +204,7 @@ pub async fn serve(
         limits,
         auth: config.auth.clone(),
         metrics_open: config.metrics_open,
+        mcp_allowed_hosts: mcp_hosts(&config),
         connections,
         actions,
     });
@@ -419,4 +423,22 @@ mod reload {
         });
         watcher
     }
+}
+
+/// The Host names `/mcp` answers: the configured ones, else loopback names
+/// and the public URL's host.
+fn mcp_hosts(config: &Config) -> Vec<String> {
+    if !config.mcp_allowed_hosts.is_empty() {
+        return config.mcp_allowed_hosts.clone();
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    if let Some(host) = config
+        .public_url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+    {
+        hosts.push(host);
+    }
+    hosts
 }

@@ -130,9 +130,51 @@ pub async fn run(
     })?;
     let idempotency = idempotency_key(&headers)?;
     let body: RunBody = super::json_body(&body, RUN_SHAPE)?;
+    let call = ActionCall {
+        action: key,
+        input: body.input,
+        integration: body.integration,
+        connection_id: body.connection,
+    };
+    match call_action(&app, tenant, call, idempotency, WAIT).await? {
+        Called::Done { output, run_id } => {
+            Ok(Json(json!({"output": output, "run_id": run_id})).into_response())
+        }
+        Called::Running { run_id } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": run_id, "status": "running"})),
+        )
+            .into_response()),
+    }
+}
+
+/// How an action call ended within the time it waited.
+pub enum Called {
+    Done {
+        output: Value,
+        run_id: String,
+    },
+    /// Still running after the wait.
+    Running {
+        run_id: String,
+    },
+}
+
+/// An action call for `tenant`, as the API and MCP make it: resolved, its
+/// input checked before anything runs, run as a durable run and waited for
+/// up to `wait`. A caller's `idempotency` key answers the first call's
+/// result for a second one.
+pub async fn call_action(
+    app: &Arc<AppState>,
+    tenant: &str,
+    call: ActionCall,
+    idempotency: Option<String>,
+    wait: Duration,
+) -> Result<Called, ApiError> {
+    let key = call.action.clone();
     let request_hash = {
         use sha2::{Digest, Sha256};
-        let asked = json!({"action": key, "input": body.input, "connection": body.connection, "integration": body.integration});
+        let asked = json!({"action": key, "input": call.input, "connection": call.connection_id, "integration": call.integration});
         hex::encode(Sha256::digest(asked.to_string().as_bytes()))
     };
     // One call per (tenant, key) at a time between looking the key up and
@@ -160,14 +202,8 @@ pub async fn run(
             ));
         }
         drop(guard);
-        return answer(&app, &first.run_id).await;
+        return answer(app, &first.run_id, wait).await;
     }
-    let call = ActionCall {
-        action: key.clone(),
-        input: body.input,
-        integration: body.integration,
-        connection_id: body.connection,
-    };
     let resolved = app.actions.resolve(tenant, None, &call)?;
     crate::act::run::Actions::prepare(&resolved, &call.input)?;
     let flow = app.actions.flow_of(&key).map_err(ApiError::internal)?;
@@ -191,7 +227,7 @@ pub async fn run(
         .admit(&flow, tenant, "run", Value::Object(event), remember)
         .await?;
     drop(guard);
-    answer(&app, &run.id).await
+    answer(app, &run.id, wait).await
 }
 
 /// How long a caller's idempotency key is remembered.
@@ -212,15 +248,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The answer of an action run: its output once it has finished (`200`),
-/// its error (`502`), or `202` if it takes longer than a call waits.
-async fn answer(app: &AppState, run_id: &str) -> Result<Response, ApiError> {
-    let Some(done) = app.runs.wait(run_id, WAIT).await else {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"run_id": run_id, "status": "running"})),
-        )
-            .into_response());
+/// The answer of an action run: its output once it has finished, its
+/// error (`502 action_failed`), or still running after `wait`.
+async fn answer(app: &AppState, run_id: &str, wait: Duration) -> Result<Called, ApiError> {
+    let Some(done) = app.runs.wait(run_id, wait).await else {
+        return Ok(Called::Running {
+            run_id: run_id.to_owned(),
+        });
     };
     let nodes = app
         .runs
@@ -232,7 +266,10 @@ async fn answer(app: &AppState, run_id: &str) -> Result<Response, ApiError> {
     match done.status {
         RunStatus::Succeeded => {
             let output = node.and_then(|n| n.output.clone()).unwrap_or(Value::Null);
-            Ok(Json(json!({"output": output, "run_id": done.id})).into_response())
+            Ok(Called::Done {
+                output,
+                run_id: done.id,
+            })
         }
         _ => Err(ApiError {
             // The app's status and body, when it answered with an error.

@@ -16,6 +16,7 @@ mod api;
 mod connections;
 mod hooks;
 mod integrations;
+pub mod mcp;
 mod ops;
 pub mod server;
 mod tenants;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub metrics_open: bool,
     pub connections: Arc<crate::connect::connections::Connections>,
     pub actions: Arc<crate::act::run::Actions>,
+    /// The Host names `/mcp` answers.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
@@ -121,6 +124,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             buffer_api_body,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp::service(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mcp::authenticate,
+        ));
     Router::new()
         // Each webhook trigger enforces its own `max_body`.
         .route(
@@ -128,6 +137,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(hooks::webhook).layer(DefaultBodyLimit::disable()),
         )
         .merge(api)
+        .merge(mcp)
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(mcp::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(mcp::protected_resource),
+        )
         .route("/oauth2/callback", get(connections::callback))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -480,6 +498,31 @@ impl ApiError {
             "internal",
             "internal error; see the daemon's log",
         )
+    }
+}
+
+impl ApiError {
+    /// The message with each problem it lists (`pointer: message`) and the
+    /// app's status, for a reader that sees text only (an MCP tool error).
+    pub fn describe(&self) -> String {
+        let mut text = self.message.clone();
+        for (k, v) in &self.extra {
+            match (*k, v) {
+                ("details" | "errors", Value::Array(items)) => {
+                    for item in items {
+                        text.push_str(&format!(
+                            "\n- {}: {}",
+                            item["pointer"].as_str().unwrap_or(""),
+                            item["message"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+                ("status", status) => text.push_str(&format!(" (the app answered {status})")),
+                ("run_id", Value::String(id)) => text.push_str(&format!(" [run {id}]")),
+                _ => {}
+            }
+        }
+        text
     }
 }
 

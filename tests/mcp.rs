@@ -1,0 +1,258 @@
+//! `/mcp` with the official MCP Python SDK (`mcp==2.3.0`, in the venv
+//! `bash .ci/run` makes at `target/mcp-venv`) as the client, in both
+//! protocol modes: a tenant's tools, calls through the same path as the
+//! HTTP API, tool errors a person can act on, and the token rules.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use weir_testkit::{Api, Daemon, FakeServer, in_ci};
+
+const SECRET: &str = "mcp-test-workspace-secret-0123456789abcdef";
+const GOOD_KEY: &str = "sk_mcp_2b7d41c9e0aa5f13";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The venv's Python with the SDK, or a loud skip (a failure under CI).
+fn python(test: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target/mcp-venv/bin/python");
+    let works = std::process::Command::new(&python)
+        .args(["-c", "import mcp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        let notice = format!(
+            "SKIPPED {test}: the MCP Python SDK is not installed (bash .ci/run installs mcp==2.3.0 in target/mcp-venv)"
+        );
+        assert!(!in_ci(), "{notice}");
+        eprintln!("\n*** {notice} ***\n");
+        return None;
+    }
+    Some(python)
+}
+
+/// Runs tests/mcp/client.py: the SDK lists the tools and makes the calls.
+fn sdk(python: &Path, url: &str, token: &str, mode: &str, calls: Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
+    let spec = json!({"url": url, "token": token, "mode": mode, "calls": calls});
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the MCP client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn token(dir: &Path, who: &[&str]) -> String {
+    weir_testkit::weir_token(dir, &[("WEIR_WORKSPACE_SECRET", SECRET)], who)
+}
+
+/// An HS256 token signed with the workspace secret, with these claims
+/// (weir's own tokens always carry `aud`).
+fn signed(claims: Value) -> String {
+    use hmac::{KeyInit, Mac};
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let head = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(head.as_bytes());
+    format!("{head}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[test]
+fn agents_get_the_tenants_tools_over_mcp() {
+    let Some(python) = python("mcp") else {
+        return;
+    };
+    let app = FakeServer::start();
+    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
+        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
+        ("GET", "/me") => 200,
+        ("POST", "/contacts") => 201,
+        _ => 404,
+    });
+    app.set_body(json!({"id": 7}));
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(&integrations).unwrap();
+    std::fs::create_dir_all(&actions).unwrap();
+    std::fs::write(
+        integrations.join("crm.yaml"),
+        format!(
+            "key: crm\nbase_url: '{}'\nauth: {{type: api_key, in: header, name: X-API-Key}}\ntest: {{request: {{path: /me}}}}\nactions:\n  - key: create-contact\n    request: {{method: POST, path: /contacts, body: {{email: input.email}}}}\n    output: {{id: response.body.id}}\n",
+            app.base()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        actions.join("create-contact.yaml"),
+        "key: create-contact\ndescription: Creates a contact in the customer's CRM.\ninput_schema:\n  type: object\n  required: [email]\n  properties: {email: {type: string}}\noutput_schema:\n  type: object\n  required: [id]\n  properties: {id: {type: integer}}\n",
+    )
+    .unwrap();
+    let keys = format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode([3u8; 32])
+    );
+    let daemon = Daemon::start(
+        dir.path(),
+        "daemon",
+        &[
+            "--integrations",
+            integrations.to_str().unwrap(),
+            "--actions",
+            actions.to_str().unwrap(),
+        ],
+        &[
+            ("WEIR_WORKSPACE_SECRET", SECRET),
+            ("WEIR_SECRET_KEYS", &keys),
+        ],
+    );
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "greet.yaml",
+        "id: greet\nname: Greet someone\ntenants: [a]\ntriggers: [{id: call, type: api}]\nnodes:\n  - {id: hello, type: map, mapping: {hello: event.body.name}}\n",
+    );
+    let a_token = token(dir.path(), &["--tenant", "a"]);
+    let a = Api::with_token(&daemon, &a_token);
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        a.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let made = a.post(
+        "/api/v1/connections",
+        &json!({"integration": "crm", "credentials": {"api_key": GOOD_KEY}}),
+    );
+    assert_eq!(made.body["state"], "ready", "{made}");
+    let url = format!("{}/mcp", daemon.base);
+    let calls = json!([
+        ["create-contact", {"email": "ada@example.com"}],
+        ["create-contact", {"name": 5}],
+        ["flow.greet", {"name": "Ada"}],
+        ["delete-everything", {}]
+    ]);
+
+    // Both protocol modes: sessions (2025-11-25) and stateless (2026-07-28).
+    for mode in ["legacy", "2026-07-28"] {
+        let before = app.count("/contacts");
+        let out = sdk(&python, &url, &a_token, mode, calls.clone());
+        let expected = if mode == "legacy" { "2025-11-25" } else { mode };
+        assert_eq!(out["protocol"], expected, "{out:#}");
+        let names: Vec<&str> = out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["create-contact", "flow.greet"], "{out:#}");
+        let tool = &out["tools"][0];
+        assert_eq!(tool["inputSchema"]["required"], json!(["email"]), "{out:#}");
+        assert_eq!(tool["outputSchema"]["required"], json!(["id"]), "{out:#}");
+        assert!(
+            tool["description"]
+                .as_str()
+                .unwrap()
+                .contains("Creates a contact")
+        );
+
+        let created = &out["calls"][0];
+        assert_ne!(created["isError"], true, "{created:#}");
+        assert_eq!(
+            created["structuredContent"],
+            json!({"id": 7}),
+            "{created:#}"
+        );
+        assert_eq!(created["content"][0]["text"], r#"{"id":7}"#, "{created:#}");
+
+        let invalid = &out["calls"][1];
+        assert_eq!(invalid["isError"], true, "{invalid:#}");
+        let text = invalid["content"][0]["text"].as_str().unwrap();
+        assert!(
+            text.contains("/email") && text.contains("input_schema"),
+            "{text}"
+        );
+
+        let greeted = &out["calls"][2];
+        assert_eq!(
+            greeted["structuredContent"]["status"], "succeeded",
+            "{greeted:#}"
+        );
+        assert_eq!(
+            greeted["structuredContent"]["output"],
+            json!({"hello": "Ada"}),
+            "{greeted:#}"
+        );
+        let run = a.run(greeted["structuredContent"]["run_id"].as_str().unwrap());
+        assert_eq!(run["flow"], "greet");
+
+        let unknown = out["calls"][3]["exception"].as_str().unwrap_or_default();
+        assert!(unknown.contains("no tool `delete-everything`"), "{out:#}");
+        // One request for the valid call, none for the invalid one.
+        assert_eq!(app.count("/contacts"), before + 1, "{mode}");
+    }
+
+    // Another tenant sees none of them, and cannot call them.
+    let b_token = token(dir.path(), &["--tenant", "b"]);
+    let out = sdk(
+        &python,
+        &url,
+        &b_token,
+        "legacy",
+        json!([["create-contact", {"email": "x@example.com"}]]),
+    );
+    assert_eq!(out["tools"], json!([]), "{out:#}");
+    assert!(out["calls"][0]["exception"].is_string(), "{out:#}");
+
+    // No token: 401 naming the protected-resource metadata (RFC 9728).
+    let http = reqwest::blocking::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |bearer: Option<&str>| {
+        let mut r = http
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(t) = bearer {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    let refused = post(None);
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let metadata = format!("{}/.well-known/oauth-protected-resource", daemon.base);
+    assert!(
+        challenge.contains(&format!(r#"resource_metadata="{metadata}""#)),
+        "{challenge}"
+    );
+    let document: Value = http.get(&metadata).send().unwrap().json().unwrap();
+    assert_eq!(document["resource"], url.as_str(), "{document:#}");
+    // A token without `aud` (valid for the API) is refused here.
+    let now = chrono::Utc::now().timestamp();
+    let no_audience = signed(json!({"iss": "default", "exp": now + 300, "tenant": "a"}));
+    assert_eq!(a_get_with(&daemon, &no_audience), 200, "the API takes it");
+    let refused = post(Some(&no_audience));
+    assert_eq!(refused.status(), 401);
+    assert!(refused.text().unwrap().contains("aud"));
+    assert!(!daemon.weir.stderr().contains(GOOD_KEY));
+}
+
+/// The status of `GET /api/v1/runs` with `token`.
+fn a_get_with(daemon: &Daemon, token: &str) -> u16 {
+    Api::with_token(daemon, token).get("/api/v1/runs").status
+}
