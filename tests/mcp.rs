@@ -124,7 +124,7 @@ fn agents_get_the_tenants_tools_over_mcp() {
     weir_testkit::write_flow(
         &daemon.flows,
         "greet.yaml",
-        "id: greet\nname: Greet someone\ntenants: [a]\ntriggers: [{id: call, type: api}]\nnodes:\n  - {id: hello, type: map, mapping: {hello: event.body.name}}\n",
+        "id: greet\nname: Greet someone\ntenants: [a]\ntriggers: [{id: call, type: api, input_schema: {type: object, required: [name], properties: {name: {type: string}}}}]\nnodes:\n  - {id: hello, type: map, mapping: {hello: event.body.name}}\n",
     );
     let a_token = token(dir.path(), &["--tenant", "a"]);
     let a = Api::with_token(&daemon, &a_token);
@@ -141,7 +141,8 @@ fn agents_get_the_tenants_tools_over_mcp() {
         ["create-contact", {"email": "ada@example.com"}],
         ["create-contact", {"name": 5}],
         ["flow.greet", {"name": "Ada"}],
-        ["delete-everything", {}]
+        ["delete-everything", {}],
+        ["flow.greet", {"name": 5}]
     ]);
 
     // Both protocol modes: sessions (2025-11-25) and stateless (2026-07-28).
@@ -197,11 +198,33 @@ fn agents_get_the_tenants_tools_over_mcp() {
         let run = a.run(greeted["structuredContent"]["run_id"].as_str().unwrap());
         assert_eq!(run["flow"], "greet");
 
+        // The flow's tool takes its api trigger's input_schema, checked
+        // before a run starts.
+        assert_eq!(out["tools"][1]["inputSchema"]["required"], json!(["name"]));
+        let refused = &out["calls"][4];
+        assert_eq!(refused["isError"], true, "{refused:#}");
+        assert!(
+            refused["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("/name"),
+            "{refused:#}"
+        );
         let unknown = out["calls"][3]["exception"].as_str().unwrap_or_default();
         assert!(unknown.contains("no tool `delete-everything`"), "{out:#}");
         // One request for the valid call, none for the invalid one.
         assert_eq!(app.count("/contacts"), before + 1, "{mode}");
     }
+
+    // The API checks the same schema: 422 with the pointer, no run.
+    let runs = a.list("flow=greet")["items"].as_array().unwrap().len();
+    let bad = a.post("/api/v1/flows/greet/runs", &json!({"input": {"name": 5}}));
+    assert_eq!(bad.status, 422, "{bad}");
+    assert_eq!(bad.body["error"]["details"][0]["pointer"], "/name", "{bad}");
+    assert_eq!(
+        a.list("flow=greet")["items"].as_array().unwrap().len(),
+        runs
+    );
 
     // Another tenant sees none of them, and cannot call them.
     let b_token = token(dir.path(), &["--tenant", "b"]);

@@ -19,6 +19,7 @@ pub mod http_client;
 pub mod json;
 pub mod node;
 pub mod reader;
+pub mod schema;
 pub mod script;
 pub mod triggers;
 pub mod units;

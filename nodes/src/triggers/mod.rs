@@ -78,7 +78,7 @@ fn read_trigger_options(yaml: &Yaml, source: &str, diags: &Diags) -> Option<Trig
         "webhook" => webhook::Webhook::build(&mut o).map(TriggerKind::Webhook),
         "cron" => cron::Cron::build(&mut o).map(TriggerKind::Cron),
         "poll" => poll::Poll::build(&mut o).map(TriggerKind::Poll),
-        "api" => Some(TriggerKind::Api(api::Api)),
+        "api" => api::Api::build(&mut o).map(TriggerKind::Api),
         other => {
             let hint = crate::reader::closest(other, TRIGGER_TYPES)
                 .map(|t| format!("did you mean `{t}`? "))

@@ -5,4 +5,4 @@
 pub mod definition;
 pub mod overrides;
 pub mod run;
-pub mod schema;
+pub use weir_nodes::schema;

@@ -631,3 +631,22 @@ fn a_flow_runs_per_connection_with_integration() {
         "`integration` must be an integration key",
     );
 }
+
+#[test]
+fn an_api_triggers_input_schema_is_a_json_schema() {
+    let flow = load_source(
+        "id: f\ntriggers:\n  - id: call\n    type: api\n    input_schema: {type: object, required: [name]}\nnodes:\n  - {id: a, type: map, mapping: {n: event.body.name}}\n",
+        "f.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let weir_nodes::TriggerKind::Api(api) = &flow.triggers[0].kind else {
+        panic!("an api trigger")
+    };
+    let schema = api.input_schema.as_ref().unwrap();
+    assert_eq!(schema.check(&serde_json::json!({}), "")[0].pointer, "/name");
+    one(
+        "id: f\ntriggers:\n  - id: call\n    type: api\n    input_schema: {type: objekt}\nnodes:\n  - {id: a, type: map, mapping: {n: '1'}}\n",
+        "5:19",
+        "`input_schema` is not a valid JSON Schema",
+    );
+}

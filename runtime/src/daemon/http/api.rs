@@ -212,6 +212,27 @@ pub async fn start_run(
             "flow '{id}' has no api trigger"
         )));
     };
+    if let Some(schema) = &api.input_schema {
+        let errors = schema.check(&body.input, "");
+        if !errors.is_empty() {
+            return Err(ApiError {
+                extra: vec![("details", json!(errors))],
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_input",
+                    format!(
+                        "the input does not match trigger '{}''s input_schema: {}",
+                        trigger.id,
+                        errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.pointer, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                )
+            });
+        }
+    }
     metrics::event_received(&flow.id, &trigger.id);
     let now = app.runs.engine().clock().now();
     let event = api.event(&Engine::new_run_id(), &trigger.id, now, body.input);

@@ -261,19 +261,24 @@ impl WeirMcp {
             }
         }
         for flow in self.app.registry.all() {
-            let api = flow
-                .triggers
-                .iter()
-                .any(|t| matches!(t.kind, TriggerKind::Api(_)));
-            if !api || !flow.tenants.serves(tenant) {
+            let api = flow.triggers.iter().find_map(|t| match &t.kind {
+                TriggerKind::Api(api) => Some(api),
+                _ => None,
+            });
+            let Some(api) = api.filter(|_| flow.tenants.serves(tenant)) else {
                 continue;
-            }
+            };
+            let input = api
+                .input_schema
+                .as_ref()
+                .and_then(|s| object_schema(&s.schema))
+                .unwrap_or_else(any_object);
             let description = match &flow.name {
                 Some(name) => format!("{name} (runs flow `{}`)", flow.id),
                 None => format!("Runs flow `{}`", flow.id),
             };
             out.push((
-                Tool::new(format!("flow.{}", flow.id), description, any_object()),
+                Tool::new(format!("flow.{}", flow.id), description, input),
                 Target::Flow(flow.id.clone()),
             ));
         }
@@ -314,6 +319,17 @@ impl WeirMcp {
         }) else {
             return failed(format!("flow `{id}` has no api trigger"));
         };
+        if let Some(schema) = &api.input_schema {
+            let errors = schema.check(&input, "");
+            if !errors.is_empty() {
+                let mut text =
+                    format!("the input does not match flow `{id}`'s input_schema; nothing ran:");
+                for e in errors {
+                    text.push_str(&format!("\n- {}: {}", e.pointer, e.message));
+                }
+                return failed(text);
+            }
+        }
         let now = self.app.runs.engine().clock().now();
         let event = api.event(&Engine::new_run_id(), &trigger.id, now, input);
         let run = match self

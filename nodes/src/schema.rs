@@ -1,10 +1,11 @@
-//! JSON Schemas of integration files and actions: checked against the
-//! JSON Schema meta-schema when the file loads, compiled once, and reused
-//! for every value they check.
+//! JSON Schemas in weir's files (integration parameters, actions' input
+//! and output, an api trigger's input): checked against the JSON Schema
+//! meta-schema when the file loads, compiled once, and reused for every
+//! value they check.
 
+use crate::reader::Options;
+use crate::yaml::{Kind, Yaml};
 use serde_json::Value;
-use weir_nodes::reader::Options;
-use weir_nodes::yaml::{Kind, Yaml};
 
 /// A compiled JSON Schema.
 pub struct Schema {
