@@ -37,8 +37,14 @@ fn python(test: &str) -> Option<PathBuf> {
 
 /// Runs tests/mcp/client.py: the SDK lists the tools and makes the calls.
 fn sdk(python: &Path, url: &str, token: &str, mode: &str, calls: Value) -> Value {
+    drive(
+        python,
+        json!({"url": url, "token": token, "mode": mode, "calls": calls}),
+    )
+}
+
+fn drive(python: &Path, spec: Value) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
-    let spec = json!({"url": url, "token": token, "mode": mode, "calls": calls});
     let out = std::process::Command::new(python)
         .arg(script)
         .arg(spec.to_string())
@@ -225,6 +231,32 @@ fn agents_get_the_tenants_tools_over_mcp() {
         a.list("flow=greet")["items"].as_array().unwrap().len(),
         runs
     );
+
+    // Over stdio, through `weir mcp --stdio`: the same tools and calls.
+    let weir = weir_testkit::process::weir_binary();
+    let before = app.count("/contacts");
+    let out = drive(
+        &python,
+        json!({
+            "command": [weir, "mcp", "--stdio", "--token", a_token, "--server", daemon.base],
+            "mode": "legacy",
+            "calls": [["create-contact", {"email": "cy@example.com"}], ["create-contact", {}]],
+        }),
+    );
+    let names: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["create-contact", "flow.greet"], "{out:#}");
+    assert_eq!(
+        out["calls"][0]["structuredContent"],
+        json!({"id": 7}),
+        "{out:#}"
+    );
+    assert_eq!(out["calls"][1]["isError"], true, "{out:#}");
+    assert_eq!(app.count("/contacts"), before + 1);
 
     // Another tenant sees none of them, and cannot call them.
     let b_token = token(dir.path(), &["--tenant", "b"]);

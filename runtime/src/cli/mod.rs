@@ -15,6 +15,7 @@ mod actions;
 mod client;
 mod connections;
 mod graph;
+mod mcp;
 mod outbox;
 mod run;
 mod runs;
@@ -73,6 +74,9 @@ pub enum Command {
     Connections(connections::ConnectionsArgs),
     /// The actions a tenant can run on a running daemon, and running one.
     Actions(actions::ActionsArgs),
+    /// A tenant's MCP tools over stdio, for a local agent (through a
+    /// running daemon).
+    Mcp(mcp::McpArgs),
     /// Print an API token signed with the workspace secret.
     Token(token::TokenArgs),
     /// The key ring that encrypts stored credentials.
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::main(args),
         Command::Connections(args) => connections::main(args),
         Command::Actions(args) => actions::main(args),
+        Command::Mcp(args) => mcp::main(args),
         Command::Secrets(args) => secrets::main(args),
         Command::Validate {
             paths,
