@@ -113,7 +113,7 @@ fn agents_get_the_tenants_tools_over_mcp() {
         "k1:{}",
         base64::engine::general_purpose::STANDARD.encode([3u8; 32])
     );
-    let daemon = Daemon::start(
+    let mut daemon = Daemon::start(
         dir.path(),
         "daemon",
         &[
@@ -304,6 +304,61 @@ fn agents_get_the_tenants_tools_over_mcp() {
     let refused = post(Some(&no_audience));
     assert_eq!(refused.status(), 401);
     assert!(refused.text().unwrap().contains("aud"));
+
+    // Bad input gets the protocol's own errors, never a 500 or a hang.
+    let raw = |body: Vec<u8>, headers: &[(&str, &str)]| {
+        let mut r = http
+            .post(&url)
+            .bearer_auth(&a_token)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .timeout(TIMEOUT)
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let answer = r.send().unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.text().unwrap())
+    };
+    let code = |text: &str| -> i64 {
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|_| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .find_map(|d| serde_json::from_str(d.trim()).ok())
+                .unwrap_or_else(|| panic!("not JSON-RPC: {text}"))
+        });
+        v["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no error in {v}"))
+    };
+    let (status, text) = raw(b"{\"jsonrpc\": \"2.0\", \"id\": 1,".to_vec(), &[]);
+    assert_eq!((status, code(&text)), (400, -32700), "{text}");
+    let (status, text) = raw(
+        br#"[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]"#.to_vec(),
+        &[],
+    );
+    assert_eq!((status, code(&text)), (400, -32600), "{text}");
+    let (status, text) = raw(br#"{"id": 1, "method": "tools/list"}"#.to_vec(), &[]);
+    assert_eq!((status, code(&text)), (400, -32600), "{text}");
+    let (status, text) = raw(vec![b' '; 2 << 20], &[]);
+    assert_eq!((status, code(&text)), (413, -32600), "{text}");
+    // An unknown method, in a stateless (2026-07-28) request.
+    let unknown = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/destroy", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}});
+    let (status, text) = raw(
+        unknown.to_string().into_bytes(),
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/destroy"),
+        ],
+    );
+    assert!(status < 500, "{status} {text}");
+    assert_eq!(code(&text), -32601, "{text}");
+    daemon.weir.assert_running();
+    assert!(!daemon.weir.stderr().contains("panicked"));
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));
 }
 

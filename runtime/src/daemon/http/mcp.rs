@@ -151,7 +151,63 @@ pub async fn authenticate(
         }
     };
     request.extensions_mut().insert(McpTenant(tenant));
-    next.run(request).await
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    // The body read here (bounded, with the API's timeout) so that what
+    // is not one JSON-RPC message gets JSON-RPC's own error.
+    let (parts, body) = request.into_parts();
+    let bytes = match super::read_body(
+        &parts.headers,
+        body,
+        API_BODY_LIMIT,
+        app.limits.body_timeout,
+        || format!("an MCP request may be at most {API_BODY_LIMIT} bytes"),
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, &e.message);
+        }
+        Err(e) => return e.into_response(),
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                &format!("Parse error: the body is not JSON ({e})"),
+            );
+        }
+        Ok(Value::Array(_)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Invalid Request: batches are not supported; send one JSON-RPC message per request",
+            );
+        }
+        Ok(Value::Object(m)) if m.get("jsonrpc") == Some(&json!("2.0")) => {}
+        Ok(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Invalid Request: a JSON-RPC 2.0 message is an object with \"jsonrpc\": \"2.0\"",
+            );
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// A JSON-RPC error answer with no request id (the request could not be
+/// read as one).
+fn rpc_error(status: StatusCode, code: i32, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// One tenant's MCP server (made per session, or per request when
