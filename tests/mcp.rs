@@ -268,7 +268,15 @@ fn agents_get_the_tenants_tools_over_mcp() {
         json!([["create-contact", {"email": "x@example.com"}]]),
     );
     assert_eq!(out["tools"], json!([]), "{out:#}");
-    assert!(out["calls"][0]["exception"].is_string(), "{out:#}");
+    let call = &out["calls"][0];
+    assert_eq!(call["isError"], true, "{out:#}");
+    assert!(
+        call["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("tenant `b` has no connection"),
+        "{out:#}"
+    );
 
     // No token: 401 naming the protected-resource metadata (RFC 9728).
     let http = reqwest::blocking::Client::new();

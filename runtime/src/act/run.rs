@@ -169,6 +169,17 @@ impl Actions {
         by_key.into_values().collect()
     }
 
+    /// Whether a universal action or an integration defines `key`.
+    pub fn defines(&self, key: &str) -> bool {
+        self.universal.get(key).is_some()
+            || self
+                .connections
+                .integrations()
+                .all()
+                .iter()
+                .any(|i| i.actions.iter().any(|a| a.key == key))
+    }
+
     /// The flow an API call of `key` runs: one `action` node, its input
     /// and connection from the call (`action-KEY`, any tenant). Its text
     /// is fixed by the key, so a run resumed after a restart finds it in

@@ -489,22 +489,49 @@ impl ServerHandler for WeirMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let tenant = tenant_of(&ctx)?;
-        let tools = self.tools(&tenant)?;
-        let Some((_, target)) = tools.into_iter().find(|(t, _)| t.name == request.name) else {
-            return Err(McpError::invalid_params(
+        let unknown = || {
+            McpError::invalid_params(
                 format!(
                     "no tool `{}` for this tenant; tools/list names them",
                     request.name
                 ),
                 None,
-            ));
+            )
+        };
+        // The name says what it runs (action keys, integration keys and
+        // flow ids have no `.`); whether the tenant may run it is the
+        // same check the API makes, without building the whole list.
+        let target = match request.name.split_once('.') {
+            Some(("flow", id)) => Target::Flow(id.to_owned()),
+            Some((integration, key)) => Target::Action {
+                key: key.to_owned(),
+                integration: Some(integration.to_owned()),
+            },
+            None => Target::Action {
+                key: request.name.to_string(),
+                integration: None,
+            },
         };
         let input = Value::Object(request.arguments.unwrap_or_default());
         let result = match target {
             Target::Action { key, integration } => {
+                if !self.app.actions.defines(&key) {
+                    return Err(unknown());
+                }
                 self.call_action(&tenant, key, integration, input).await
             }
-            Target::Flow(id) => self.call_flow(&tenant, &id, input).await,
+            Target::Flow(id) => {
+                let serves = self.app.registry.get(&id).is_some_and(|f| {
+                    f.tenants.serves(&tenant)
+                        && f.triggers
+                            .iter()
+                            .any(|t| matches!(t.kind, TriggerKind::Api(_)))
+                });
+                if !serves {
+                    return Err(unknown());
+                }
+                self.call_flow(&tenant, &id, input).await
+            }
         };
         Ok(result.into())
     }
