@@ -365,6 +365,15 @@ fn agents_get_the_tenants_tools_over_mcp() {
     );
     assert!(status < 500, "{status} {text}");
     assert_eq!(code(&text), -32601, "{text}");
+    // DNS rebinding: another Host, or a browser page of another origin,
+    // is refused; a local page is not.
+    let initialize = initialize.to_string().into_bytes();
+    let (status, _) = raw(initialize.clone(), &[("host", "evil.example")]);
+    assert_eq!(status, 403);
+    let (status, _) = raw(initialize.clone(), &[("origin", "https://evil.example")]);
+    assert_eq!(status, 403);
+    let (status, text) = raw(initialize, &[("origin", "http://localhost:3000")]);
+    assert_eq!(status, 200, "{text}");
     daemon.weir.assert_running();
     assert!(!daemon.weir.stderr().contains("panicked"));
     assert!(!daemon.weir.stderr().contains(GOOD_KEY));

@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// localhost, 127.0.0.1, ::1 and the host of --public-url.
     #[arg(long, env = "WEIR_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub mcp_allowed_hosts: Vec<String>,
+    /// The browser origins /mcp answers (a request with another `Origin`
+    /// is refused; one without `Origin` is not a browser's and passes),
+    /// comma separated, like `https://app.example.com` or
+    /// `http://localhost:*`. Default: loopback origins on any port and the
+    /// origin of --public-url.
+    #[arg(long, env = "WEIR_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
     /// An AMQP exchange that receives notifications (connection.created,
     /// .disconnected, .reconnected, .deleted; run.failed), the type as
     /// routing key.
@@ -164,6 +171,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         auth: std::sync::Arc::new(auth),
         metrics_open: args.metrics_open,
         mcp_allowed_hosts: args.mcp_allowed_hosts.clone(),
+        mcp_allowed_origins: args.mcp_allowed_origins.clone(),
         integrations: args.integrations,
         actions: args.actions,
         secret_keys,

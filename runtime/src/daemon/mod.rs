@@ -70,6 +70,9 @@ pub struct Config {
     /// The Host names `/mcp` answers (empty: loopback names and the
     /// public URL's host).
     pub mcp_allowed_hosts: Vec<String>,
+    /// The browser origins `/mcp` answers (empty: loopback and the public
+    /// URL's origin).
+    pub mcp_allowed_origins: Vec<String>,
     /// The integrations folder.
     pub integrations: PathBuf,
     /// The universal actions folder.
@@ -205,6 +208,7 @@ pub async fn serve(
         auth: config.auth.clone(),
         metrics_open: config.metrics_open,
         mcp_allowed_hosts: mcp_hosts(&config),
+        mcp_allowed_origins: mcp_origins(&config),
         connections,
         actions,
     });
@@ -441,4 +445,24 @@ fn mcp_hosts(config: &Config) -> Vec<String> {
         hosts.push(host);
     }
     hosts
+}
+
+/// The browser origins `/mcp` answers: the configured ones, else loopback
+/// origins on any port and the public URL's origin.
+fn mcp_origins(config: &Config) -> Vec<String> {
+    if !config.mcp_allowed_origins.is_empty() {
+        return config.mcp_allowed_origins.clone();
+    }
+    let mut origins: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .flat_map(|h| [format!("http://{h}:*"), format!("https://{h}:*")])
+        .collect();
+    if let Some(url) = config
+        .public_url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+    {
+        origins.push(url.origin().ascii_serialization());
+    }
+    origins
 }

@@ -47,6 +47,8 @@ pub struct McpTenant(pub String);
 pub fn service(app: Arc<AppState>) -> StreamableHttpService<WeirMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(app.mcp_allowed_hosts.clone())
+        .with_allowed_origins(app.mcp_allowed_origins.clone())
+        .enforce_origin_validation()
         .with_max_request_body_bytes(API_BODY_LIMIT);
     StreamableHttpService::new(
         move || Ok(WeirMcp { app: app.clone() }),

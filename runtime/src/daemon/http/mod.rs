@@ -63,6 +63,8 @@ pub struct AppState {
     pub actions: Arc<crate::act::run::Actions>,
     /// The Host names `/mcp` answers.
     pub mcp_allowed_hosts: Vec<String>,
+    /// The browser origins `/mcp` answers.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 /// The largest API request body (webhooks have their own `max_body`).
