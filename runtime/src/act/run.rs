@@ -16,7 +16,7 @@ use weir_nodes::functions::action::{ActionCall, Actor};
 use weir_nodes::functions::http::{Connector, Request, Via};
 use weir_nodes::node::NodeError;
 use weir_nodes::script::{ScopeBuilder, to_dynamic, to_json};
-use weir_storage::{ConnectionRecord, IdempotencyRecord, NodeStatus, RunStatus, Write};
+use weir_storage::{ConnectionRecord, IdempotencyRecord, RunStatus, Write};
 
 use chrono::{DateTime, Utc};
 use weir_storage::ActionOverride;
@@ -518,19 +518,7 @@ impl Actions {
         let nodes = store
             .nodes(tenant, &run_id)
             .map_err(|e| NodeError::Invalid(format!("cannot read run {run_id}: {e}")))?;
-        let output = flow
-            .graph
-            .order
-            .iter()
-            .rev()
-            .map(|&n| flow.graph.nodes[n].id.as_str())
-            .find_map(|node| {
-                nodes
-                    .iter()
-                    .find(|r| r.node == node && r.status == NodeStatus::Succeeded)
-            })
-            .and_then(|r| r.output.clone())
-            .unwrap_or(Value::Null);
+        let output = flow.last_output(&nodes);
         let output = match &resolved.overrides {
             Some(o) if !o.output.is_empty() => {
                 let mut scope = context(resolved, input)

@@ -45,6 +45,25 @@ pub struct Flow {
     pub graph: Graph,
 }
 
+impl Flow {
+    /// A run's output: that of its last node that succeeded, last in the
+    /// flow's order (`null` if none did), from the run's node records.
+    pub fn last_output(&self, nodes: &[weir_storage::NodeRecord]) -> Value {
+        self.graph
+            .order
+            .iter()
+            .rev()
+            .map(|&n| self.graph.nodes[n].id.as_str())
+            .find_map(|node| {
+                nodes
+                    .iter()
+                    .find(|r| r.node == node && r.status == weir_storage::NodeStatus::Succeeded)
+            })
+            .and_then(|r| r.output.clone())
+            .unwrap_or(Value::Null)
+    }
+}
+
 /// `tenants:` — the tenants a flow serves: a list of keys, or `"*"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tenants {

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use weir_nodes::TriggerKind;
 use weir_nodes::functions::action::ActionCall;
 use weir_nodes::reader::valid_id;
-use weir_storage::{ConnectionState, NodeStatus, RunStatus};
+use weir_storage::{ConnectionState, RunStatus};
 
 use super::actions::{Called, call_action};
 use super::{API_BODY_LIMIT, AppState, TENANT_HEADER, now_seconds};
@@ -414,19 +414,7 @@ impl WeirMcp {
             .store()
             .nodes(tenant, &done.id)
             .unwrap_or_default();
-        let output = flow
-            .graph
-            .order
-            .iter()
-            .rev()
-            .map(|&n| flow.graph.nodes[n].id.as_str())
-            .find_map(|node| {
-                nodes
-                    .iter()
-                    .find(|r| r.node == node && r.status == NodeStatus::Succeeded)
-            })
-            .and_then(|r| r.output.clone())
-            .unwrap_or(Value::Null);
+        let output = flow.last_output(&nodes);
         let result = json!({"run_id": done.id, "status": done.status.as_str(), "output": output});
         match done.status {
             RunStatus::Succeeded => {
