@@ -12,6 +12,7 @@ pub mod connect;
 pub mod daemon;
 pub mod engine;
 pub mod flow;
+pub mod formats;
 pub mod metrics;
 pub mod view;
 

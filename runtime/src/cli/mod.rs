@@ -19,6 +19,7 @@ mod mcp;
 mod outbox;
 mod run;
 mod runs;
+mod schema;
 mod secrets;
 mod serve;
 mod token;
@@ -87,6 +88,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Print the JSON Schema of a file format (flow, integration or
+    /// action), for editor completion.
+    Schema(schema::SchemaArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
         } => validate::validate(paths, links(follow_symlinks)),
         Command::Graph { flow_file, format } => graph::graph(&flow_file, format),
         Command::Run(args) => run::main(args),
+        Command::Schema(args) => schema::main(args),
     }
 }
 
