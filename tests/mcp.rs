@@ -383,3 +383,38 @@ fn agents_get_the_tenants_tools_over_mcp() {
 fn a_get_with(daemon: &Daemon, token: &str) -> u16 {
     Api::with_token(daemon, token).get("/api/v1/runs").status
 }
+
+/// Without a workspace secret (loopback only) `/mcp` asks for no token and
+/// acts for the `default` tenant; so does `weir mcp --stdio` without one.
+#[test]
+fn an_open_daemon_serves_the_default_tenants_tools() {
+    let Some(python) = python("mcp open") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "daemon", &[], &[]);
+    weir_testkit::write_flow(
+        &daemon.flows,
+        "hello.yaml",
+        "id: hello\ntriggers: [{id: call, type: api}]\nnodes:\n  - {id: hi, type: map, mapping: {hi: event.body.who}}\n",
+    );
+    let api = Api::new(&daemon);
+    weir_testkit::wait_until("the flow loads", TIMEOUT, || {
+        api.flows()["items"].as_array().unwrap().len() == 1
+    });
+    let weir = weir_testkit::process::weir_binary();
+    let out = drive(
+        &python,
+        json!({
+            "command": [weir, "mcp", "--stdio", "--server", daemon.base],
+            "mode": "legacy",
+            "calls": [["flow.hello", {"who": "you"}]],
+        }),
+    );
+    assert_eq!(out["tools"][0]["name"], "flow.hello", "{out:#}");
+    assert_eq!(
+        out["calls"][0]["structuredContent"]["output"],
+        json!({"hi": "you"}),
+        "{out:#}"
+    );
+}

@@ -26,6 +26,10 @@ pub struct McpArgs {
     /// Serve MCP over stdin/stdout (the transport this command offers).
     #[arg(long)]
     pub stdio: bool,
+    /// The tenant to act for, with an admin token (or a daemon without a
+    /// workspace secret, where it defaults to `default`).
+    #[arg(long)]
+    pub tenant: Option<String>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -37,12 +41,9 @@ pub fn main(args: McpArgs) -> ExitCode {
         );
         return ExitCode::from(exit::USAGE);
     }
-    let Some(token) = args.daemon.token.clone() else {
-        eprintln!(
-            "weir: `weir mcp --stdio` needs the tenant's token: --token T or WEIR_TOKEN (`weir token --tenant KEY` makes one)"
-        );
-        return ExitCode::from(exit::USAGE);
-    };
+    // Without a token the daemon must be open (no workspace secret); its
+    // 401 says so otherwise, on the first request.
+    let token = args.daemon.token.clone();
     let url = match args.daemon.url(&["mcp"]) {
         Ok(url) => url,
         Err(e) => {
@@ -54,6 +55,7 @@ pub fn main(args: McpArgs) -> ExitCode {
         let proxy = Proxy {
             url,
             token,
+            tenant: args.tenant,
             http: reqwest::Client::new(),
             next: AtomicU64::new(1),
         };
@@ -72,7 +74,8 @@ pub fn main(args: McpArgs) -> ExitCode {
 /// Forwards tool requests to the daemon's `/mcp`.
 struct Proxy {
     url: reqwest::Url,
-    token: String,
+    token: Option<String>,
+    tenant: Option<String>,
     http: reqwest::Client,
     next: AtomicU64,
 }
@@ -96,13 +99,18 @@ impl Proxy {
         let mut request = self
             .http
             .post(self.url.clone())
-            .bearer_auth(&self.token)
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", REVISION)
             .header("mcp-method", method)
             .json(&body);
         if let Some(name) = name {
             request = request.header("mcp-name", name);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(tenant) = &self.tenant {
+            request = request.header("x-weir-tenant", tenant);
         }
         let unreachable = |e: reqwest::Error| {
             McpError::internal_error(

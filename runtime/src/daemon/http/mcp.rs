@@ -88,7 +88,9 @@ pub async fn protected_resource(headers: HeaderMap) -> Json<Value> {
 }
 
 /// Every `/mcp` request: a token whose `aud` names weir, for one tenant
-/// (a tenant token; an admin names it with `X-Weir-Tenant`).
+/// (a tenant token; an admin names it with `X-Weir-Tenant`). Without a
+/// workspace secret (open, loopback only) no token is asked for and the
+/// tenant is `X-Weir-Tenant` or `default`.
 pub async fn authenticate(
     State(app): State<Arc<AppState>>,
     mut request: Request,
@@ -142,6 +144,8 @@ pub async fn authenticate(
             );
         }
         (Caller::Admin, Some(n)) if valid_id(&n) => n,
+        // No workspace secret (loopback only): the default tenant.
+        (Caller::Admin, None) if app.auth.is_open() => "default".to_owned(),
         (Caller::Admin, _) => {
             return refused(
                 StatusCode::BAD_REQUEST,
