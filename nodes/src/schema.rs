@@ -76,6 +76,22 @@ impl Schema {
     }
 }
 
+/// Every problem on one line: `/email: "email" is a required property; …`.
+pub fn describe(errors: &[SchemaError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            let pointer = if e.pointer.is_empty() {
+                "/"
+            } else {
+                &e.pointer
+            };
+            format!("{pointer}: {}", e.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Reads the schema under `key` (a map), checked against the meta-schema;
 /// problems go to `o`'s diagnostics, at the schema's position.
 pub fn read(value: &Yaml, key: &str, o: &Options<'_>) -> Option<Schema> {

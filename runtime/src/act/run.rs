@@ -23,7 +23,7 @@ use weir_storage::ActionOverride;
 
 use super::definition::{Action, Implementation, RequestSpec, UniversalAction};
 use super::overrides::{self, Compiled};
-use super::schema::{Schema, SchemaError};
+use super::schema::{Schema, SchemaError, describe};
 use crate::connect::connections::{Connections, scope_value};
 use crate::connect::integration::Integration;
 use crate::daemon::registry::Registry;
@@ -55,24 +55,6 @@ pub enum ActError {
     Invalid(Vec<SchemaError>),
     #[error("{0}")]
     Broken(String),
-}
-
-fn describe(errors: &[SchemaError]) -> String {
-    errors
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                if e.pointer.is_empty() {
-                    "/"
-                } else {
-                    &e.pointer
-                },
-                e.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// An action resolved for one call: the connection it goes through, how its
@@ -462,10 +444,7 @@ impl Actions {
                 action.key
             )));
         }
-        let Some((trigger, api)) = flow.triggers.iter().find_map(|t| match &t.kind {
-            weir_nodes::TriggerKind::Api(api) => Some((t, api)),
-            _ => None,
-        }) else {
+        let Some((trigger, api)) = flow.api_trigger() else {
             return Err(NodeError::Invalid(format!(
                 "flow `{id}` (action `{}`) has no api trigger; a flow action starts its flow through one",
                 action.key

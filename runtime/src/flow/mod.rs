@@ -46,6 +46,15 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// Its `api` trigger, if it has one (a flow has at most one that the
+    /// API starts).
+    pub fn api_trigger(&self) -> Option<(&TriggerDef, &weir_nodes::triggers::api::Api)> {
+        self.triggers.iter().find_map(|t| match &t.kind {
+            weir_nodes::TriggerKind::Api(api) => Some((t, api)),
+            _ => None,
+        })
+    }
+
     /// A run's output: that of its last node that succeeded, last in the
     /// flow's order (`null` if none did), from the run's node records.
     pub fn last_output(&self, nodes: &[weir_storage::NodeRecord]) -> Value {

@@ -198,16 +198,7 @@ pub async fn start_run(
     if !flow.tenants.serves(&tenant) {
         return Err(ApiError::not_found(format!("no flow '{id}'")));
     }
-    let Some(trigger) = flow
-        .triggers
-        .iter()
-        .find(|t| matches!(t.kind, TriggerKind::Api(_)))
-    else {
-        return Err(ApiError::not_found(format!(
-            "flow '{id}' has no api trigger"
-        )));
-    };
-    let TriggerKind::Api(api) = &trigger.kind else {
+    let Some((trigger, api)) = flow.api_trigger() else {
         return Err(ApiError::not_found(format!(
             "flow '{id}' has no api trigger"
         )));
@@ -223,11 +214,7 @@ pub async fn start_run(
                     format!(
                         "the input does not match trigger '{}''s input_schema: {}",
                         trigger.id,
-                        errors
-                            .iter()
-                            .map(|e| format!("{}: {}", e.pointer, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
+                        weir_nodes::schema::describe(&errors)
                     ),
                 )
             });

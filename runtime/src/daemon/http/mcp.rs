@@ -26,7 +26,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
-use weir_nodes::TriggerKind;
 use weir_nodes::functions::action::ActionCall;
 use weir_nodes::reader::valid_id;
 use weir_storage::{ConnectionState, RunStatus};
@@ -323,10 +322,7 @@ impl WeirMcp {
             }
         }
         for flow in self.app.registry.all() {
-            let api = flow.triggers.iter().find_map(|t| match &t.kind {
-                TriggerKind::Api(api) => Some(api),
-                _ => None,
-            });
+            let api = flow.api_trigger().map(|(_, api)| api);
             let Some(api) = api.filter(|_| flow.tenants.serves(tenant)) else {
                 continue;
             };
@@ -375,10 +371,7 @@ impl WeirMcp {
         let Some(flow) = self.app.registry.get(id) else {
             return failed(format!("flow `{id}` is no longer loaded"));
         };
-        let Some((trigger, api)) = flow.triggers.iter().find_map(|t| match &t.kind {
-            TriggerKind::Api(api) => Some((t, api)),
-            _ => None,
-        }) else {
+        let Some((trigger, api)) = flow.api_trigger() else {
             return failed(format!("flow `{id}` has no api trigger"));
         };
         if let Some(schema) = &api.input_schema {
@@ -515,12 +508,11 @@ impl ServerHandler for WeirMcp {
                 self.call_action(&tenant, key, integration, input).await
             }
             Target::Flow(id) => {
-                let serves = self.app.registry.get(&id).is_some_and(|f| {
-                    f.tenants.serves(&tenant)
-                        && f.triggers
-                            .iter()
-                            .any(|t| matches!(t.kind, TriggerKind::Api(_)))
-                });
+                let serves = self
+                    .app
+                    .registry
+                    .get(&id)
+                    .is_some_and(|f| f.tenants.serves(&tenant) && f.api_trigger().is_some());
                 if !serves {
                     return Err(unknown());
                 }
