@@ -21,7 +21,7 @@ trap 'pkill -f "weir serve --listen 127.0.0.1:$PORT" 2>/dev/null || true; rm -rf
 SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 mkdir -p "$WORK/flows"
 cp examples/bench/api-flow.yaml "$WORK/flows/"
-URL="http://127.0.0.1:$PORT/api/v1/flows/bench-api/runs"
+URL="http://127.0.0.1:$PORT/api/v1/flows/bench-api/runs?tenant=bench"
 
 # Starts the daemon with secret $1 (empty: none); prints its pid once ready.
 start() {

@@ -154,7 +154,20 @@ fn agents_get_the_tenants_tools_over_mcp() {
     // Both protocol modes: sessions (2025-11-25) and stateless (2026-07-28).
     for mode in ["legacy", "2026-07-28"] {
         let before = app.count("/contacts");
-        let out = sdk(&python, &url, &a_token, mode, calls.clone());
+        // Two calls with one idempotency key (per mode): one request.
+        let once = json!({"weir/idempotency-key": format!("once-{mode}")});
+        let mut calls = calls.clone();
+        for _ in 0..2 {
+            calls
+                .as_array_mut()
+                .unwrap()
+                .push(json!(["create-contact", {"email": "bo@example.com"}, once]));
+        }
+        calls.as_array_mut().unwrap().extend([
+            json!(["create-contact", {"email": "x@example.com"}, {"weir/idempotency-key": ""}]),
+            json!(["flow.greet", {"name": "Ada"}, once]),
+        ]);
+        let out = sdk(&python, &url, &a_token, mode, calls);
         let expected = if mode == "legacy" { "2025-11-25" } else { mode };
         assert_eq!(out["protocol"], expected, "{out:#}");
         let names: Vec<&str> = out["tools"]
@@ -218,8 +231,29 @@ fn agents_get_the_tenants_tools_over_mcp() {
         );
         let unknown = out["calls"][3]["exception"].as_str().unwrap_or_default();
         assert!(unknown.contains("no tool `delete-everything`"), "{out:#}");
-        // One request for the valid call, none for the invalid one.
-        assert_eq!(app.count("/contacts"), before + 1, "{mode}");
+        // The repeated key: the first call's run and answer, no second
+        // request; a bad key, and a key on a flow tool, run nothing.
+        let (first, again) = (&out["calls"][5], &out["calls"][6]);
+        assert_eq!(first["structuredContent"], json!({"id": 7}), "{first:#}");
+        assert_eq!(again["structuredContent"], json!({"id": 7}), "{again:#}");
+        let run_id = first["_meta"]["weir/run-id"].as_str().unwrap();
+        assert_eq!(again["_meta"]["weir/run-id"], run_id, "{out:#}");
+        assert_eq!(a.run(run_id)["status"], "succeeded");
+        assert_ne!(
+            out["calls"][0]["_meta"]["weir/run-id"], run_id,
+            "a call without a key is a run of its own"
+        );
+        for refused in [&out["calls"][7], &out["calls"][8]] {
+            assert_eq!(refused["isError"], true, "{refused:#}");
+            let text = refused["content"][0]["text"].as_str().unwrap();
+            assert!(
+                text.contains("weir/idempotency-key") && text.contains("nothing ran"),
+                "{text}"
+            );
+        }
+        // One request for the valid call, one for the two with a key, none
+        // for the refused ones.
+        assert_eq!(app.count("/contacts"), before + 2, "{mode}");
     }
 
     // The API checks the same schema: 422 with the pointer, no run.

@@ -795,8 +795,8 @@ fn the_runs_api_and_cli_start_list_show_cancel_and_retry_runs() {
 
     // With ?wait=5: 200 and the finished run object.
     let a = api.post(
-        &format!("{start}?wait=5"),
-        &json!({"tenant": "acme", "input": {"qty": 3, "price": 4}}),
+        &format!("{start}?wait=5&tenant=acme"),
+        &json!({"input": {"qty": 3, "price": 4}}),
     );
     assert_eq!(a.status, 200, "{a}");
     let acme = a.body["id"].as_str().unwrap().to_owned();
@@ -819,9 +819,15 @@ fn the_runs_api_and_cli_start_list_show_cancel_and_retry_runs() {
         "not_found",
     );
     assert_error(
-        &api.post(start, &json!({"tenant": "other", "input": {}})),
+        &api.post(&format!("{start}?tenant=other"), &json!({"input": {}})),
         404,
         "not_found",
+    );
+    // The tenant is named by the request, not in the body.
+    assert_error(
+        &api.post(start, &json!({"tenant": "acme", "input": {}})),
+        400,
+        "bad_request",
     );
     assert_error(
         &api.post_raw(start, "application/json", "{not json", &[]),

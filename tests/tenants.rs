@@ -285,7 +285,7 @@ fn every_route_needs_a_token_and_answers_within_the_token_tenant() {
 
     // A tenant acts for itself only: naming another tenant is 403.
     let message = b
-        .post("/api/v1/flows/ping/runs", &json!({"tenant": "a"}))
+        .post("/api/v1/flows/ping/runs?tenant=a", &json!({}))
         .assert_error(403, "forbidden");
     assert!(message.contains("acts for tenant `b`"), "{message}");
     b.get("/api/v1/runs?tenant=a")
@@ -298,8 +298,8 @@ fn every_route_needs_a_token_and_answers_within_the_token_tenant() {
     as_a.assert_error(403, "forbidden");
     // Naming itself is fine; a run started by b is b's.
     let own = b.post(
-        "/api/v1/flows/ping/runs",
-        &json!({"tenant": "b", "input": {"n": 3}}),
+        "/api/v1/flows/ping/runs?tenant=b",
+        &json!({"input": {"n": 3}}),
     );
     assert_eq!(own.status, 202, "{own}");
     let run = b.wait_finished(own.body["run_id"].as_str().unwrap());

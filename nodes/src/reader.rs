@@ -349,6 +349,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// [`valid_id`] as a regular expression (for schemas).
+pub const ID_PATTERN: &str = "^[a-z0-9_-]{1,64}$";
+
 /// Checks an id against `[a-z0-9_-]{1,64}`.
 pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())

@@ -28,7 +28,7 @@ impl PartialEq for Schema {
 }
 
 /// A problem of a value against a schema: where (a JSON pointer) and what.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SchemaError {
     pub pointer: String,
     pub message: String,

@@ -1,54 +1,124 @@
 //! The run object of docs/api.md, shared by `weir run --json` and the HTTP API.
 
-use serde_json::{Value, json};
-use weir_storage::{NodeRecord, RunRecord, Unreadable};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use weir_storage::{NodeRecord, NodeStatus, RunRecord, RunStatus, Unreadable};
 
 use crate::flow::{Flow, Graph};
+
+/// A run. A list of runs leaves `nodes` out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run id (a UUID v7).
+    pub id: String,
+    pub flow: String,
+    /// The version of the flow the run follows (its snapshot).
+    pub flow_version: String,
+    pub tenant: String,
+    /// The trigger that started it.
+    pub trigger: String,
+    /// The connection it runs through (flows of an integration).
+    pub connection: Option<Value>,
+    /// 1, plus one per retry.
+    pub attempt: u32,
+    pub status: RunStatus,
+    /// The event that started it (secrets dropped).
+    pub event: Value,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every node of the flow, in flow order, reached or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeView>>,
+}
+
+/// A run whose record cannot be read back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CorruptRun {
+    pub id: String,
+    pub tenant: String,
+    /// Always `corrupt`.
+    #[schema(value_type = String, pattern = "^corrupt$")]
+    pub status: &'static str,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+/// A run, or one whose record cannot be read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnyRun {
+    Run(RunView),
+    Corrupt(CorruptRun),
+}
+
+/// One node of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    /// Its key: the node id, `loop[2].step` inside loops.
+    pub id: String,
+    pub status: NodeStatus,
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When a waiting node runs again.
+    pub wake_at: Option<DateTime<Utc>>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// The run with `nodes` (or without, when `nodes` is `None`).
+pub fn run_view(run: &RunRecord, nodes: Option<&[NodeRecord]>) -> RunView {
+    RunView {
+        id: run.id.clone(),
+        flow: run.flow.clone(),
+        flow_version: run.flow_version.clone(),
+        tenant: run.tenant.clone(),
+        trigger: run.trigger.clone(),
+        connection: run.connection.clone(),
+        attempt: run.attempt,
+        status: run.status,
+        event: (*run.event).clone(),
+        error: run.error.clone(),
+        created_at: run.created_at,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+        nodes: nodes.map(|n| n.iter().map(node_view).collect()),
+    }
+}
 
 /// `{id, flow, flow_version, tenant, trigger, connection, status, event,
 /// error, created_at, started_at, finished_at, nodes: [...]}`.
 pub fn run_json(run: &RunRecord, nodes: &[NodeRecord]) -> Value {
-    json!({
-        "id": run.id,
-        "flow": run.flow,
-        "flow_version": run.flow_version,
-        "tenant": run.tenant,
-        "trigger": run.trigger,
-        "connection": run.connection,
-        "attempt": run.attempt,
-        "status": run.status.as_str(),
-        "event": *run.event,
-        "error": run.error,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "nodes": nodes.iter().map(node_json).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(run_view(run, Some(nodes))).unwrap_or(Value::Null)
 }
 
 /// A run whose record cannot be read: `{id, tenant, status: "corrupt",
 /// error}`.
-pub fn unreadable_json(u: &Unreadable) -> Value {
-    json!({
-        "id": u.id,
-        "tenant": u.tenant,
-        "status": "corrupt",
-        "error": u.error,
-    })
+pub fn corrupt_view(u: &Unreadable) -> CorruptRun {
+    CorruptRun {
+        id: u.id.clone(),
+        tenant: u.tenant.clone(),
+        status: "corrupt",
+        error: u.error.clone(),
+    }
 }
 
 /// One node record: `id` is its key (`loop[2].step` inside loops).
-pub fn node_json(n: &NodeRecord) -> Value {
-    json!({
-        "id": n.key,
-        "status": n.status.as_str(),
-        "attempts": n.attempts,
-        "started_at": n.started_at,
-        "finished_at": n.finished_at,
-        "wake_at": n.wake_at,
-        "output": n.output,
-        "error": n.error,
-    })
+pub fn node_view(n: &NodeRecord) -> NodeView {
+    NodeView {
+        id: n.key.clone(),
+        status: n.status,
+        attempts: n.attempts,
+        started_at: n.started_at,
+        finished_at: n.finished_at,
+        wake_at: n.wake_at,
+        output: n.output.clone(),
+        error: n.error.clone(),
+    }
 }
 
 /// A run's node records in flow order ([`in_flow_order`]), with a

@@ -60,7 +60,7 @@ impl Listed {
 }
 
 /// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Accepted, waiting for its turn (a flow `concurrency` key).
@@ -118,7 +118,7 @@ impl std::str::FromStr for RunStatus {
 }
 
 /// Where one node of a run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     Pending,
@@ -238,7 +238,7 @@ pub struct FlowSnapshot {
 }
 
 /// Where a delivery goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "target", rename_all = "snake_case")]
 pub enum DeliveryTarget {
     Amqp {
@@ -283,7 +283,7 @@ impl TargetKind {
 }
 
 /// The body of an AMQP delivery.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryFormat {
     /// The payload as JSON.
@@ -302,7 +302,7 @@ impl std::fmt::Display for DeliveryFormat {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -311,7 +311,7 @@ pub enum DeliveryStatus {
 
 /// A message a `deliver` node handed to a backend, waiting in the outbox until
 /// the backend confirms it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     /// The idempotency key `{run_id}:{node_id}` (plus `:{index}` in loops).
     pub id: String,
@@ -441,7 +441,7 @@ impl std::fmt::Debug for Sealed {
 }
 
 /// Whether a connection works.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
     /// Its last test or use succeeded.
@@ -528,7 +528,7 @@ pub struct ActionOverride {
 }
 
 /// Where an OAuth2 connection request stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
     /// Waiting for the person to consent at the provider.

@@ -153,7 +153,7 @@ impl Commit {
 }
 
 /// What is stored for one tenant (see [`Store::tenants`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantCounts {
     /// Runs, finished or not.
     pub runs: u64,

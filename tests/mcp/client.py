@@ -1,7 +1,7 @@
 """Drives weir's /mcp with the official MCP Python SDK, for tests/mcp.rs.
 
     python client.py '{"url": URL, "token": T, "mode": "legacy"|"2026-07-28",
-                       "calls": [[TOOL, ARGS], ...]}'
+                       "calls": [[TOOL, ARGS, _META?], ...]}'
     python client.py '{"command": [WEIR, "mcp", "--stdio", ...], "mode": ...,
                        "calls": [...]}'
 
@@ -26,9 +26,10 @@ async def session(client, spec, out):
     async with client:
         out["protocol"] = client.protocol_version
         out["tools"] = [dump(t) for t in (await client.list_tools()).tools]
-        for name, arguments in spec["calls"]:
+        for name, arguments, *meta in spec["calls"]:
             try:
-                out["calls"].append(dump(await client.call_tool(name, arguments)))
+                result = await client.call_tool(name, arguments, meta=meta[0] if meta else None)
+                out["calls"].append(dump(result))
             except Exception as e:  # a protocol error: the test reads it
                 out["calls"].append({"exception": f"{type(e).__name__}: {e}"})
 

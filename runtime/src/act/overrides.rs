@@ -17,12 +17,20 @@ use weir_storage::ActionOverride;
 use super::definition::{Action, Implementation, OUTPUT_SCOPE, REQUEST_SCOPE};
 use super::schema::SchemaError;
 
-/// `PUT /api/v1/connections/{id}/actions/{key}`.
-#[derive(Debug, Deserialize)]
+/// `PUT /api/v1/connections/{id}/actions/{key}`: each part maps a field
+/// to a Rhai expression (a string).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
+    /// Defaults for input fields the caller leaves out, over `input` and
+    /// `connection`.
+    #[schema(value_type = Option<HashMap<String, String>>)]
     pub input_defaults: Option<Value>,
+    /// Entries of the request body, over `input` and `connection`.
+    #[schema(value_type = Option<HashMap<String, String>>)]
     pub body: Option<Value>,
+    /// Entries of the output, over `response`, `input` and `connection`.
+    #[schema(value_type = Option<HashMap<String, String>>)]
     pub output: Option<Value>,
 }
 
@@ -135,13 +143,21 @@ pub fn check_against(o: &ActionOverride, action: &Action, integration: &str) -> 
 }
 
 /// The override as the API shows it.
-pub fn view(o: &ActionOverride) -> Value {
-    serde_json::json!({
-        "input_defaults": o.input_defaults,
-        "body": o.body,
-        "output": o.output,
-        "updated_at": o.updated_at,
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OverrideView {
+    pub input_defaults: Option<Value>,
+    pub body: Option<Value>,
+    pub output: Option<Value>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn view(o: &ActionOverride) -> OverrideView {
+    OverrideView {
+        input_defaults: o.input_defaults.clone(),
+        body: o.body.clone(),
+        output: o.output.clone(),
+        updated_at: o.updated_at,
+    }
 }
 
 impl Compiled {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::Dynamic;
-use serde_json::{Value, json};
+use serde_json::Value;
 use weir_nodes::functions::action::{ActionCall, Actor};
 use weir_nodes::functions::http::{Connector, Request, Via};
 use weir_nodes::node::NodeError;
@@ -93,11 +93,20 @@ pub struct Actions {
     runs: std::sync::OnceLock<std::sync::Weak<Runs>>,
 }
 
-/// One action of the catalog: `{key, name, description, input_schema,
-/// output_schema}`, and the integrations that implement it.
+/// One action of the catalog, as `GET /api/v1/actions` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
-    pub view: Value,
+    pub key: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// The JSON Schema its input must match.
+    pub input_schema: Option<Value>,
+    /// The JSON Schema of its output.
+    pub output_schema: Option<Value>,
+    /// The integrations that implement it.
     pub integrations: Vec<String>,
+    /// The tenant's connections it can run through.
+    pub connections: Vec<String>,
 }
 
 impl Actions {
@@ -120,30 +129,26 @@ impl Actions {
     /// that implement it, and each integration-only one.
     pub fn catalog(&self) -> Vec<Entry> {
         let mut by_key: BTreeMap<String, Entry> = BTreeMap::new();
-        let view = |a: &Action, input: Option<&Schema>, output: Option<&Schema>| {
-            json!({
-                "key": a.key,
-                "name": a.name,
-                "description": a.description,
-                "input_schema": input.map(|s| &s.schema),
-                "output_schema": output.map(|s| &s.schema),
-            })
+        let view = |a: &Action, input: Option<&Schema>, output: Option<&Schema>| Entry {
+            key: a.key.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            input_schema: input.map(|s| s.schema.clone()),
+            output_schema: output.map(|s| s.schema.clone()),
+            integrations: Vec::new(),
+            connections: Vec::new(),
         };
         for u in self.universal.all() {
             let a = &u.action;
             by_key.insert(
                 a.key.clone(),
-                Entry {
-                    view: view(a, a.input_schema.as_deref(), a.output_schema.as_deref()),
-                    integrations: Vec::new(),
-                },
+                view(a, a.input_schema.as_deref(), a.output_schema.as_deref()),
             );
         }
         for i in self.connections.integrations().all() {
             for a in &i.actions {
-                let entry = by_key.entry(a.key.clone()).or_insert_with(|| Entry {
-                    view: view(a, a.input_schema.as_deref(), a.output_schema.as_deref()),
-                    integrations: Vec::new(),
+                let entry = by_key.entry(a.key.clone()).or_insert_with(|| {
+                    view(a, a.input_schema.as_deref(), a.output_schema.as_deref())
                 });
                 entry.integrations.push(i.key.clone());
             }

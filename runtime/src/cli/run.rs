@@ -275,11 +275,12 @@ async fn deliver(
         crate::daemon::outbox::Outbox::start(store.clone(), engine.clock().clone(), amqp, rx)?;
     // AMQP deliveries without a broker would only wait.
     let amqp_pending = |outbox: &crate::daemon::outbox::Outbox| -> anyhow::Result<u64> {
-        Ok(
-            outbox.view(&crate::auth::Scope::All)?["targets"][0]["pending"]
-                .as_u64()
-                .unwrap_or(0),
-        )
+        let view = outbox.view(&crate::auth::Scope::All)?;
+        Ok(view
+            .targets
+            .iter()
+            .find(|t| t.target == "amqp")
+            .map_or(0, |t| t.pending as u64))
     };
     let deadline = if no_broker && amqp_pending(&outbox)? > 0 {
         tokio::time::Instant::now()
@@ -296,12 +297,9 @@ async fn deliver(
     outbox.stop();
     if !quiet {
         let view = outbox.view(&crate::auth::Scope::All)?;
-        for t in view["targets"].as_array().into_iter().flatten() {
-            if let Some(e) = t["last_error"].as_str() {
-                eprintln!(
-                    "weir: {} deliveries: {e}",
-                    t["target"].as_str().unwrap_or_default()
-                );
+        for t in &view.targets {
+            if let Some(e) = &t.last_error {
+                eprintln!("weir: {} deliveries: {e}", t.target);
             }
         }
         if pending == 0 && dead == 0 {

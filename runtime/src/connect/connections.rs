@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 use weir_nodes::http_client;
@@ -72,21 +72,31 @@ fn invalid(pointer: &str, message: impl Into<String>) -> SchemaError {
 }
 
 /// `POST /api/v1/connections`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// The integration's key.
     pub integration: String,
+    /// A name for people (default: the integration's name).
     pub name: Option<String>,
+    /// As the integration's `parameters` schema says.
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
+    /// The credential fields of the integration's auth type (strings);
+    /// stored encrypted, never shown again.
+    #[schema(value_type = Option<Object>)]
     pub credentials: Option<Value>,
 }
 
 /// `PATCH /api/v1/connections/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     pub name: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
+    /// New credentials: the connection is tested with them.
+    #[schema(value_type = Option<Object>)]
     pub credentials: Option<Value>,
 }
 
@@ -1011,22 +1021,46 @@ pub fn scope_value(record: &ConnectionRecord) -> Value {
 }
 
 /// The connection object of the API: never its credentials.
-pub fn view(record: &ConnectionRecord) -> Value {
-    json!({
-        "id": record.id,
-        "tenant": record.tenant,
-        "integration": record.integration,
-        "name": record.name,
-        "state": record.state.as_str(),
-        "parameters": record.parameters,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "last_used_at": record.last_used_at,
-        "error": record.error,
-        "credentials_expire_at": record.credentials_expire_at,
-        // The actions it overrides (GET …/actions/{key} shows each).
-        "overrides": record.overrides.keys().collect::<Vec<_>>(),
-    })
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub tenant: String,
+    /// The integration's key.
+    pub integration: String,
+    pub name: String,
+    pub state: ConnectionState,
+    /// Its parameters (as the integration's `parameters` schema says).
+    pub parameters: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Why its last test, use or refresh failed.
+    pub error: Option<String>,
+    /// When an OAuth2 access token expires.
+    pub credentials_expire_at: Option<DateTime<Utc>>,
+    /// The actions it overrides (`GET .../actions/{key}` shows each).
+    pub overrides: Vec<String>,
+    /// `POST .../refresh` only: why the refresh failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_error: Option<String>,
+}
+
+pub fn view(record: &ConnectionRecord) -> ConnectionView {
+    ConnectionView {
+        id: record.id.clone(),
+        tenant: record.tenant.clone(),
+        integration: record.integration.clone(),
+        name: record.name.clone(),
+        state: record.state,
+        parameters: record.parameters.clone(),
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        last_used_at: record.last_used_at,
+        error: record.error.clone(),
+        credentials_expire_at: record.credentials_expire_at,
+        overrides: record.overrides.keys().cloned().collect(),
+        refresh_error: None,
+    }
 }
 
 /// `base` and `path` with exactly one `/` between them.

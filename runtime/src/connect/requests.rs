@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,13 +80,16 @@ impl OAuthConfig {
 }
 
 /// `POST /api/v1/connection-requests`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestBody {
+    /// The integration's key (an OAuth2 integration).
     pub integration: String,
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// Reconnects this connection (same id).
     pub connection_id: Option<String>,
+    /// Where the browser goes when it is done (one of the allowed ones).
     pub redirect_uri: Option<String>,
 }
 
@@ -114,20 +117,35 @@ fn invalid(pointer: &str, message: impl Into<String>) -> ConnectError {
     ConnectError::Invalid(vec![SchemaError::new(pointer, message)])
 }
 
-/// The request as the API shows it.
-pub fn view(r: &ConnectionRequestRecord) -> Value {
+/// A connection request as the API shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RequestView {
+    pub id: String,
+    pub integration: String,
+    pub status: RequestStatus,
+    /// The connection it made (on `success`).
+    pub connection_id: Option<String>,
+    pub error: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    /// When it is made: where to send the person to consent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+pub fn view(r: &ConnectionRequestRecord) -> RequestView {
     let status = match r.status {
         RequestStatus::Pending if Utc::now() > r.expires_at => RequestStatus::Expired,
         s => s,
     };
-    json!({
-        "id": r.id,
-        "integration": r.integration,
-        "status": status.as_str(),
-        "connection_id": r.result,
-        "error": r.error,
-        "expires_at": r.expires_at,
-    })
+    RequestView {
+        id: r.id.clone(),
+        integration: r.integration.clone(),
+        status,
+        connection_id: r.result.clone(),
+        error: r.error.clone(),
+        expires_at: r.expires_at,
+        url: None,
+    }
 }
 
 impl Connections {

@@ -11,33 +11,45 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use weir_nodes::functions::action::ActionCall;
 use weir_storage::{IdempotencyRecord, RunStatus, TriggerKey, Write};
 
-use super::{ApiError, AppState, Params};
-use crate::act::run::ActError;
+use super::{ApiError, AppState, ErrorBody, ErrorMore, Params, TenantChoice, TenantRequired};
+use crate::act::run::{ActError, Entry};
 use crate::auth::Scope;
 use crate::engine::Engine;
 
 /// How long a call waits for its action run before answering `202`.
 const WAIT: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only actions this integration implements.
     integration: Option<String>,
+    /// Only actions that can run through this connection of the tenant.
     connection: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionList {
+    pub items: Vec<Entry>,
 }
 
 /// `GET /api/v1/actions`: every action defined (universal, and each
 /// integration's), with its schemas, the integrations that implement it
 /// and the tenant's connections through which it can run.
+#[utoipa::path(get, operation_id = "list_actions", path = "/api/v1/actions", tag = "actions",
+    params(ListQuery, TenantChoice),
+    responses((status = 200, description = "The actions, by key", body = ActionList)))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     scope: Scope,
     Params(q): Params<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionList>, ApiError> {
     let connections = match scope.tenant() {
         Some(t) => app
             .runs
@@ -56,32 +68,49 @@ pub async fn list(
                 .as_ref()
                 .is_none_or(|i| a.integrations.contains(i))
         })
-        .map(|a| {
-            let through: Vec<&str> = connections
+        .map(|mut a| {
+            a.connections = connections
                 .iter()
                 .filter(|c| a.integrations.contains(&c.integration))
                 .filter(|c| q.connection.as_ref().is_none_or(|id| *id == c.id))
-                .map(|c| c.id.as_str())
+                .map(|c| c.id.clone())
                 .collect();
-            let mut v = a.view;
-            v["integrations"] = json!(a.integrations);
-            v["connections"] = json!(through);
-            v
+            a
         })
-        .filter(|v| {
-            q.connection.is_none() || v["connections"].as_array().is_some_and(|c| !c.is_empty())
-        })
-        .collect::<Vec<_>>();
-    Ok(Json(json!({ "items": items })))
+        .filter(|a| q.connection.is_none() || !a.connections.is_empty())
+        .collect();
+    Ok(Json(ActionList { items }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/actions/{key}/run`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunBody {
+pub struct RunBody {
+    /// The action's input (its `input_schema` says what it takes).
     #[serde(default)]
     input: Value,
+    /// The connection to run through (needed when the tenant has several
+    /// that could).
     connection: Option<String>,
+    /// The integration to run through (when several implement it).
     integration: Option<String>,
+}
+
+/// A finished action call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionDone {
+    /// As the action's `output_schema` says.
+    pub output: Value,
+    pub run_id: String,
+}
+
+/// An action call still running after the wait.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionRunning {
+    pub run_id: String,
+    /// Always `running`: `GET /api/v1/runs/{run_id}` follows it.
+    #[schema(value_type = String, pattern = "^running$")]
+    pub status: &'static str,
 }
 
 const RUN_SHAPE: &str = r#"{"input": {...}, "connection"?: ID, "integration"?: KEY}"#;
@@ -95,13 +124,13 @@ impl From<ActError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "no_connection", message)
             }
             ActError::Ambiguous { connections, .. } => ApiError {
-                extra: vec![("connections", json!(connections))],
+                more: Box::new(ErrorMore {
+                    connections: Some(connections),
+                    ..ErrorMore::default()
+                }),
                 ..ApiError::new(StatusCode::CONFLICT, "ambiguous_connection", message)
             },
-            ActError::Invalid(errors) => ApiError {
-                extra: vec![("details", json!(errors))],
-                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
-            },
+            ActError::Invalid(errors) => ApiError::invalid_input(message, errors),
             ActError::Broken(_) => ApiError::new(StatusCode::BAD_GATEWAY, "action_failed", message),
         }
     }
@@ -116,6 +145,20 @@ impl From<ActError> for ApiError {
 /// second call with the same key runs nothing and answers the first call's
 /// result (waiting for it if it is still running); the same key with
 /// another action or body is `422`.
+#[utoipa::path(post, operation_id = "run_action", path = "/api/v1/actions/{key}/run", tag = "actions",
+    params(("key" = String, Path, description = "The action's key"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Runs the call once per key (per tenant, 24 hours): a repeat answers the first call's result"),
+        TenantRequired),
+    request_body = RunBody,
+    responses(
+        (status = 200, description = "The action ran", body = ActionDone),
+        (status = 202, description = "Still running after 300 s", body = ActionRunning),
+        (status = 404, description = "No such action", body = ErrorBody),
+        (status = 409, description = "No connection can run it (`no_connection`), or several can (`ambiguous_connection`)", body = ErrorBody),
+        (status = 422, description = "The input does not match the action's schema (`invalid_input`), or the idempotency key was used for another call", body = ErrorBody),
+        (status = 429, description = "Too many runs are waiting (`overloaded`)", body = ErrorBody),
+        (status = 502, description = "The app refused or failed (`action_failed`, with its status and body)", body = ErrorBody),
+        (status = 503, description = "weir cannot store the run now", body = ErrorBody)))]
 pub async fn run(
     State(app): State<Arc<AppState>>,
     scope: Scope,
@@ -137,12 +180,13 @@ pub async fn run(
         connection_id: body.connection,
     };
     match call_action(&app, tenant, call, idempotency, WAIT).await? {
-        Called::Done { output, run_id } => {
-            Ok(Json(json!({"output": output, "run_id": run_id})).into_response())
-        }
+        Called::Done { output, run_id } => Ok(Json(ActionDone { output, run_id }).into_response()),
         Called::Running { run_id } => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"run_id": run_id, "status": "running"})),
+            Json(ActionRunning {
+                run_id,
+                status: "running",
+            }),
         )
             .into_response()),
     }
@@ -273,12 +317,17 @@ async fn answer(app: &AppState, run_id: &str, wait: Duration) -> Result<Called, 
         }
         _ => Err(ApiError {
             // The app's status and body, when it answered with an error.
-            extra: std::iter::once(("run_id", json!(done.id)))
-                .chain(["status", "body"].into_iter().filter_map(|k| {
-                    let v = node.and_then(|n| n.output.as_ref())?.get(k)?;
-                    Some((k, v.clone()))
-                }))
-                .collect(),
+            more: {
+                let answer = node.and_then(|n| n.output.as_ref());
+                Box::new(ErrorMore {
+                    run_id: Some(done.id.clone()),
+                    status: answer
+                        .and_then(|a| a.get("status")?.as_u64())
+                        .and_then(|s| u16::try_from(s).ok()),
+                    body: answer.and_then(|a| a.get("body").cloned()),
+                    ..ErrorMore::default()
+                })
+            },
             ..ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "action_failed",

@@ -9,18 +9,53 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tracing::warn;
 use weir_nodes::script::{to_dynamic, to_json};
 use weir_nodes::triggers::webhook::{Request, Scheme, Webhook};
 use weir_nodes::{TriggerKind, json};
 use weir_storage::{DedupeRecord, TriggerKey, Write};
 
-use super::{ApiError, AppState, read_body};
+use super::{ApiError, AppState, ErrorBody, read_body};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::metrics;
 
+/// A webhook accepted: the run it started and the event's id.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HookAccepted {
+    pub run_id: String,
+    pub event_id: String,
+}
+
+/// A webhook seen before (its dedupe key or signature): nothing runs.
+/// The first request's run and event, unless they are another tenant's.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HookDuplicate {
+    pub run_id: Option<String>,
+    pub event_id: Option<String>,
+    pub duplicate: bool,
+}
+
+/// `POST /hooks/{tenant}/{flow}/{trigger}`: authenticated by the
+/// trigger's own scheme (a signature or a shared secret), not by a token.
+#[utoipa::path(post, operation_id = "webhook", path = "/hooks/{tenant}/{flow}/{trigger}", tag = "webhooks",
+    params(
+        ("tenant" = String, Path, description = "The tenant the event is for", pattern = "^[a-z0-9_-]{1,64}$"),
+        ("flow" = String, Path, description = "The flow's id"),
+        ("trigger" = String, Path, description = "The webhook trigger's id")),
+    request_body(content = Value, description = "The event: JSON, a form, or text, as the app sends it (at most the trigger's `max_body`)", content_type = "*/*"),
+    responses(
+        (status = 202, description = "The event is stored; its run will run", body = HookAccepted),
+        (status = 200, description = "A repeat of an event already accepted", body = HookDuplicate),
+        (status = 400, description = "The body is not what the trigger takes", body = ErrorBody),
+        (status = 401, description = "The signature or secret is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such flow, tenant or webhook trigger", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "The body is over the trigger's `max_body`", body = ErrorBody),
+        (status = 429, description = "Too many runs are waiting (`overloaded`)", body = ErrorBody),
+        (status = 503, description = "weir cannot store the event now", body = ErrorBody)),
+    security(()))]
 pub async fn webhook(
     State(app): State<Arc<AppState>>,
     Path((tenant, flow_id, trigger_id)): Path<(String, String, String)>,
@@ -180,11 +215,12 @@ async fn accept(
                 true => (Some(first.run), Some(first.event)),
                 false => (None, None),
             };
-            return Ok((
-                StatusCode::OK,
-                Json(json!({"run_id": run_id, "event_id": first_event, "duplicate": true})),
-            )
-                .into_response());
+            let duplicate = HookDuplicate {
+                run_id,
+                event_id: first_event,
+                duplicate: true,
+            };
+            return Ok((StatusCode::OK, Json(duplicate)).into_response());
         }
     }
     let dedupe_event = event_id.clone();
@@ -212,7 +248,10 @@ async fn accept(
 fn accepted(run_id: &str, event_id: &str) -> Response {
     (
         StatusCode::ACCEPTED,
-        Json(json!({"run_id": run_id, "event_id": event_id})),
+        Json(HookAccepted {
+            run_id: run_id.to_owned(),
+            event_id: event_id.to_owned(),
+        }),
     )
         .into_response()
 }

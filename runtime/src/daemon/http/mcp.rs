@@ -76,14 +76,37 @@ fn base_url(headers: &HeaderMap) -> String {
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728): what protects
 /// `/mcp` — bearer tokens in the `Authorization` header, made by the
 /// workspace (`weir token`, or the product's own signer).
-pub async fn protected_resource(headers: HeaderMap) -> Json<Value> {
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource", tag = "mcp",
+    responses((status = 200, description = "The protected resource metadata (RFC 9728) of `/mcp`", body = ProtectedResource)),
+    security(()))]
+pub async fn protected_resource(headers: HeaderMap) -> Json<ProtectedResource> {
     let base = base_url(&headers);
-    Json(json!({
-        "resource": format!("{base}/mcp"),
-        "resource_name": "weir",
-        "bearer_methods_supported": ["header"],
-        "authorization_servers": [],
-    }))
+    Json(ProtectedResource {
+        resource: format!("{base}/mcp"),
+        resource_name: "weir",
+        bearer_methods_supported: vec!["header"],
+        authorization_servers: Vec::new(),
+    })
+}
+
+/// The same document, at the path RFC 9728 derives from `/mcp`.
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource/mcp", tag = "mcp",
+    responses((status = 200, description = "The protected resource metadata (RFC 9728) of `/mcp`", body = ProtectedResource)),
+    security(()))]
+pub async fn protected_resource_mcp(headers: HeaderMap) -> Json<ProtectedResource> {
+    protected_resource(headers).await
+}
+
+/// RFC 9728 protected resource metadata.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProtectedResource {
+    /// The MCP endpoint's URL.
+    pub resource: String,
+    pub resource_name: &'static str,
+    pub bearer_methods_supported: Vec<&'static str>,
+    /// Empty: tokens are made by the workspace (`weir token`), not by an
+    /// authorization server.
+    pub authorization_servers: Vec<String>,
 }
 
 /// Every `/mcp` request: a token whose `aud` names weir, for one tenant
@@ -276,11 +299,12 @@ impl WeirMcp {
                 .collect();
             through.sort();
             through.dedup();
-            let key = entry.view["key"].as_str().unwrap_or_default().to_owned();
+            let key = entry.key.clone();
             let described = |integration: Option<&str>| {
-                let what = entry.view["description"]
-                    .as_str()
-                    .or(entry.view["name"].as_str())
+                let what = entry
+                    .description
+                    .as_deref()
+                    .or(entry.name.as_deref())
                     .unwrap_or(&key)
                     .to_owned();
                 match integration {
@@ -292,9 +316,13 @@ impl WeirMcp {
                 let mut tool = Tool::new(
                     name,
                     description,
-                    object_schema(&entry.view["input_schema"]).unwrap_or_else(any_object),
+                    entry
+                        .input_schema
+                        .as_ref()
+                        .and_then(object_schema)
+                        .unwrap_or_else(any_object),
                 );
-                if let Some(output) = object_schema(&entry.view["output_schema"]) {
+                if let Some(output) = entry.output_schema.as_ref().and_then(object_schema) {
                     tool = tool.with_raw_output_schema(output);
                 }
                 tool
@@ -350,6 +378,7 @@ impl WeirMcp {
         key: String,
         integration: Option<String>,
         input: Value,
+        idempotency: Option<String>,
     ) -> CallToolResult {
         let call = ActionCall {
             action: key,
@@ -357,7 +386,7 @@ impl WeirMcp {
             integration,
             connection_id: None,
         };
-        match call_action(&self.app, tenant, call, None, CALL_WAIT).await {
+        match call_action(&self.app, tenant, call, idempotency, CALL_WAIT).await {
             Ok(Called::Done { output, run_id }) => done(output, &run_id),
             Ok(Called::Running { run_id }) => failed(format!(
                 "the action is still running after {} s; its run is {run_id} (GET /api/v1/runs/{run_id})",
@@ -442,8 +471,40 @@ fn done(output: Value, run_id: &str) -> CallToolResult {
         _ => CallToolResult::success(Vec::new()),
     };
     r.content = vec![ContentBlock::text(text)];
-    tracing::debug!(run_id, "MCP action call answered");
+    let mut meta = rmcp::model::MetaObject::default();
+    meta.0.insert(RUN_ID_META.to_owned(), Value::from(run_id));
+    r.meta = Some(meta);
     r
+}
+
+/// The `_meta` key of a call that makes it run once per key (per tenant,
+/// 24 hours), as the HTTP API's `Idempotency-Key` header does.
+pub const IDEMPOTENCY_META: &str = "weir/idempotency-key";
+/// The `_meta` key of an action call's answer naming its run.
+pub const RUN_ID_META: &str = "weir/run-id";
+
+/// A call's idempotency key (rmcp hands the request's `_meta` over in
+/// its context), checked as the header is.
+fn idempotency_of(
+    request: &CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<Option<String>, String> {
+    let value = request
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.0.get(IDEMPOTENCY_META))
+        .or_else(|| ctx.meta.0.0.get(IDEMPOTENCY_META));
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.as_str() {
+        Some(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(format!(
+            "`_meta.{IDEMPOTENCY_META}` must be 1 to 255 visible ASCII characters (a UUID, say); nothing ran"
+        )),
+    }
 }
 
 /// A failed call: a tool error with the message a person needs.
@@ -499,13 +560,20 @@ impl ServerHandler for WeirMcp {
                 integration: None,
             },
         };
+        let idempotency = idempotency_of(&request, &ctx);
         let input = Value::Object(request.arguments.unwrap_or_default());
         let result = match target {
             Target::Action { key, integration } => {
                 if !self.app.actions.defines(&key) {
                     return Err(unknown());
                 }
-                self.call_action(&tenant, key, integration, input).await
+                match idempotency {
+                    Ok(idempotency) => {
+                        self.call_action(&tenant, key, integration, input, idempotency)
+                            .await
+                    }
+                    Err(message) => failed(message),
+                }
             }
             Target::Flow(id) => {
                 let serves = self
@@ -516,7 +584,13 @@ impl ServerHandler for WeirMcp {
                 if !serves {
                     return Err(unknown());
                 }
-                self.call_flow(&tenant, &id, input).await
+                match idempotency {
+                    Ok(None) => self.call_flow(&tenant, &id, input).await,
+                    Ok(Some(_)) => failed(format!(
+                        "`_meta.{IDEMPOTENCY_META}` is for action tools; each call of a flow.* tool starts a new run, so nothing ran"
+                    )),
+                    Err(message) => failed(message),
+                }
             }
         };
         Ok(result.into())

@@ -17,6 +17,7 @@ mod connections;
 mod hooks;
 mod integrations;
 pub mod mcp;
+pub mod openapi;
 mod ops;
 pub mod server;
 mod tenants;
@@ -31,11 +32,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{Instrument, error, info_span};
+use utoipa::ToSchema;
+use weir_nodes::schema::SchemaError;
 
 use super::registry::Registry;
 use super::runs::Runs;
@@ -76,87 +80,79 @@ pub const MAX_URI_BYTES: usize = 8 << 10;
 pub const MAX_HEADER_BYTES: usize = 32 << 10;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/api/v1/flows", get(api::list_flows))
-        .route("/api/v1/flows/{flow}", get(api::show_flow))
-        .route("/api/v1/flows/{flow}/runs", post(api::start_run))
-        .route("/api/v1/runs", get(api::list_runs))
-        .route("/api/v1/runs/{run}", get(api::show_run))
-        .route("/api/v1/runs/{run}/cancel", post(api::cancel_run))
-        .route("/api/v1/runs/{run}/retry", post(api::retry_run))
-        .route("/api/v1/outbox", get(api::outbox))
-        .route("/api/v1/outbox/{id}/retry", post(api::retry_delivery))
+    let (router, document) = routes(state.clone());
+    let document = Bytes::from(openapi::finish(document));
+    router
         .route(
-            "/api/v1/connections",
-            get(connections::list).post(connections::create),
+            "/openapi.json",
+            get(move || openapi::serve(document.clone())),
         )
-        .route(
-            "/api/v1/connections/{id}",
-            get(connections::show)
-                .patch(connections::update)
-                .delete(connections::delete),
-        )
-        .route("/api/v1/connections/{id}/test", post(connections::test))
-        .route(
-            "/api/v1/connection-requests",
-            post(connections::create_request),
-        )
-        .route(
-            "/api/v1/connection-requests/{id}",
-            get(connections::show_request),
-        )
-        .route(
-            "/api/v1/connections/{id}/refresh",
-            post(connections::refresh),
-        )
-        .route(
-            "/api/v1/connections/{id}/actions/{key}",
-            get(connections::show_override)
-                .put(connections::put_override)
-                .delete(connections::delete_override),
-        )
-        .route("/api/v1/actions", get(actions::list))
-        .route("/api/v1/actions/{key}/run", post(actions::run))
-        .route("/api/v1/integrations", get(integrations::list))
-        .route("/api/v1/integrations/{key}", get(integrations::show))
-        .route("/api/v1/tenants", get(tenants::list))
-        .route("/api/v1/tenants/{tenant}", delete(tenants::erase))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            buffer_api_body,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let mcp = Router::new()
-        .nest_service("/mcp", mcp::service(state.clone()))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            mcp::authenticate,
-        ));
-    Router::new()
-        // Each webhook trigger enforces its own `max_body`.
-        .route(
-            "/hooks/{tenant}/{flow}/{trigger}",
-            post(hooks::webhook).layer(DefaultBodyLimit::disable()),
-        )
-        .merge(api)
-        .merge(mcp)
-        .route(
-            "/.well-known/oauth-protected-resource",
-            get(mcp::protected_resource),
-        )
-        .route(
-            "/.well-known/oauth-protected-resource/mcp",
-            get(mcp::protected_resource),
-        )
-        .route("/oauth2/callback", get(connections::callback))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn(request_limits))
         .layer(middleware::from_fn(span_per_request))
         .with_state(state)
+}
+
+/// Every route but `/openapi.json`, and the document that describes them.
+pub fn routes(state: Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::router::UtoipaMethodRouterExt;
+    use utoipa_axum::routes;
+    let api = OpenApiRouter::new()
+        .routes(routes!(api::list_flows))
+        .routes(routes!(api::show_flow))
+        .routes(routes!(api::start_run))
+        .routes(routes!(api::list_runs))
+        .routes(routes!(api::show_run))
+        .routes(routes!(api::cancel_run))
+        .routes(routes!(api::retry_run))
+        .routes(routes!(api::outbox))
+        .routes(routes!(api::retry_delivery))
+        .routes(routes!(connections::list, connections::create))
+        .routes(routes!(
+            connections::show,
+            connections::update,
+            connections::delete
+        ))
+        .routes(routes!(connections::test))
+        .routes(routes!(connections::refresh))
+        .routes(routes!(connections::create_request))
+        .routes(routes!(connections::show_request))
+        .routes(routes!(
+            connections::show_override,
+            connections::put_override,
+            connections::delete_override
+        ))
+        .routes(routes!(actions::list))
+        .routes(routes!(actions::run))
+        .routes(routes!(integrations::list))
+        .routes(routes!(integrations::show))
+        .routes(routes!(tenants::list))
+        .routes(routes!(tenants::erase))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            buffer_api_body,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mcp = OpenApiRouter::new()
+        .nest_service("/mcp", mcp::service(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mcp::authenticate,
+        ));
+    OpenApiRouter::with_openapi(openapi::document())
+        // Each webhook trigger enforces its own `max_body`.
+        .routes(routes!(hooks::webhook).layer(DefaultBodyLimit::disable()))
+        .merge(api)
+        .merge(mcp)
+        .routes(routes!(mcp::protected_resource))
+        .routes(routes!(mcp::protected_resource_mcp))
+        .routes(routes!(connections::callback))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts()
 }
 
 async fn span_per_request(request: Request, next: Next) -> Response {
@@ -230,6 +226,62 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// The header an admin names the tenant it acts for with (or `?tenant=`).
 pub const TENANT_HEADER: &str = "x-weir-tenant";
+
+/// The tenant a request acts for, as [`Scope`] reads it, for the API's
+/// document: the `X-Weir-Tenant` header. (`?tenant=` says the same, for
+/// links; the document names the header only, since the two must agree.)
+pub struct TenantChoice;
+
+impl utoipa::IntoParams for TenantChoice {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        let key = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(weir_nodes::reader::ID_PATTERN))
+            .build();
+        vec![
+            ParameterBuilder::new()
+                .name(TENANT_HEADER_NAME)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "The tenant to act for: an admin's choice (without it, an admin sees every \
+                     tenant's, and a call that acts for one tenant is refused); a tenant token \
+                     may only name its own. `?tenant=KEY` says the same; if both are given they \
+                     must agree.",
+                ))
+                .schema(Some(key))
+                .build(),
+        ]
+    }
+}
+
+/// [`TenantChoice`] for a call that acts for one tenant: an admin must
+/// name it (a tenant token may leave it out, or name its own).
+pub struct TenantRequired;
+
+impl utoipa::IntoParams for TenantRequired {
+    fn into_params(
+        provider: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let mut params = TenantChoice::into_params(provider);
+        for p in &mut params {
+            p.required = utoipa::openapi::Required::True;
+            p.description = Some(
+                "The tenant this call acts for: an admin token must name it; a tenant token \
+                 may leave it out or name its own. `?tenant=KEY` says the same."
+                    .to_owned(),
+            );
+        }
+        params
+    }
+}
+
+/// [`TENANT_HEADER`] as the document spells it.
+const TENANT_HEADER_NAME: &str = "X-Weir-Tenant";
 
 impl<S: Send + Sync> FromRequestParts<S> for Scope {
     type Rejection = ApiError;
@@ -412,7 +464,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
-/// An error answered to a client.
+/// An error answered to a client: `{"error": {code, message, ...}}`
+/// ([`ErrorBody`]).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -422,9 +475,50 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// For 401: the `WWW-Authenticate` challenge.
     pub challenge: Option<String>,
-    /// More fields of the error object: `errors` (for 422, each problem
-    /// `{pointer, message}`), `details`, `connections`, `run_id`.
-    pub extra: Vec<(&'static str, Value)>,
+    /// The error object's other fields.
+    pub more: Box<ErrorMore>,
+}
+
+/// The body of every refusal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// What went wrong, for programs: `bad_request`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `invalid`, `invalid_input`,
+    /// `too_large`, `overloaded`, `action_failed`, ...
+    pub code: String,
+    /// What went wrong and how to fix it, for people.
+    pub message: String,
+    #[serde(flatten)]
+    pub more: ErrorMore,
+}
+
+/// Fields some errors add.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ErrorMore {
+    /// `invalid` (422): each problem of the body, with its JSON pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<SchemaError>>,
+    /// `invalid_input` (422): each problem of the input, with its JSON
+    /// pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<SchemaError>>,
+    /// `ambiguous_connection` (409): the connections to choose from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<String>>,
+    /// `action_failed` (502): the run that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// `action_failed` (502): the app's HTTP status, when it answered one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `action_failed` (502): the app's answer, when it answered one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
 }
 
 impl ApiError {
@@ -435,16 +529,30 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             challenge: None,
-            extra: Vec::new(),
+            more: Box::default(),
         }
     }
 
     /// 422: the body parses but its values are wrong; each problem with
     /// its JSON pointer.
-    pub fn invalid(message: impl Into<String>, errors: Value) -> Self {
+    pub fn invalid(message: impl Into<String>, errors: Vec<SchemaError>) -> Self {
         Self {
-            extra: vec![("errors", errors)],
+            more: Box::new(ErrorMore {
+                errors: Some(errors),
+                ..ErrorMore::default()
+            }),
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        }
+    }
+
+    /// 422 `invalid_input`: an input that its schema refuses.
+    pub fn invalid_input(message: impl Into<String>, details: Vec<SchemaError>) -> Self {
+        Self {
+            more: Box::new(ErrorMore {
+                details: Some(details),
+                ..ErrorMore::default()
+            }),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
         }
     }
 
@@ -508,21 +616,15 @@ impl ApiError {
     /// app's status, for a reader that sees text only (an MCP tool error).
     pub fn describe(&self) -> String {
         let mut text = self.message.clone();
-        for (k, v) in &self.extra {
-            match (*k, v) {
-                ("details" | "errors", Value::Array(items)) => {
-                    for item in items {
-                        text.push_str(&format!(
-                            "\n- {}: {}",
-                            item["pointer"].as_str().unwrap_or(""),
-                            item["message"].as_str().unwrap_or("")
-                        ));
-                    }
-                }
-                ("status", status) => text.push_str(&format!(" (the app answered {status})")),
-                ("run_id", Value::String(id)) => text.push_str(&format!(" [run {id}]")),
-                _ => {}
-            }
+        let problems = self.more.details.iter().chain(&self.more.errors).flatten();
+        for p in problems {
+            text.push_str(&format!("\n- {}: {}", p.pointer, p.message));
+        }
+        if let Some(status) = self.more.status {
+            text.push_str(&format!(" (the app answered {status})"));
+        }
+        if let Some(id) = &self.more.run_id {
+            text.push_str(&format!(" [run {id}]"));
         }
         text
     }
@@ -530,10 +632,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        for (k, v) in self.extra {
-            body["error"][k] = v;
-        }
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code.to_owned(),
+                message: self.message,
+                more: *self.more,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -593,10 +698,7 @@ impl From<crate::connect::connections::ConnectError> for ApiError {
         use crate::connect::connections::ConnectError;
         match e {
             ConnectError::NotFound(_) => Self::not_found(e.to_string()),
-            ConnectError::Invalid(ref errors) => Self::invalid(
-                e.to_string(),
-                serde_json::to_value(errors).unwrap_or_default(),
-            ),
+            ConnectError::Invalid(ref errors) => Self::invalid(e.to_string(), errors.clone()),
             ConnectError::NoKeys => Self::conflict(e.to_string()),
             ConnectError::OAuth2(_) => Self::bad_request(e.to_string()),
             ConnectError::Vault(_) | ConnectError::Configuration(_) => {

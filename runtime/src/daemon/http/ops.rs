@@ -5,39 +5,86 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::metrics;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process answers.
+    #[schema(value_type = String, pattern = "^ok$")]
+    pub status: &'static str,
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "weir is up", body = Health)),
+    security(()))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Whether weir takes work.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `failing` once its storage failed.
+    pub status: &'static str,
+    /// `ok`, or the storage's failure.
+    pub storage: String,
+    /// Flows loaded.
+    pub flows: usize,
+    /// Flow files that do not load.
+    pub flow_errors: usize,
+    /// Runs waiting for a slot.
+    pub backlog: usize,
+    /// Runs waiting on a concurrency key.
+    pub parked: usize,
+    /// Unfinished runs that cannot be driven (their records cannot be
+    /// read back).
+    pub stuck: usize,
 }
 
 /// Ready: the daemon only listens once its storage is open and its flows
 /// are loaded; it is not ready once its storage failed (503; it stops).
 /// `stuck` counts unfinished runs that cannot be driven because their
 /// records cannot be read back.
-pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "weir takes work", body = Readiness),
+        (status = 503, description = "Its storage failed; it stops", body = Readiness)),
+    security(()))]
+pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let failure = app.runs.engine().store().failure();
-    let body = json!({
-        "status": if failure.is_some() { "failing" } else { "ready" },
-        "storage": failure.as_deref().unwrap_or("ok"),
-        "flows": app.registry.all().len(),
-        "flow_errors": app.registry.errors().len(),
-        "backlog": app.runs.backlog(),
-        "parked": app.runs.parked(),
-        "stuck": app.runs.stuck().len(),
-    });
+    let body = Readiness {
+        status: if failure.is_some() {
+            "failing"
+        } else {
+            "ready"
+        },
+        storage: failure.clone().unwrap_or_else(|| "ok".to_owned()),
+        flows: app.registry.all().len(),
+        flow_errors: app.registry.errors().len(),
+        backlog: app.runs.backlog(),
+        parked: app.runs.parked(),
+        stuck: app.runs.stuck().len(),
+    };
     let status = match failure {
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::OK,
     };
-    (status, Json(body)).into_response()
+    (status, Json(body))
 }
 
 /// `/metrics`: an admin token is needed, unless `--metrics-open`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No valid token (unless weir runs with `--metrics-open`)", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn metrics(
     State(app): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,

@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 use weir_nodes::backoff::Backoff;
@@ -486,7 +485,7 @@ impl Outbox {
     /// deliveries that are failing, each with its own error; and the dead
     /// ones — all of them the scope's (the broker's own error is shown to
     /// admins only).
-    pub fn view(&self, scope: &Scope) -> Result<Value, weir_storage::Error> {
+    pub fn view(&self, scope: &Scope) -> Result<OutboxView, weir_storage::Error> {
         let now = self.clock.now();
         let pending = self.pending_by_target(scope);
         let failing = {
@@ -515,7 +514,7 @@ impl Outbox {
         for d in &dead {
             *dead_counts.entry(d.target.kind()).or_default() += 1;
         }
-        let targets: Vec<Value> = TargetKind::ALL
+        let targets = TargetKind::ALL
             .iter()
             .map(|target| {
                 let (n, oldest) = pending.get(target).copied().unwrap_or_default();
@@ -524,38 +523,35 @@ impl Outbox {
                     TargetKind::Http => true,
                 };
                 let last_error = match target {
-                    TargetKind::Amqp if !connected && *scope == Scope::All => self
-                        .amqp
-                        .as_ref()
-                        .and_then(|a| a.last_error())
-                        .or_else(|| Some("no AMQP broker is configured (--amqp or WEIR_AMQP_URL)".into())),
+                    TargetKind::Amqp if !connected && *scope == Scope::All => {
+                        self.amqp.as_ref().and_then(|a| a.last_error()).or_else(|| {
+                            Some("no AMQP broker is configured (--amqp or WEIR_AMQP_URL)".into())
+                        })
+                    }
                     _ => failing
                         .iter()
                         .find(|(_, t, _)| t == target)
                         .and_then(|(_, _, d)| d.last_error.clone()),
                 };
-                json!({
-                    "target": target.as_str(),
-                    "connected": connected,
-                    "pending": n,
-                    "failing": failing.iter().filter(|(_, t, _)| t == target).count(),
-                    "dead": dead_counts.get(target).copied().unwrap_or(0),
-                    "oldest_pending_age_s": oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
-                    "last_error": last_error,
-                })
+                TargetView {
+                    target: target.as_str(),
+                    connected,
+                    pending: n,
+                    failing: failing.iter().filter(|(_, t, _)| t == target).count(),
+                    dead: dead_counts.get(target).copied().unwrap_or(0),
+                    oldest_pending_age_s: oldest
+                        .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+                    last_error,
+                }
             })
             .collect();
-        let failing: Vec<Value> = failing
-            .into_iter()
-            .take(1000)
-            .map(|(_, _, d)| serde_json::to_value(&d).unwrap_or(Value::Null))
-            .collect();
-        let dead: Vec<Value> = dead
-            .into_iter()
-            .take(1000)
-            .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null))
-            .collect();
-        Ok(json!({"targets": targets, "failing": failing, "dead": dead}))
+        let failing = failing.into_iter().take(1000).map(|(_, _, d)| d).collect();
+        let dead = dead.into_iter().take(1000).collect();
+        Ok(OutboxView {
+            targets,
+            failing,
+            dead,
+        })
     }
 
     /// Sends a dead delivery of the scope again, from its first attempt.
@@ -646,4 +642,31 @@ impl Outbox {
         self.state().stopping = true;
         self.wake.notify_one();
     }
+}
+
+/// The outbox as `GET /api/v1/outbox` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OutboxView {
+    /// One entry per kind of target.
+    pub targets: Vec<TargetView>,
+    /// Pending deliveries whose last attempt failed, most recent first
+    /// (at most 1,000).
+    pub failing: Vec<DeliveryRecord>,
+    /// Dead deliveries (at most 1,000): `POST /api/v1/outbox/{id}/retry`
+    /// sends one again.
+    pub dead: Vec<DeliveryRecord>,
+}
+
+/// One kind of target (`amqp`, `http`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TargetView {
+    pub target: &'static str,
+    /// Whether weir is connected to it (always `true` for `http`).
+    pub connected: bool,
+    pub pending: usize,
+    pub failing: usize,
+    pub dead: usize,
+    /// How long the oldest pending delivery has waited, in seconds.
+    pub oldest_pending_age_s: f64,
+    pub last_error: Option<String>,
 }
