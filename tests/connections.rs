@@ -963,21 +963,7 @@ fn action_nodes_run_the_integrations_mapping() {
         "key: create-contact\ninput_schema:\n  type: object\n  required: [email]\n  properties: {email: {type: string}, name: {type: string}}\noutput_schema:\n  type: object\n  required: [id]\n  properties: {id: {type: integer}}\n",
     )
     .unwrap();
-    let keys = format!("k1:{}", key(1));
-    let daemon = Daemon::start(
-        dir.path(),
-        "daemon",
-        &[
-            "--integrations",
-            integrations.to_str().unwrap(),
-            "--actions",
-            actions.to_str().unwrap(),
-        ],
-        &[
-            ("WEIR_WORKSPACE_SECRET", SECRET),
-            ("WEIR_SECRET_KEYS", &keys),
-        ],
-    );
+    let daemon = Daemon::with_integrations(dir.path(), &integrations, &actions, SECRET);
     weir_testkit::write_flow(
         &daemon.flows,
         "add.yaml",
@@ -1611,22 +1597,8 @@ fn the_example_actions_run_as_documented() {
         )
         .unwrap();
     }
-    let keys = format!("k1:{}", key(1));
     let actions = repo.join("actions");
-    let daemon = Daemon::start(
-        dir.path(),
-        "daemon",
-        &[
-            "--integrations",
-            integrations.to_str().unwrap(),
-            "--actions",
-            actions.to_str().unwrap(),
-        ],
-        &[
-            ("WEIR_WORKSPACE_SECRET", SECRET),
-            ("WEIR_SECRET_KEYS", &keys),
-        ],
-    );
+    let daemon = Daemon::with_integrations(dir.path(), &integrations, &actions, SECRET);
     std::fs::copy(
         repo.join("flows/crm-upsert-contact.yaml"),
         daemon.flows.join("crm-upsert-contact.yaml"),

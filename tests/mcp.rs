@@ -83,14 +83,7 @@ fn agents_get_the_tenants_tools_over_mcp() {
     let Some(python) = python("mcp") else {
         return;
     };
-    let app = FakeServer::start();
-    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
-        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
-        ("GET", "/me") => 200,
-        ("POST", "/contacts") => 201,
-        _ => 404,
-    });
-    app.set_body(json!({"id": 7}));
+    let app = FakeServer::crm(GOOD_KEY);
     let dir = tempfile::tempdir().unwrap();
     let integrations = dir.path().join("integrations");
     let actions = dir.path().join("actions");
@@ -109,24 +102,7 @@ fn agents_get_the_tenants_tools_over_mcp() {
         "key: create-contact\ndescription: Creates a contact in the customer's CRM.\ninput_schema:\n  type: object\n  required: [email]\n  properties: {email: {type: string}}\noutput_schema:\n  type: object\n  required: [id]\n  properties: {id: {type: integer}}\n",
     )
     .unwrap();
-    let keys = format!(
-        "k1:{}",
-        base64::engine::general_purpose::STANDARD.encode([3u8; 32])
-    );
-    let mut daemon = Daemon::start(
-        dir.path(),
-        "daemon",
-        &[
-            "--integrations",
-            integrations.to_str().unwrap(),
-            "--actions",
-            actions.to_str().unwrap(),
-        ],
-        &[
-            ("WEIR_WORKSPACE_SECRET", SECRET),
-            ("WEIR_SECRET_KEYS", &keys),
-        ],
-    );
+    let mut daemon = Daemon::with_integrations(dir.path(), &integrations, &actions, SECRET);
     weir_testkit::write_flow(
         &daemon.flows,
         "greet.yaml",

@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use weir_testkit::{Api, Daemon, FakeServer, in_ci};
 
@@ -52,14 +51,7 @@ struct World {
 }
 
 fn world() -> World {
-    let app = FakeServer::start();
-    app.set_rule(|r, _| match (r.method.as_str(), r.path.as_str()) {
-        _ if r.header("x-api-key") != Some(GOOD_KEY) => 401,
-        ("GET", "/me") => 200,
-        ("POST", "/contacts") => 201,
-        _ => 404,
-    });
-    app.set_body(json!({"id": 7}));
+    let app = FakeServer::crm(GOOD_KEY);
     let dir = tempfile::tempdir().unwrap();
     let integrations = dir.path().join("integrations");
     let actions = dir.path().join("actions");
@@ -78,24 +70,7 @@ fn world() -> World {
         "key: create-contact\ndescription: Creates a contact.\ninput_schema:\n  type: object\n  required: [email]\n  properties: {email: {type: string}}\noutput_schema:\n  type: object\n  properties: {id: {type: integer}}\n",
     )
     .unwrap();
-    let keys = format!(
-        "k1:{}",
-        base64::engine::general_purpose::STANDARD.encode([5u8; 32])
-    );
-    let daemon = Daemon::start(
-        dir.path(),
-        "daemon",
-        &[
-            "--integrations",
-            integrations.to_str().unwrap(),
-            "--actions",
-            actions.to_str().unwrap(),
-        ],
-        &[
-            ("WEIR_WORKSPACE_SECRET", SECRET),
-            ("WEIR_SECRET_KEYS", &keys),
-        ],
-    );
+    let daemon = Daemon::with_integrations(dir.path(), &integrations, &actions, SECRET);
     weir_testkit::write_flow(
         &daemon.flows,
         "greet.yaml",

@@ -125,6 +125,21 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// A stand-in CRM: `GET /me` (200) and `POST /contacts` (201, `{"id":
+    /// 7}`) for requests carrying `X-API-Key: key`; 401 without it, 404
+    /// for anything else.
+    pub fn crm(key: &'static str) -> Self {
+        let app = Self::start();
+        app.set_rule(move |r, _| match (r.method.as_str(), r.path.as_str()) {
+            _ if r.header("x-api-key") != Some(key) => 401,
+            ("GET", "/me") => 200,
+            ("POST", "/contacts") => 201,
+            _ => 404,
+        });
+        app.set_body(serde_json::json!({"id": 7}));
+        app
+    }
+
     pub fn start() -> Self {
         Self::start_on("127.0.0.1:0".parse().unwrap())
     }

@@ -315,4 +315,31 @@ impl Daemon {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// [`Daemon::start`] with integrations and actions folders, the
+    /// workspace `secret` (tokens) and a key ring of one key (credentials).
+    pub fn with_integrations(
+        dir: &Path,
+        integrations: &Path,
+        actions: &Path,
+        secret: &str,
+    ) -> Self {
+        Self::start(
+            dir,
+            "daemon",
+            &[
+                "--integrations",
+                arg(integrations),
+                "--actions",
+                arg(actions),
+            ],
+            &[
+                ("WEIR_WORKSPACE_SECRET", secret),
+                ("WEIR_SECRET_KEYS", TEST_KEY_RING),
+            ],
+        )
+    }
 }
+
+/// `WEIR_SECRET_KEYS` for tests: one key, `k1`, of 32 bytes 0x05.
+pub const TEST_KEY_RING: &str = "k1:BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";

@@ -283,13 +283,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(k.to_owned()))
-        }
+        Ok(k) if valid_idempotency_key(k) => Ok(Some(k.to_owned())),
         _ => Err(ApiError::bad_request(
             "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID, say)",
         )),
     }
+}
+
+/// An idempotency key (the header's, or an MCP call's): 1 to 255 visible
+/// ASCII characters.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The answer of an action run: its output once it has finished, its

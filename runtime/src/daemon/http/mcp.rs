@@ -498,9 +498,7 @@ fn idempotency_of(
         return Ok(None);
     };
     match value.as_str() {
-        Some(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(k.to_owned()))
-        }
+        Some(k) if super::actions::valid_idempotency_key(k) => Ok(Some(k.to_owned())),
         _ => Err(format!(
             "`_meta.{IDEMPOTENCY_META}` must be 1 to 255 visible ASCII characters (a UUID, say); nothing ran"
         )),
