@@ -12,12 +12,13 @@
 //! the [`Scope`] extractor.
 
 pub mod actions;
+#[macro_use]
+pub mod openapi;
 mod api;
 mod connections;
 mod hooks;
 mod integrations;
 pub mod mcp;
-pub mod openapi;
 mod ops;
 pub mod server;
 mod tenants;
@@ -80,8 +81,8 @@ pub const MAX_URI_BYTES: usize = 8 << 10;
 pub const MAX_HEADER_BYTES: usize = 32 << 10;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, document) = routes(state.clone());
-    let document = Bytes::from(openapi::finish(document));
+    let (router, described) = routes(state.clone());
+    let document = Arc::new(openapi::Lazy::new(described));
     router
         .route(
             "/openapi.json",
@@ -94,65 +95,67 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Every route but `/openapi.json`, and the document that describes them.
-pub fn routes(state: Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
-    use utoipa_axum::router::OpenApiRouter;
-    use utoipa_axum::router::UtoipaMethodRouterExt;
-    use utoipa_axum::routes;
-    let api = OpenApiRouter::new()
-        .routes(routes!(api::list_flows))
-        .routes(routes!(api::show_flow))
-        .routes(routes!(api::start_run))
-        .routes(routes!(api::list_runs))
-        .routes(routes!(api::show_run))
-        .routes(routes!(api::cancel_run))
-        .routes(routes!(api::retry_run))
-        .routes(routes!(api::outbox))
-        .routes(routes!(api::retry_delivery))
-        .routes(routes!(connections::list, connections::create))
-        .routes(routes!(
-            connections::show,
-            connections::update,
-            connections::delete
-        ))
-        .routes(routes!(connections::test))
-        .routes(routes!(connections::refresh))
-        .routes(routes!(connections::create_request))
-        .routes(routes!(connections::show_request))
-        .routes(routes!(
-            connections::show_override,
-            connections::put_override,
-            connections::delete_override
-        ))
-        .routes(routes!(actions::list))
-        .routes(routes!(actions::run))
-        .routes(routes!(integrations::list))
-        .routes(routes!(integrations::show))
-        .routes(routes!(tenants::list))
-        .routes(routes!(tenants::erase))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            buffer_api_body,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let mcp = OpenApiRouter::new()
+/// Every route but `/openapi.json`, and how to describe each. Routes are
+/// only added through [`endpoint!`], which pairs a handler with its
+/// description, so none can be served undescribed; the description itself
+/// is built when `/openapi.json` is first asked for, not at start.
+pub fn routes(state: Arc<AppState>) -> (Router<Arc<AppState>>, Vec<openapi::Describe>) {
+    use openapi::Routes;
+    let authenticated = Routes::new()
+        .add(endpoint!(api::list_flows))
+        .add(endpoint!(api::show_flow))
+        .add(endpoint!(api::start_run))
+        .add(endpoint!(api::list_runs))
+        .add(endpoint!(api::show_run))
+        .add(endpoint!(api::cancel_run))
+        .add(endpoint!(api::retry_run))
+        .add(endpoint!(api::outbox))
+        .add(endpoint!(api::retry_delivery))
+        .add(endpoint!(connections::list))
+        .add(endpoint!(connections::create))
+        .add(endpoint!(connections::show))
+        .add(endpoint!(connections::update))
+        .add(endpoint!(connections::delete))
+        .add(endpoint!(connections::test))
+        .add(endpoint!(connections::refresh))
+        .add(endpoint!(connections::create_request))
+        .add(endpoint!(connections::show_request))
+        .add(endpoint!(connections::show_override))
+        .add(endpoint!(connections::put_override))
+        .add(endpoint!(connections::delete_override))
+        .add(endpoint!(actions::list))
+        .add(endpoint!(actions::run))
+        .add(endpoint!(integrations::list))
+        .add(endpoint!(integrations::show))
+        .add(endpoint!(tenants::list))
+        .add(endpoint!(tenants::erase))
+        .map(|router| {
+            router
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    buffer_api_body,
+                ))
+                .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        });
+    // `/mcp` describes itself (`tools/list`), not in this document.
+    let model_context = Router::new()
         .nest_service("/mcp", mcp::service(state.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             mcp::authenticate,
         ));
-    OpenApiRouter::with_openapi(openapi::document())
+    Routes::new()
         // Each webhook trigger enforces its own `max_body`.
-        .routes(routes!(hooks::webhook).layer(DefaultBodyLimit::disable()))
-        .merge(api)
-        .merge(mcp)
-        .routes(routes!(mcp::protected_resource))
-        .routes(routes!(mcp::protected_resource_mcp))
-        .routes(routes!(connections::callback))
-        .routes(routes!(ops::healthz))
-        .routes(routes!(ops::readyz))
-        .routes(routes!(ops::metrics))
-        .split_for_parts()
+        .add(endpoint!(hooks::webhook).map(|route| route.layer(DefaultBodyLimit::disable())))
+        .merge(authenticated)
+        .map(|router| router.merge(model_context))
+        .add(endpoint!(mcp::protected_resource))
+        .add(endpoint!(mcp::protected_resource_mcp))
+        .add(endpoint!(connections::callback))
+        .add(endpoint!(ops::healthz))
+        .add(endpoint!(ops::readyz))
+        .add(endpoint!(ops::metrics))
+        .finish()
 }
 
 async fn span_per_request(request: Request, next: Next) -> Response {
