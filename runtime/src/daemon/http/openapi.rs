@@ -97,7 +97,7 @@ impl Routes {
     }
 
     /// Serve `endpoint` (a second handler on a path adds its methods).
-    pub fn add(mut self, endpoint: Endpoint) -> Self {
+    pub fn serve(mut self, endpoint: Endpoint) -> Self {
         self.router = self.router.route(&endpoint.path, endpoint.route);
         self.described.push(endpoint.describe);
         self
