@@ -105,10 +105,7 @@ impl Routes {
 
     /// Change the router, e.g. to add a layer to every route so far; what
     /// it adds is not described.
-    pub fn map(
-        mut self,
-        f: impl FnOnce(Router<Arc<AppState>>) -> Router<Arc<AppState>>,
-    ) -> Self {
+    pub fn map(mut self, f: impl FnOnce(Router<Arc<AppState>>) -> Router<Arc<AppState>>) -> Self {
         self.router = f(self.router);
         self
     }
@@ -146,7 +143,7 @@ impl Lazy {
 }
 
 /// The document of the routes `described`, as JSON.
-pub fn build(described: &[Describe]) -> Vec<u8> {
+fn build(described: &[Describe]) -> Vec<u8> {
     let mut doc = document();
     for describe in described {
         let (schemas, paths) = describe();
@@ -292,5 +289,9 @@ pub async fn openapi_json() {}
 
 pub async fn serve(document: Arc<Lazy>) -> Response {
     // Built once, in a few milliseconds, on the first request.
-    ([(header::CONTENT_TYPE, "application/json")], document.json()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.json(),
+    )
+        .into_response()
 }
