@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use weir_testkit::{Api, Daemon, FakeServer, in_ci};
 
@@ -66,16 +65,7 @@ fn token(dir: &Path, who: &[&str]) -> String {
 /// An HS256 token signed with the workspace secret, with these claims
 /// (weir's own tokens always carry `aud`).
 fn signed(claims: Value) -> String {
-    use hmac::{KeyInit, Mac};
-    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-    let head = format!(
-        "{}.{}",
-        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(head.as_bytes());
-    format!("{head}.{}", b64(&mac.finalize().into_bytes()))
+    weir_testkit::signed_token(SECRET, &claims)
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod act;
 pub mod auth;
 pub mod cli;
 pub mod connect;
+pub mod console;
 pub mod daemon;
 pub mod engine;
 pub mod flow;

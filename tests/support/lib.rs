@@ -20,6 +20,23 @@ pub use fake::{FakeServer, Received};
 pub use process::{Daemon, Finished, Weir, arg, run_weir, wait_until, weir_token, write_flow};
 pub use records::{Polled, RecordServer};
 
+/// An HS256 JWT with these claims, signed with `secret`: for tokens
+/// `weir token` will not make (expired ones, ones without `aud`).
+pub fn signed_token(secret: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let head = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(head.as_bytes());
+    format!("{head}.{}", b64(&mac.finalize().into_bytes()))
+}
+
 /// Whether the tests run under CI (`CI=true`), where a missing peer (the
 /// broker, the OAuth2 server, a browser) fails a test instead of skipping it.
 pub fn in_ci() -> bool {

@@ -47,6 +47,9 @@ pub struct TriggerView {
     /// When a cron trigger fires next (`null` while it is not scheduled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_fire_at: Option<Option<DateTime<Utc>>>,
+    /// A poll trigger's interval, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every_s: Option<f64>,
 }
 
 /// A flow, as lists show it.
@@ -137,11 +140,15 @@ fn trigger_views(app: &AppState, flow: &Flow) -> Vec<TriggerView> {
                 schedule: None,
                 timezone: None,
                 next_fire_at: None,
+                every_s: None,
             };
             if let TriggerKind::Cron(c) = &t.kind {
                 v.schedule = Some(c.schedule_text.clone());
                 v.timezone = Some(c.timezone.name().to_owned());
                 v.next_fire_at = Some(app.schedules.next_fire_at(&flow.id, &t.id));
+            }
+            if let TriggerKind::Poll(p) = &t.kind {
+                v.every_s = Some(p.every.as_secs_f64());
             }
             v
         })
@@ -207,7 +214,7 @@ pub async fn list_flows(
     Json(FlowList { items, errors })
 }
 
-fn graph_view(graph: &Graph) -> GraphView {
+pub(crate) fn graph_view(graph: &Graph) -> GraphView {
     let nodes = graph
         .nodes
         .iter()
@@ -389,17 +396,19 @@ pub async fn start_run(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this flow's runs.
-    flow: Option<String>,
+    pub flow: Option<String>,
+    /// Only runs started by this trigger (its id).
+    pub trigger: Option<String>,
     /// Only runs in this status (`corrupt`: runs whose record cannot be
     /// read).
     #[param(pattern = "^(queued|running|waiting|succeeded|failed|cancelled|corrupt)$")]
-    status: Option<String>,
+    pub status: Option<String>,
     /// Runs per page (default 50).
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// The `next_after` of the previous page.
     #[param(format = "uuid")]
-    after: Option<String>,
+    pub after: Option<String>,
 }
 
 /// A page of runs, newest first.
@@ -482,11 +491,12 @@ pub async fn list_runs(
     let keep = |r: &Listed| match r {
         Listed::Run(r) => {
             q.flow.as_ref().is_none_or(|f| &r.flow == f)
+                && q.trigger.as_ref().is_none_or(|t| &r.trigger == t)
                 && status.is_none_or(|s| s == StatusFilter::Run(r.status))
         }
         // Its flow and status are unknown: shown unless a filter excludes it.
         Listed::Unreadable(_) => {
-            q.flow.is_none() && status.is_none_or(|s| s == StatusFilter::Corrupt)
+            q.flow.is_none() && q.trigger.is_none() && status.is_none_or(|s| s == StatusFilter::Corrupt)
         }
     };
     let runs = scope

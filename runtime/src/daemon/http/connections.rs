@@ -80,10 +80,10 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only connections to this integration.
-    integration: Option<String>,
+    pub integration: Option<String>,
     /// Only connections in this state.
     #[param(value_type = Option<ConnectionState>)]
-    state: Option<String>,
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,8 +14,8 @@
 pub mod actions;
 #[macro_use]
 pub mod openapi;
-mod api;
-mod connections;
+pub(crate) mod api;
+pub(crate) mod connections;
 mod hooks;
 mod integrations;
 pub mod mcp;
@@ -149,6 +149,8 @@ pub fn routes(state: Arc<AppState>) -> (Router<Arc<AppState>>, Vec<openapi::Desc
         .serve(endpoint!(hooks::webhook).map(|route| route.layer(DefaultBodyLimit::disable())))
         .merge(authenticated)
         .map(|router| router.merge(model_context))
+        // The console describes itself to people, not in this document.
+        .map(|router| router.merge(crate::console::router()))
         .serve(endpoint!(mcp::protected_resource))
         .serve(endpoint!(mcp::protected_resource_mcp))
         .serve(endpoint!(connections::callback))
