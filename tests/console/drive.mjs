@@ -18,7 +18,14 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  // Script errors and CSP refusals; a failed subresource by its URL (a
+  // document answering 404 on purpose is not one).
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text());
+  });
+  page.on("response", (r) => {
+    if (r.status() >= 400 && r.request().resourceType() !== "document") errors.push(`${r.status()} ${r.url()}`);
+  });
   page.on("pageerror", (e) => errors.push(String(e)));
 
   // Nothing without a token: every page goes to sign-in.
@@ -41,7 +48,7 @@ try {
   const flow = page.locator(`article#flow-${cfg.flow}`);
   seen.flow_nodes = await flow.locator("svg g.node").evaluateAll((gs) =>
     gs.map((g) => ({ id: g.dataset.node, class: g.getAttribute("class"), shapes: g.querySelectorAll("rect,ellipse,polygon").length })));
-  seen.flow_labels = await flow.locator("svg text.route").allInnerTexts();
+  seen.flow_labels = await flow.locator("svg text.route").evaluateAll((ts) => ts.map((t) => t.textContent));
   await shot(page, "flows");
 
   // The failed run: the failing node's error, another node's output.
@@ -71,7 +78,10 @@ try {
   await shot(page, "run-retried");
 
   // A run that is still running changes status on the page without a reload.
-  await page.goto(`${cfg.base}/console/runs/${cfg.slow_run}`);
+  const started = await page.request.post(`${cfg.base}/api/v1/flows/slow/runs`, {
+    headers: { authorization: `Bearer ${cfg.tenant_a}` }, data: { input: {} } });
+  seen.slow_run = (await started.json()).run_id;
+  await page.goto(`${cfg.base}/console/runs/${seen.slow_run}`);
   seen.slow_before = await page.locator("header.run-head .badge").innerText();
   await page.evaluate(() => { window.__same_document = true; });
   await page.waitForFunction(() => document.querySelector("header.run-head .badge")?.textContent === "succeeded", null, { timeout: 20000 });

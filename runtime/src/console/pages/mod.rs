@@ -49,6 +49,7 @@ impl Page<'_> {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     meta name="color-scheme" content="light dark";
+                    link rel="icon" href="data:,";
                     title { (self.title) " · weir" }
                     link rel="stylesheet" href={ "/console/assets/console.css?v=" (v) };
                     script src={ "/console/assets/console.js?v=" (v) } defer {}
