@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::redirect::Policy;
@@ -213,6 +214,94 @@ fn the_console_over_http() {
     assert!(!html.contains(&a) && !html.contains(SECRET));
     let log = daemon.weir.stderr();
     assert!(!log.contains(&a) && !log.contains(SECRET), "a token in the log");
+}
+
+/// The CSRF token a console page's forms carry.
+fn csrf_in(html: &str) -> String {
+    html.split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form with a CSRF token")
+        .to_owned()
+}
+
+/// A console form posted with the session of `token`.
+fn post_page(daemon: &Daemon, path: &str, token: &str, csrf: &str) -> reqwest::blocking::Response {
+    browser_client()
+        .post(daemon.url(path))
+        .header("cookie", format!("weir_console={token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf)]))
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn console_buttons_test_a_connection_and_retry_a_dead_delivery() {
+    const KEY: &str = "sk_console_5e1f0c9a";
+    let app = FakeServer::crm(KEY);
+    let backend = FakeServer::start();
+    backend.set_status(400);
+    let dir = tempfile::tempdir().unwrap();
+    let integrations = dir.path().join("integrations");
+    std::fs::create_dir_all(&integrations).unwrap();
+    std::fs::write(
+        integrations.join("crm.yaml"),
+        format!(
+            "key: crm\nbase_url: '{}'\nauth: {{type: api_key, in: header, name: X-API-Key}}\ntest: {{request: {{path: /me}}}}\n",
+            app.base()
+        ),
+    )
+    .unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    write_flow(
+        &flows,
+        "notify.yaml",
+        &format!(
+            "id: notify\ntenants: [a]\ntriggers: [{{id: t, type: api}}]\nnodes:\n  - {{id: out, type: deliver, target: http, url: '{}', secret_env: OUT_SECRET, payload: event.body}}\n",
+            backend.url("/in")
+        ),
+    );
+    let env = [
+        ("WEIR_WORKSPACE_SECRET", SECRET),
+        ("WEIR_SECRET_KEYS", weir_testkit::process::TEST_KEY_RING),
+        ("OUT_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ];
+    let daemon = Daemon::start(dir.path(), "console-buttons", &["--integrations", weir_testkit::arg(&integrations)], &env);
+    let a = token(dir.path(), &["--tenant", "a"]);
+    let api_a = Api::with_token(&daemon, &a);
+
+    // A connection: Test from the console asks the app again.
+    let made = api_a.post("/api/v1/connections", &json!({"integration": "crm", "credentials": {"api_key": KEY}}));
+    assert_eq!(made.status, 201, "{made}");
+    let connection = made.body["id"].as_str().unwrap().to_owned();
+    let html = page(&daemon, "/console/connections", &a).text().unwrap();
+    assert!(html.contains(&connection) && html.contains("status-ready"), "{html}");
+    assert!(!html.contains(KEY), "the credentials are never shown");
+    let tests_before = app.count("/me");
+    let r = post_page(&daemon, &format!("/console/connections/{connection}/test"), &a, &csrf_in(&html));
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.count("/me"), tests_before + 1);
+
+    // A dead delivery: the outbox page lists it; Retry sends it again.
+    let run = start_run(&api_a, "notify", json!({"n": 1}));
+    api_a.wait_finished(&run);
+    let mut dead = None;
+    weir_testkit::wait_until("the delivery is dead", Duration::from_secs(30), || {
+        dead = api_a.outbox()["dead"].as_array().and_then(|d| d.first()).map(|d| d["id"].as_str().unwrap().to_owned());
+        dead.is_some()
+    });
+    let dead = dead.unwrap();
+    let html = page(&daemon, "/console/outbox", &a).text().unwrap();
+    assert!(html.contains(&format!(r#"data-delivery="{dead}""#)), "{html}");
+    assert!(html.contains("400"), "its last error: {html}");
+    let sent = backend.count("/in");
+    let r = post_page(&daemon, &format!("/console/outbox/{dead}/retry"), &a, &csrf_in(&html));
+    assert_eq!(r.status(), 303);
+    weir_testkit::wait_until("the delivery is sent again", Duration::from_secs(30), || backend.count("/in") > sent);
+    let log = daemon.weir.stderr();
+    assert!(!log.contains(KEY) && !log.contains(&a), "a secret in the log");
 }
 
 /// node, Chromium and playwright-core, or a loud skip (a failure under CI).
