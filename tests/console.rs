@@ -84,14 +84,19 @@ nodes:
 }
 
 fn start_run(api: &Api, flow: &str, input: Value) -> String {
-    let a = api.post(&format!("/api/v1/flows/{flow}/runs"), &json!({ "input": input }));
+    let a = api.post(
+        &format!("/api/v1/flows/{flow}/runs"),
+        &json!({ "input": input }),
+    );
     assert_eq!(a.status, 202, "{}", a.text);
     a.body["run_id"].as_str().unwrap().to_owned()
 }
 
 /// `pairs` as an `application/x-www-form-urlencoded` body.
 fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 fn browser_client() -> Client {
@@ -122,8 +127,16 @@ fn the_console_over_http() {
     // Without a session: sign-in, and `?token=` is not a way in.
     let r = client.get(daemon.url("/console/runs")).send().unwrap();
     assert_eq!(r.status(), 303);
-    assert!(r.headers()["location"].to_str().unwrap().starts_with("/console/sign-in"));
-    let r = client.get(daemon.url(&format!("/console/runs?token={a}"))).send().unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/console/sign-in")
+    );
+    let r = client
+        .get(daemon.url(&format!("/console/runs?token={a}")))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 303, "a token in the URL is ignored");
 
     // Signing in sets an HttpOnly, SameSite=Strict cookie.
@@ -135,8 +148,14 @@ fn the_console_over_http() {
         .unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with(&format!("weir_console={a};")), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("weir_console={a};")),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     // A bad token: the form again, with why.
     let r = client
         .post(daemon.url("/console/sign-in"))
@@ -150,8 +169,14 @@ fn the_console_over_http() {
     // Security headers on pages, long caching on assets.
     let r = page(&daemon, "/console/runs", &a);
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body = r.text().unwrap();
@@ -159,17 +184,40 @@ fn the_console_over_http() {
     for asset in ["/console/assets/console.css", "/console/assets/console.js"] {
         let r = client.get(daemon.url(asset)).send().unwrap();
         assert_eq!(r.status(), 200, "{asset}");
-        assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
     }
 
     // A run whose output holds markup: shown as text.
-    let id = start_run(&api_a, "checkout", json!({"note": "<script>alert(1)</script>", "total": 5}));
+    let id = start_run(
+        &api_a,
+        "checkout",
+        json!({"note": "<script>alert(1)</script>", "total": 5}),
+    );
     api_a.wait_finished(&id);
-    let html = page(&daemon, &format!("/console/runs/{id}"), &a).text().unwrap();
-    assert!(!html.contains("<script>alert(1)</script>"), "markup escaped");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
-    assert!(html.contains(r#"class="node type-map status-succeeded" data-node="shape""#), "{html}");
-    assert!(html.contains(r#"data-node="boom""#) && html.contains("status-skipped"), "{html}");
+    let html = page(&daemon, &format!("/console/runs/{id}"), &a)
+        .text()
+        .unwrap();
+    assert!(
+        !html.contains("<script>alert(1)</script>"),
+        "markup escaped"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"class="node type-map status-succeeded" data-node="shape""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-node="boom""#) && html.contains("status-skipped"),
+        "{html}"
+    );
 
     // Unknown run, flow or page: a 404 page.
     for path in [
@@ -204,7 +252,11 @@ fn the_console_over_http() {
     assert!(html.len() < 200_000, "the page is {} bytes", html.len());
     assert!(html.contains("See all"), "{}", &html[..2000]);
     assert!(html.contains("&lt;b&gt;xxx"));
-    let all = page(&daemon, &format!("/console/runs/{big_run}/json?node=fetch&part=output"), &a);
+    let all = page(
+        &daemon,
+        &format!("/console/runs/{big_run}/json?node=fetch&part=output"),
+        &a,
+    );
     assert_eq!(all.status(), 200);
     let all: Value = all.json().unwrap();
     assert_eq!(all["body"]["blob"].as_str().unwrap().len(), text.len());
@@ -213,7 +265,10 @@ fn the_console_over_http() {
     let html = page(&daemon, "/console/flows", &a).text().unwrap();
     assert!(!html.contains(&a) && !html.contains(SECRET));
     let log = daemon.weir.stderr();
-    assert!(!log.contains(&a) && !log.contains(SECRET), "a token in the log");
+    assert!(
+        !log.contains(&a) && !log.contains(SECRET),
+        "a token in the log"
+    );
 }
 
 /// The CSRF token a console page's forms carry.
@@ -268,19 +323,35 @@ fn console_buttons_test_a_connection_and_retry_a_dead_delivery() {
         ("WEIR_SECRET_KEYS", weir_testkit::process::TEST_KEY_RING),
         ("OUT_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     ];
-    let daemon = Daemon::start(dir.path(), "console-buttons", &["--integrations", weir_testkit::arg(&integrations)], &env);
+    let daemon = Daemon::start(
+        dir.path(),
+        "console-buttons",
+        &["--integrations", weir_testkit::arg(&integrations)],
+        &env,
+    );
     let a = token(dir.path(), &["--tenant", "a"]);
     let api_a = Api::with_token(&daemon, &a);
 
     // A connection: Test from the console asks the app again.
-    let made = api_a.post("/api/v1/connections", &json!({"integration": "crm", "credentials": {"api_key": KEY}}));
+    let made = api_a.post(
+        "/api/v1/connections",
+        &json!({"integration": "crm", "credentials": {"api_key": KEY}}),
+    );
     assert_eq!(made.status, 201, "{made}");
     let connection = made.body["id"].as_str().unwrap().to_owned();
     let html = page(&daemon, "/console/connections", &a).text().unwrap();
-    assert!(html.contains(&connection) && html.contains("status-ready"), "{html}");
+    assert!(
+        html.contains(&connection) && html.contains("status-ready"),
+        "{html}"
+    );
     assert!(!html.contains(KEY), "the credentials are never shown");
     let tests_before = app.count("/me");
-    let r = post_page(&daemon, &format!("/console/connections/{connection}/test"), &a, &csrf_in(&html));
+    let r = post_page(
+        &daemon,
+        &format!("/console/connections/{connection}/test"),
+        &a,
+        &csrf_in(&html),
+    );
     assert_eq!(r.status(), 303);
     assert_eq!(app.count("/me"), tests_before + 1);
 
@@ -289,19 +360,37 @@ fn console_buttons_test_a_connection_and_retry_a_dead_delivery() {
     api_a.wait_finished(&run);
     let mut dead = None;
     weir_testkit::wait_until("the delivery is dead", Duration::from_secs(30), || {
-        dead = api_a.outbox()["dead"].as_array().and_then(|d| d.first()).map(|d| d["id"].as_str().unwrap().to_owned());
+        dead = api_a.outbox()["dead"]
+            .as_array()
+            .and_then(|d| d.first())
+            .map(|d| d["id"].as_str().unwrap().to_owned());
         dead.is_some()
     });
     let dead = dead.unwrap();
     let html = page(&daemon, "/console/outbox", &a).text().unwrap();
-    assert!(html.contains(&format!(r#"data-delivery="{dead}""#)), "{html}");
+    assert!(
+        html.contains(&format!(r#"data-delivery="{dead}""#)),
+        "{html}"
+    );
     assert!(html.contains("400"), "its last error: {html}");
     let sent = backend.count("/in");
-    let r = post_page(&daemon, &format!("/console/outbox/{dead}/retry"), &a, &csrf_in(&html));
+    let r = post_page(
+        &daemon,
+        &format!("/console/outbox/{dead}/retry"),
+        &a,
+        &csrf_in(&html),
+    );
     assert_eq!(r.status(), 303);
-    weir_testkit::wait_until("the delivery is sent again", Duration::from_secs(30), || backend.count("/in") > sent);
+    weir_testkit::wait_until(
+        "the delivery is sent again",
+        Duration::from_secs(30),
+        || backend.count("/in") > sent,
+    );
     let log = daemon.weir.stderr();
-    assert!(!log.contains(KEY) && !log.contains(&a), "a secret in the log");
+    assert!(
+        !log.contains(KEY) && !log.contains(&a),
+        "a secret in the log"
+    );
 }
 
 /// node, Chromium and playwright-core, or a loud skip (a failure under CI).
@@ -310,7 +399,10 @@ fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
     let script = root.join("tests/console/drive.mjs");
     let chromium = PathBuf::from("/usr/bin/chromium");
     let playwright = root.join("tests/console/node_modules/playwright-core");
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !(node && chromium.exists() && playwright.exists()) {
         let notice = format!(
             "SKIPPED {test}: needs node, /usr/bin/chromium and playwright-core (bash .ci/run installs Debian's chromium and runs npm ci in tests/console)"
@@ -336,7 +428,11 @@ fn the_console_in_a_browser() {
         token(dir.path(), &["--admin"]),
     );
     let (api_a, api_b) = (Api::with_token(&daemon, &a), Api::with_token(&daemon, &b));
-    let failed = start_run(&api_a, "checkout", json!({"note": "<img src=x>", "total": 500}));
+    let failed = start_run(
+        &api_a,
+        "checkout",
+        json!({"note": "<img src=x>", "total": 500}),
+    );
     assert_eq!(api_a.wait_finished(&failed)["status"], "failed");
     let ok_a = start_run(&api_a, "checkout", json!({"note": "fine", "total": 1}));
     let ok_b = start_run(&api_b, "checkout", json!({"note": "b's", "total": 2}));
@@ -366,8 +462,14 @@ fn the_console_in_a_browser() {
 
     // Without a token, no page shows anything but sign-in.
     for visit in seen["without_token"].as_array().unwrap() {
-        assert!(visit["url"].as_str().unwrap().contains("/console/sign-in"), "{visit}");
-        assert!(!visit["text"].as_str().unwrap().contains(&failed), "{visit}");
+        assert!(
+            visit["url"].as_str().unwrap().contains("/console/sign-in"),
+            "{visit}"
+        );
+        assert!(
+            !visit["text"].as_str().unwrap().contains(&failed),
+            "{visit}"
+        );
     }
     // Tenant a sees its runs, not b's.
     let a_runs = seen["a_runs"].as_array().unwrap();
@@ -377,54 +479,111 @@ fn the_console_in_a_browser() {
     // The flow's graph: one shape per node (and its trigger), by type.
     let nodes = seen["flow_nodes"].as_array().unwrap();
     let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["shape", "check", "boom", "fine", "order"], "{nodes:?}");
+    assert_eq!(
+        ids,
+        ["shape", "check", "boom", "fine", "order"],
+        "{nodes:?}"
+    );
     assert!(nodes.iter().all(|n| n["shapes"] == 1), "{nodes:?}");
     assert!(nodes[1]["class"].as_str().unwrap().contains("type-if"));
     let labels = seen["flow_labels"].as_array().unwrap();
-    assert!(labels.contains(&json!("then")) && labels.contains(&json!("else")), "{labels:?}");
+    assert!(
+        labels.contains(&json!("then")) && labels.contains(&json!("else")),
+        "{labels:?}"
+    );
 
     // The failed run: the script error with its position, another node's
     // output, the graph coloured by status; markup stayed text.
     assert_eq!(seen["run_status"], "failed");
     let error = seen["failed_error"].as_str().unwrap();
-    assert!(error.contains("no_such_function") && error.contains("line 18, column 13"), "{error}");
+    assert!(
+        error.contains("no_such_function") && error.contains("line 18, column 13"),
+        "{error}"
+    );
     let output = seen["other_output"].as_str().unwrap();
-    assert!(output.contains("\"note\": \"<img src=x>\"") && output.contains("\"total\": 500"), "{output}");
+    assert!(
+        output.contains("\"note\": \"<img src=x>\"") && output.contains("\"total\": 500"),
+        "{output}"
+    );
     let classes = &seen["graph_classes"];
-    assert!(classes["boom"].as_str().unwrap().contains("status-failed"), "{classes}");
-    assert!(classes["shape"].as_str().unwrap().contains("status-succeeded"), "{classes}");
+    assert!(
+        classes["boom"].as_str().unwrap().contains("status-failed"),
+        "{classes}"
+    );
+    assert!(
+        classes["shape"]
+            .as_str()
+            .unwrap()
+            .contains("status-succeeded"),
+        "{classes}"
+    );
     let fine = classes["fine"].as_str().unwrap();
-    assert!(fine.contains("status-pending") || fine.contains("status-skipped"), "{classes}");
+    assert!(
+        fine.contains("status-pending") || fine.contains("status-skipped"),
+        "{classes}"
+    );
     assert_eq!(seen["injected_elements"], 0);
 
     // Retry: attempt 2, seen on the page (which refreshed itself).
     assert_eq!(seen["attempt_before"], "1");
     assert_eq!(seen["attempt_after"], "2");
     assert_eq!(api_a.run(&failed)["attempt"], 2);
-    assert!(seen["failing_attempts"].as_str().unwrap().contains("failed"));
+    assert!(
+        seen["failing_attempts"]
+            .as_str()
+            .unwrap()
+            .contains("failed")
+    );
     // A running run turned succeeded without a reload.
-    assert_eq!(api_a.run(seen["slow_run"].as_str().unwrap())["status"], "succeeded");
+    assert_eq!(
+        api_a.run(seen["slow_run"].as_str().unwrap())["status"],
+        "succeeded"
+    );
     assert_ne!(seen["slow_before"], "succeeded");
     assert_eq!(seen["slow_after"], "succeeded");
     assert_eq!(seen["slow_same_document"], true);
 
     assert_eq!(seen["first_tab"], "Skip to content");
-    assert!(seen["narrow_overflow"].as_i64().unwrap() <= 0, "the page scrolls sideways at 420 px: {}", seen["narrow_overflow"]);
+    assert!(
+        seen["narrow_overflow"].as_i64().unwrap() <= 0,
+        "the page scrolls sideways at 420 px: {}",
+        seen["narrow_overflow"]
+    );
     assert_ne!(seen["dark_background"], "rgb(247, 247, 248)", "dark mode");
 
     // Sign-out; tenant b sees its run only, and a's run is a 404 for it.
-    assert!(seen["signed_out_text"].as_str().unwrap().contains("You are signed out"));
+    assert!(
+        seen["signed_out_text"]
+            .as_str()
+            .unwrap()
+            .contains("You are signed out")
+    );
     assert_eq!(seen["b_runs"], json!([ok_b]));
     assert_eq!(seen["b_foreign_status"], 404);
     assert!(!seen["b_foreign_text"].as_str().unwrap().contains("<img"));
     // An expired session goes back to sign-in, saying why.
-    assert!(seen["expired_url"].as_str().unwrap().contains("/console/sign-in?reason=expired"));
-    assert!(seen["expired_text"].as_str().unwrap().contains("Your token expired"));
+    assert!(
+        seen["expired_url"]
+            .as_str()
+            .unwrap()
+            .contains("/console/sign-in?reason=expired")
+    );
+    assert!(
+        seen["expired_text"]
+            .as_str()
+            .unwrap()
+            .contains("Your token expired")
+    );
     // The admin sees both tenants' runs.
     let admin_runs = seen["admin_runs"].as_array().unwrap();
     assert!(admin_runs.contains(&json!(ok_a)) && admin_runs.contains(&json!(ok_b)));
     // No script error, no CSP violation in any page.
-    assert_eq!(seen["script_errors"], json!([]), "{}", seen["script_errors"]);
+    assert_eq!(
+        seen["script_errors"],
+        json!([]),
+        "{}",
+        seen["script_errors"]
+    );
     let log = daemon.weir.stderr();
     for t in [&a, &b, &admin] {
         assert!(!log.contains(t.as_str()), "a token in the log");

@@ -56,7 +56,11 @@ impl Drawing {
     /// The flow's graph with its triggers in front; `status` gives a
     /// node's status in a run, by node id (loop iterations folded into
     /// their body node).
-    pub fn of(graph: &GraphView, triggers: &[(&str, &str)], status: &dyn Fn(&str) -> Option<String>) -> Self {
+    pub fn of(
+        graph: &GraphView,
+        triggers: &[(&str, &str)],
+        status: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
         let mut d = Drawing::default();
         let first = d.add_graph(graph, None, status);
         for (id, kind) in triggers {
@@ -68,7 +72,11 @@ impl Drawing {
                 status: None,
             });
             for &root in &first {
-                d.edges.push(Link { from: t, to: root, route: "start".into() });
+                d.edges.push(Link {
+                    from: t,
+                    to: root,
+                    route: "start".into(),
+                });
             }
         }
         d
@@ -97,16 +105,29 @@ impl Drawing {
             }
         }
         for edge in &graph.edges {
-            if let (Some(&from), Some(&to)) = (index.get(edge.from.as_str()), index.get(edge.to.as_str())) {
-                self.edges.push(Link { from, to, route: edge.route.clone() });
+            if let (Some(&from), Some(&to)) =
+                (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+            {
+                self.edges.push(Link {
+                    from,
+                    to,
+                    route: edge.route.clone(),
+                });
             }
         }
         for (i, node) in graph.nodes.iter().enumerate() {
             if let Some(body) = &node.body {
                 let g = self.groups.len();
-                self.groups.push(Group { id: node.id.clone(), members: Vec::new() });
+                self.groups.push(Group {
+                    id: node.id.clone(),
+                    members: Vec::new(),
+                });
                 for root in self.add_graph(body, Some(g), status) {
-                    self.edges.push(Link { from: base + i, to: root, route: "each".into() });
+                    self.edges.push(Link {
+                        from: base + i,
+                        to: root,
+                        route: "each".into(),
+                    });
                 }
             }
         }
@@ -127,7 +148,10 @@ impl Drawing {
         match std::panic::catch_unwind(drawing) {
             Ok(svg) => svg,
             Err(_) => {
-                tracing::warn!(nodes = self.nodes.len(), "the flow graph could not be laid out");
+                tracing::warn!(
+                    nodes = self.nodes.len(),
+                    "the flow graph could not be laid out"
+                );
                 self.fallback()
             }
         }
@@ -157,7 +181,11 @@ impl Drawing {
                 "next" | "start" => "",
                 other => other,
             };
-            graph.add_edge(Arrow::simple_with_properties(label, format!("e{i}")), handles[e.from], handles[e.to]);
+            graph.add_edge(
+                Arrow::simple_with_properties(label, format!("e{i}")),
+                handles[e.from],
+                handles[e.to],
+            );
         }
         let mut canvas = Canvas::new(self);
         graph.do_it(false, false, false, &mut canvas);
@@ -168,9 +196,20 @@ impl Drawing {
     fn fallback(&self) -> String {
         let mut canvas = Canvas::new(self);
         for (i, n) in self.nodes.iter().enumerate() {
-            let width = n.id.chars().count().max(n.subtitle().chars().count()) as f64 * CHAR_WIDTH + 28.0;
-            canvas.draw_rect(Point::new(10.0, 10.0 + i as f64 * 60.0), Point::new(width, 46.0), &StyleAttr::simple(), Some(format!("n{i}")), None);
-            canvas.draw_text(Point::new(10.0 + width / 2.0, 33.0 + i as f64 * 60.0), &n.id, &StyleAttr::simple());
+            let width =
+                n.id.chars().count().max(n.subtitle().chars().count()) as f64 * CHAR_WIDTH + 28.0;
+            canvas.draw_rect(
+                Point::new(10.0, 10.0 + i as f64 * 60.0),
+                Point::new(width, 46.0),
+                &StyleAttr::simple(),
+                Some(format!("n{i}")),
+                None,
+            );
+            canvas.draw_text(
+                Point::new(10.0 + width / 2.0, 33.0 + i as f64 * 60.0),
+                &n.id,
+                &StyleAttr::simple(),
+            );
         }
         canvas.finish()
     }
@@ -197,7 +236,13 @@ const CHAR_WIDTH: f64 = 8.0;
 /// `[a-z0-9_-]` only, for a class name.
 fn css_word(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -232,7 +277,13 @@ struct Canvas<'a> {
 
 impl<'a> Canvas<'a> {
     fn new(drawing: &'a Drawing) -> Self {
-        Self { drawing, body: String::new(), open: None, boxes: HashMap::new(), max: Point::new(0.0, 0.0) }
+        Self {
+            drawing,
+            body: String::new(),
+            open: None,
+            boxes: HashMap::new(),
+            max: Point::new(0.0, 0.0),
+        }
     }
 
     fn grow(&mut self, p: Point) {
@@ -283,7 +334,14 @@ impl<'a> Canvas<'a> {
 }
 
 impl RenderBackend for Canvas<'_> {
-    fn draw_rect(&mut self, xy: Point, size: Point, _: &StyleAttr, properties: Option<String>, _: Option<ClipHandle>) {
+    fn draw_rect(
+        &mut self,
+        xy: Point,
+        size: Point,
+        _: &StyleAttr,
+        properties: Option<String>,
+        _: Option<ClipHandle>,
+    ) {
         self.close_node();
         self.grow(Point::new(xy.x + size.x, xy.y + size.y));
         let Some(i) = Self::node_of(&properties) else {
@@ -300,7 +358,10 @@ impl RenderBackend for Canvas<'_> {
             escape(&node.id),
             escape(&node.id),
             escape(node.subtitle()),
-            node.status.as_ref().map(|s| format!(": {}", escape(s))).unwrap_or_default(),
+            node.status
+                .as_ref()
+                .map(|s| format!(": {}", escape(s)))
+                .unwrap_or_default(),
         );
         let (x, y, w, h) = (xy.x, xy.y, size.x, size.y);
         match node.kind.as_str() {
@@ -308,18 +369,32 @@ impl RenderBackend for Canvas<'_> {
                 let _ = write!(
                     self.body,
                     r#"<polygon class="shape" points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}"/>"#,
-                    x + w / 2.0, y - 6.0, x + w + 10.0, y + h / 2.0, x + w / 2.0, y + h + 6.0, x - 10.0, y + h / 2.0
+                    x + w / 2.0,
+                    y - 6.0,
+                    x + w + 10.0,
+                    y + h / 2.0,
+                    x + w / 2.0,
+                    y + h + 6.0,
+                    x - 10.0,
+                    y + h / 2.0
                 );
             }
             "trigger" => {
                 let _ = write!(
                     self.body,
                     r#"<ellipse class="shape" cx="{:.1}" cy="{:.1}" rx="{:.1}" ry="{:.1}"/>"#,
-                    x + w / 2.0, y + h / 2.0, w / 2.0 + 6.0, h / 2.0
+                    x + w / 2.0,
+                    y + h / 2.0,
+                    w / 2.0 + 6.0,
+                    h / 2.0
                 );
             }
             kind => {
-                let rx = if matches!(kind, "deliver" | "fail") { h / 2.0 } else { 6.0 };
+                let rx = if matches!(kind, "deliver" | "fail") {
+                    h / 2.0
+                } else {
+                    6.0
+                };
                 let _ = write!(
                     self.body,
                     r#"<rect class="shape" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" rx="{rx:.1}"/>"#
@@ -347,7 +422,12 @@ impl RenderBackend for Canvas<'_> {
                 let _ = write!(
                     self.body,
                     r#"<text class="label" x="{:.1}" y="{:.1}">{}</text><text class="kind" x="{:.1}" y="{:.1}">{}</text>"#,
-                    xy.x, xy.y - 4.0, escape(&node.id), xy.x, xy.y + 12.0, escape(node.subtitle())
+                    xy.x,
+                    xy.y - 4.0,
+                    escape(&node.id),
+                    xy.x,
+                    xy.y + 12.0,
+                    escape(node.subtitle())
                 );
                 self.close_node();
             }
@@ -356,13 +436,23 @@ impl RenderBackend for Canvas<'_> {
                 let _ = write!(
                     self.body,
                     r#"<text class="route" x="{:.1}" y="{:.1}">{}</text>"#,
-                    xy.x, xy.y + 4.0, escape(text)
+                    xy.x,
+                    xy.y + 4.0,
+                    escape(text)
                 );
             }
         }
     }
 
-    fn draw_arrow(&mut self, path: &[(Point, Point)], _: bool, head: (bool, bool), _: &StyleAttr, properties: Option<String>, _: &str) {
+    fn draw_arrow(
+        &mut self,
+        path: &[(Point, Point)],
+        _: bool,
+        head: (bool, bool),
+        _: &StyleAttr,
+        properties: Option<String>,
+        _: &str,
+    ) {
         self.close_node();
         if path.len() < 2 {
             return;
@@ -379,12 +469,23 @@ impl RenderBackend for Canvas<'_> {
             .map_or("next", |e| e.route.as_str());
         let mut d = format!(
             "M {:.1} {:.1} C {:.1} {:.1}, {:.1} {:.1}, {:.1} {:.1}",
-            path[0].0.x, path[0].0.y, path[0].1.x, path[0].1.y, path[1].0.x, path[1].0.y, path[1].1.x, path[1].1.y
+            path[0].0.x,
+            path[0].0.y,
+            path[0].1.x,
+            path[0].1.y,
+            path[1].0.x,
+            path[1].0.y,
+            path[1].1.x,
+            path[1].1.y
         );
         for p in path.iter().skip(2) {
             let _ = write!(d, " S {:.1} {:.1}, {:.1} {:.1}", p.0.x, p.0.y, p.1.x, p.1.y);
         }
-        let marker = if head.1 { r#" marker-end="url(#arrowhead)""# } else { "" };
+        let marker = if head.1 {
+            r#" marker-end="url(#arrowhead)""#
+        } else {
+            ""
+        };
         let _ = write!(
             self.body,
             r#"<path class="edge route-{}" d="{d}"{marker}/>"#,
@@ -403,11 +504,19 @@ mod tests {
     use crate::daemon::http::api::{GraphEdge, GraphNode};
 
     fn node(id: &str, kind: &'static str) -> GraphNode {
-        GraphNode { id: id.into(), kind, body: None }
+        GraphNode {
+            id: id.into(),
+            kind,
+            body: None,
+        }
     }
 
     fn edge(from: &str, to: &str, route: &str) -> GraphEdge {
-        GraphEdge { from: from.into(), to: to.into(), route: route.into() }
+        GraphEdge {
+            from: from.into(),
+            to: to.into(),
+            route: route.into(),
+        }
     }
 
     fn sample() -> GraphView {
@@ -418,8 +527,17 @@ mod tests {
         let mut each = node("each", "for_each");
         each.body = Some(Box::new(body));
         GraphView {
-            nodes: vec![node("check", "if"), node("yes", "map"), node("no", "deliver"), each],
-            edges: vec![edge("check", "yes", "then"), edge("check", "no", "else"), edge("yes", "each", "next")],
+            nodes: vec![
+                node("check", "if"),
+                node("yes", "map"),
+                node("no", "deliver"),
+                each,
+            ],
+            edges: vec![
+                edge("check", "yes", "then"),
+                edge("check", "no", "else"),
+                edge("yes", "each", "next"),
+            ],
         }
     }
 
@@ -428,11 +546,20 @@ mod tests {
         let status = |id: &str| (id == "yes").then(|| "failed".to_owned());
         let d = Drawing::of(&sample(), &[("hook", "webhook")], &status);
         let ids: Vec<_> = d.nodes.iter().map(|n| n.id.as_str()).collect();
-        assert_eq!(ids, ["check", "yes", "no", "each", "fetch", "shape", "hook"]);
+        assert_eq!(
+            ids,
+            ["check", "yes", "no", "each", "fetch", "shape", "hook"]
+        );
         let edges: Vec<_> = d
             .edges
             .iter()
-            .map(|e| (d.nodes[e.from].id.as_str(), d.nodes[e.to].id.as_str(), e.route.as_str()))
+            .map(|e| {
+                (
+                    d.nodes[e.from].id.as_str(),
+                    d.nodes[e.to].id.as_str(),
+                    e.route.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             edges,
@@ -445,7 +572,13 @@ mod tests {
                 ("hook", "check", "start"),
             ]
         );
-        assert_eq!(d.groups, [Group { id: "each".into(), members: vec![4, 5] }]);
+        assert_eq!(
+            d.groups,
+            [Group {
+                id: "each".into(),
+                members: vec![4, 5]
+            }]
+        );
         assert_eq!(d.nodes[1].status.as_deref(), Some("failed"));
         assert_eq!(d.nodes[6].detail.as_deref(), Some("webhook"));
     }
@@ -456,7 +589,10 @@ mod tests {
         let svg = Drawing::of(&sample(), &[("hook", "webhook")], &status).svg();
         assert!(svg.starts_with("<svg"), "{svg}");
         assert_eq!(svg.matches(r#"<g class="node "#).count(), 7, "{svg}");
-        assert!(svg.contains(r#"<g class="node type-map status-failed" data-node="yes">"#), "{svg}");
+        assert!(
+            svg.contains(r#"<g class="node type-map status-failed" data-node="yes">"#),
+            "{svg}"
+        );
         assert!(svg.contains("<polygon"), "the if is a diamond: {svg}");
         assert!(svg.contains("<ellipse"), "the trigger is an ellipse: {svg}");
         for label in [">then<", ">else<", ">each<", ">for_each each<"] {
@@ -467,7 +603,10 @@ mod tests {
 
     #[test]
     fn ids_are_escaped_in_the_svg() {
-        let g = GraphView { nodes: vec![node("<script>x</script>", "map")], edges: vec![] };
+        let g = GraphView {
+            nodes: vec![node("<script>x</script>", "map")],
+            edges: vec![],
+        };
         let svg = Drawing::of(&g, &[], &|_| None).svg();
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("&lt;script&gt;"), "{svg}");
@@ -475,11 +614,17 @@ mod tests {
 
     #[test]
     fn a_forty_node_flow_is_laid_out_without_overlaps() {
-        let nodes: Vec<_> = (0..40).map(|i| node(&format!("step_{i}"), if i % 7 == 0 { "if" } else { "map" })).collect();
+        let nodes: Vec<_> = (0..40)
+            .map(|i| node(&format!("step_{i}"), if i % 7 == 0 { "if" } else { "map" }))
+            .collect();
         let mut edges = Vec::new();
         for i in 1..40 {
             let from = if i % 3 == 0 { i - 3 } else { i - 1 };
-            edges.push(edge(&format!("step_{from}"), &format!("step_{i}"), if from % 7 == 0 { "then" } else { "next" }));
+            edges.push(edge(
+                &format!("step_{from}"),
+                &format!("step_{i}"),
+                if from % 7 == 0 { "then" } else { "next" },
+            ));
         }
         let d = Drawing::of(&GraphView { nodes, edges }, &[("api", "api")], &|_| None);
         let svg = d.svg();
@@ -492,8 +637,15 @@ mod tests {
             .skip(1)
             .map(|r| {
                 let num = |k: &str| -> f64 {
-                    let at = r.find(&format!("{k}=\"")).map(|a| a + k.len() + 2).unwrap_or(0);
-                    r[at..].split('"').next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+                    let at = r
+                        .find(&format!("{k}=\""))
+                        .map(|a| a + k.len() + 2)
+                        .unwrap_or(0);
+                    r[at..]
+                        .split('"')
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN)
                 };
                 (num("x"), num("y"), num("width"), num("height"))
             })
@@ -501,7 +653,8 @@ mod tests {
         assert!(re_boxes.len() >= 30);
         for (i, a) in re_boxes.iter().enumerate() {
             for b in &re_boxes[i + 1..] {
-                let apart = a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
+                let apart =
+                    a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
                 assert!(apart, "{a:?} overlaps {b:?}");
             }
         }

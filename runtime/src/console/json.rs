@@ -12,7 +12,11 @@ pub const PAGE_LIMIT: usize = 16 << 10;
 /// `value` pretty-printed, at most `limit` bytes (cut on a character
 /// boundary); `true` when it was cut.
 pub fn pretty(value: &Value, limit: usize) -> (String, bool) {
-    let mut out = Capped { bytes: Vec::with_capacity(limit.min(4096)), limit, full: false };
+    let mut out = Capped {
+        bytes: Vec::with_capacity(limit.min(4096)),
+        limit,
+        full: false,
+    };
     let complete = serde_json::to_writer_pretty(&mut out, value).is_ok() && !out.full;
     let mut bytes = out.bytes;
     if !complete {

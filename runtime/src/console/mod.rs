@@ -30,7 +30,10 @@ use crate::daemon::http::AppState;
 pub fn router() -> Router<Arc<AppState>> {
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/console/runs") }))
-        .route("/sign-in", get(pages::sign_in::form).post(pages::sign_in::submit))
+        .route(
+            "/sign-in",
+            get(pages::sign_in::form).post(pages::sign_in::submit),
+        )
         .route("/sign-out", post(pages::sign_in::sign_out))
         .route("/flows", get(pages::flows::list))
         .route("/flows/{id}", get(pages::flows::show))
@@ -58,10 +61,19 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         // Pages hold a tenant's data: never kept by a cache (assets say
         // how long they keep).
@@ -72,8 +84,16 @@ async fn headers(request: Request, next: Next) -> Response {
 
 /// The files of the console, embedded in the binary.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("console.css", "text/css; charset=utf-8", include_str!("assets/console.css")),
-    ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    ),
 ];
 
 /// A short hash of the assets, in their URLs (`?v=`), so a new build's

@@ -58,7 +58,8 @@ impl IntoResponse for SignIn {
         let mut r = Redirect::to(&url).into_response();
         if self.reason != "none" {
             // The cookie no longer works: drop it.
-            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR));
+            r.headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR));
         }
         r
     }
@@ -137,17 +138,37 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
-        let then = parts.uri.path_and_query().map_or("", |p| p.as_str()).to_owned();
+        let then = parts
+            .uri
+            .path_and_query()
+            .map_or("", |p| p.as_str())
+            .to_owned();
         let open = app.auth.is_open();
         let (caller, token) = match token_of(&parts.headers) {
             None if open => (Caller::Admin, String::new()),
-            None => return Err(SignIn { reason: "none", then }.into_response()),
+            None => {
+                return Err(SignIn {
+                    reason: "none",
+                    then,
+                }
+                .into_response());
+            }
             Some(token) => match app.auth.token_caller(token, now_seconds()) {
                 Ok(caller) => (caller, token.to_owned()),
                 Err(Refusal::Invalid(TokenError::Expired(_))) => {
-                    return Err(SignIn { reason: "expired", then }.into_response());
+                    return Err(SignIn {
+                        reason: "expired",
+                        then,
+                    }
+                    .into_response());
                 }
-                Err(_) => return Err(SignIn { reason: "invalid", then }.into_response()),
+                Err(_) => {
+                    return Err(SignIn {
+                        reason: "invalid",
+                        then,
+                    }
+                    .into_response());
+                }
             },
         };
         let asked = parts.uri.query().and_then(|q| {
@@ -170,7 +191,12 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
                 ));
             }
         };
-        Ok(Viewer { csrf: csrf_of(&token), caller, scope, open })
+        Ok(Viewer {
+            csrf: csrf_of(&token),
+            caller,
+            scope,
+            open,
+        })
     }
 }
 

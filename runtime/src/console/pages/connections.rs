@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
 use super::{
-    Page, Posted, Section, api_error, badge, check_csrf, empty, error_page, post_button, respond, when,
-    with_tenant,
+    Page, Posted, Section, api_error, badge, empty, error_page, post_button, respond, stale_form,
+    when, with_tenant,
 };
 use crate::auth::Scope;
 use crate::connect::integration::AuthKind;
@@ -20,7 +20,10 @@ use crate::daemon::http::Params;
 use crate::daemon::http::connections::{self, ListQuery};
 
 pub async fn list(app: App, viewer: Viewer) -> Response {
-    let query = ListQuery { integration: None, state: None };
+    let query = ListQuery {
+        integration: None,
+        state: None,
+    };
     let list = match connections::list(app.clone(), viewer.scope.clone(), Params(query)).await {
         Ok(l) => l.0,
         Err(e) => return api_error(e),
@@ -63,7 +66,12 @@ pub async fn list(app: App, viewer: Viewer) -> Response {
             }
         }
     };
-    let page = Page { title: "Connections".into(), section: Section::Connections, viewer: Some(&viewer), live: false };
+    let page = Page {
+        title: "Connections".into(),
+        section: Section::Connections,
+        viewer: Some(&viewer),
+        live: false,
+    };
     respond(StatusCode::OK, page.render(content))
 }
 
@@ -74,15 +82,24 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<Posted>,
 ) -> Response {
-    if let Err(r) = check_csrf(&viewer, &f) {
+    if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
     let back = with_tenant(&viewer, "/console/connections");
     let done = match action.as_str() {
-        "test" => connections::test(app, viewer.scope.clone(), Path(id)).await.map(|_| ()),
-        "refresh" => connections::refresh(app, viewer.scope.clone(), Path(id)).await.map(|_| ()),
+        "test" => connections::test(app, viewer.scope.clone(), Path(id))
+            .await
+            .map(|_| ()),
+        "refresh" => connections::refresh(app, viewer.scope.clone(), Path(id))
+            .await
+            .map(|_| ()),
         "reconnect" => return reconnect(app, &viewer, id).await,
-        _ => return error_page(StatusCode::NOT_FOUND, "There is no such action on a connection."),
+        _ => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "There is no such action on a connection.",
+            );
+        }
     };
     match done {
         Ok(()) => Redirect::to(&back).into_response(),
@@ -94,7 +111,10 @@ pub async fn act(
 /// the page links to the app's consent screen (a link, not a redirect:
 /// the console's forms may only post back to the console).
 async fn reconnect(app: App, viewer: &Viewer, id: String) -> Response {
-    let query = ListQuery { integration: None, state: None };
+    let query = ListQuery {
+        integration: None,
+        state: None,
+    };
     let found = match connections::list(app.clone(), viewer.scope.clone(), Params(query)).await {
         Ok(l) => l.0.items.into_iter().find(|c| c.id == id),
         Err(e) => return api_error(e),
@@ -109,7 +129,12 @@ async fn reconnect(app: App, viewer: &Viewer, id: String) -> Response {
             let Some(url) = request.0.url.clone() else {
                 return error_page(StatusCode::CONFLICT, "The app gave no consent address.");
             };
-            let page = Page { title: "Reconnect".into(), section: Section::Connections, viewer: Some(viewer), live: false };
+            let page = Page {
+                title: "Reconnect".into(),
+                section: Section::Connections,
+                viewer: Some(viewer),
+                live: false,
+            };
             respond(
                 StatusCode::OK,
                 page.render(html! {

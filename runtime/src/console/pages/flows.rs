@@ -13,7 +13,9 @@ use crate::console::session::{App, Viewer};
 use crate::daemon::http::api::{self, FlowDetail, TriggerView};
 
 pub async fn list(app: App, viewer: Viewer) -> Response {
-    let flows = api::list_flows(app.clone(), viewer.caller.clone(), viewer.scope.clone()).await.0;
+    let flows = api::list_flows(app.clone(), viewer.caller.clone(), viewer.scope.clone())
+        .await
+        .0;
     let mut details = Vec::new();
     for f in &flows.items {
         match api::show_flow(app.clone(), viewer.scope.clone(), Path(f.id.clone())).await {
@@ -44,7 +46,12 @@ pub async fn list(app: App, viewer: Viewer) -> Response {
             (flow_card(&viewer, flow, true))
         }
     };
-    let page = Page { title: "Flows".into(), section: Section::Flows, viewer: Some(&viewer), live: false };
+    let page = Page {
+        title: "Flows".into(),
+        section: Section::Flows,
+        viewer: Some(&viewer),
+        live: false,
+    };
     respond(StatusCode::OK, page.render(content))
 }
 
@@ -60,8 +67,17 @@ pub async fn show(app: App, viewer: Viewer, Path(id): Path<String>) -> Response 
             pre.yaml { code { (flow.definition) } }
         }
     };
-    let title = flow.summary.name.clone().unwrap_or_else(|| flow.summary.id.clone());
-    let page = Page { title, section: Section::Flows, viewer: Some(&viewer), live: false };
+    let title = flow
+        .summary
+        .name
+        .clone()
+        .unwrap_or_else(|| flow.summary.id.clone());
+    let page = Page {
+        title,
+        section: Section::Flows,
+        viewer: Some(&viewer),
+        live: false,
+    };
     respond(StatusCode::OK, page.render(content))
 }
 

@@ -128,7 +128,12 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
         StatusCode::FORBIDDEN => "Not yours to see".to_owned(),
         s => s.canonical_reason().unwrap_or("Error").to_owned(),
     };
-    let page = Page { title: title.clone(), section: Section::None, viewer: None, live: false };
+    let page = Page {
+        title: title.clone(),
+        section: Section::None,
+        viewer: None,
+        live: false,
+    };
     respond(
         status,
         page.render(html! {
@@ -212,8 +217,7 @@ pub fn svg(svg: String) -> Markup {
 }
 
 /// A form whose CSRF token does not match the session's.
-pub const STALE_FORM: &str =
-    "This form is out of date (weir restarted, or you signed in again): reload the page and try again.";
+pub const STALE_FORM: &str = "This form is out of date (weir restarted, or you signed in again): reload the page and try again.";
 
 /// A state-changing form's fields: the CSRF token at least.
 #[derive(serde::Deserialize)]
@@ -221,17 +225,20 @@ pub struct Posted {
     pub csrf: String,
 }
 
-/// Refuses a form whose CSRF token is not the session's.
-pub fn check_csrf(viewer: &Viewer, posted: &Posted) -> Result<(), Response> {
-    if super::session::csrf_matches(viewer, &posted.csrf) {
-        Ok(())
-    } else {
-        Err(error_page(StatusCode::FORBIDDEN, STALE_FORM))
-    }
+/// The refusal of a form whose CSRF token is not the session's.
+pub fn stale_form(viewer: &Viewer, posted: &Posted) -> Option<Response> {
+    (!super::session::csrf_matches(viewer, &posted.csrf))
+        .then(|| error_page(StatusCode::FORBIDDEN, STALE_FORM))
 }
 
 /// A button that posts to `action` with the session's CSRF token.
-pub fn post_button(viewer: &Viewer, action: &str, text: &str, class: &str, confirm: Option<&str>) -> Markup {
+pub fn post_button(
+    viewer: &Viewer,
+    action: &str,
+    text: &str,
+    class: &str,
+    confirm: Option<&str>,
+) -> Markup {
     html! {
         form.inline method="post" action=(with_tenant(viewer, action)) data-confirm=[confirm] {
             input type="hidden" name="csrf" value=(viewer.csrf);

@@ -10,7 +10,8 @@ use maud::{Markup, html};
 use weir_storage::{DeliveryRecord, DeliveryStatus};
 
 use super::{
-    Page, Posted, Section, api_error, badge, check_csrf, empty, post_button, respond, when, with_tenant,
+    Page, Posted, Section, api_error, badge, empty, post_button, respond, stale_form, when,
+    with_tenant,
 };
 use crate::console::session::{App, Viewer};
 use crate::daemon::http::api;
@@ -53,7 +54,12 @@ pub async fn list(app: App, viewer: Viewer) -> Response {
             (deliveries(&viewer, &outbox.failing, false))
         }
     };
-    let page = Page { title: "Outbox".into(), section: Section::Outbox, viewer: Some(&viewer), live: true };
+    let page = Page {
+        title: "Outbox".into(),
+        section: Section::Outbox,
+        viewer: Some(&viewer),
+        live: true,
+    };
     respond(StatusCode::OK, page.render(content))
 }
 
@@ -81,8 +87,13 @@ fn deliveries(viewer: &Viewer, list: &[DeliveryRecord], retry: bool) -> Markup {
     }
 }
 
-pub async fn retry(app: App, viewer: Viewer, Path(id): Path<String>, Form(f): Form<Posted>) -> Response {
-    if let Err(r) = check_csrf(&viewer, &f) {
+pub async fn retry(
+    app: App,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(f): Form<Posted>,
+) -> Response {
+    if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
     match api::retry_delivery(app, viewer.scope.clone(), Path(id)).await {

@@ -17,8 +17,8 @@ use serde_json::Value;
 use weir_storage::{NodeStatus, RunStatus};
 
 use super::{
-    Page, Posted, Section, api_error, badge, check_csrf, duration, encode, error_page, json_block,
-    post_button, respond, svg, when, with_tenant,
+    Page, Posted, Section, api_error, badge, duration, encode, error_page, json_block, post_button,
+    respond, stale_form, svg, when, with_tenant,
 };
 use crate::console::graph::{Drawing, escape};
 use crate::console::session::{App, Viewer};
@@ -26,7 +26,11 @@ use crate::daemon::http::api::{self, GraphView};
 use crate::view::{AnyRun, NodeView, RunView};
 
 /// The run, and its flow's graph (of the version it follows).
-async fn load(app: &App, viewer: &Viewer, id: &str) -> Result<(RunView, Option<GraphView>), Response> {
+async fn load(
+    app: &App,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<(RunView, Option<GraphView>), Response> {
     let run = match api::show_run(app.clone(), viewer.scope.clone(), Path(id.to_owned())).await {
         Ok(r) => r.0,
         Err(e) => return Err(api_error(e)),
@@ -59,7 +63,9 @@ pub async fn show(app: App, viewer: Viewer, Path(id): Path<String>) -> Response 
     let nodes = run.nodes.as_deref().unwrap_or_default();
     let statuses = fold_statuses(nodes);
     let drawing = graph.as_ref().map(|g| {
-        Drawing::of(g, &[(run.trigger.as_str(), "trigger")], &|id| statuses.get(id).map(|s| s.as_str().to_owned()))
+        Drawing::of(g, &[(run.trigger.as_str(), "trigger")], &|id| {
+            statuses.get(id).map(|s| s.as_str().to_owned())
+        })
     });
     let preds = drawing.as_ref().map(predecessors).unwrap_or_default();
     let by_key: HashMap<&str, &NodeView> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
@@ -114,7 +120,12 @@ pub async fn show(app: App, viewer: Viewer, Path(id): Path<String>) -> Response 
             }
         }
     };
-    let page = Page { title: format!("Run {}", run.id.get(..8).unwrap_or(&run.id)), section: Section::Runs, viewer: Some(&viewer), live: !finished };
+    let page = Page {
+        title: format!("Run {}", run.id.get(..8).unwrap_or(&run.id)),
+        section: Section::Runs,
+        viewer: Some(&viewer),
+        live: !finished,
+    };
     respond(StatusCode::OK, page.render(content))
 }
 
@@ -149,7 +160,9 @@ fn predecessors(d: &Drawing) -> HashMap<String, Vec<String>> {
         if matches!(e.route.as_str(), "start" | "each") {
             continue;
         }
-        out.entry(d.nodes[e.to].id.clone()).or_default().push(d.nodes[e.from].id.clone());
+        out.entry(d.nodes[e.to].id.clone())
+            .or_default()
+            .push(d.nodes[e.from].id.clone());
     }
     out
 }
@@ -176,12 +189,24 @@ fn node_block(
         .flatten()
         .filter_map(|p| {
             let key = format!("{prefix}{p}");
-            by_key.get(key.as_str()).and_then(|r| r.output.as_ref().map(|o| (r.id.as_str(), o)))
+            by_key
+                .get(key.as_str())
+                .and_then(|r| r.output.as_ref().map(|o| (r.id.as_str(), o)))
         })
         .collect();
-    let input = Value::Object(inputs.iter().map(|(k, v)| ((*k).to_owned(), (*v).clone())).collect());
+    let input = Value::Object(
+        inputs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).clone()))
+            .collect(),
+    );
     let open = n.status == NodeStatus::Failed;
-    let link = |part: &str| with_tenant(viewer, &format!("{base}/json?node={}&part={part}", encode(&n.id)));
+    let link = |part: &str| {
+        with_tenant(
+            viewer,
+            &format!("{base}/json?node={}&part={part}", encode(&n.id)),
+        )
+    };
     let _ = run;
     html! {
         details.node-detail id={ "node-" (n.id) } data-node=(n.id) open[open] {
@@ -220,22 +245,45 @@ fn timeline(run: &RunView, nodes: &[NodeView]) -> Markup {
     }
     let now = Utc::now();
     let t0 = run.started_at.unwrap_or(run.created_at);
-    let end_of = |n: &NodeView| n.finished_at.unwrap_or(if run.status.is_finished() { n.started_at.unwrap_or(t0) } else { now });
-    let t1 = started.iter().map(|n| end_of(n)).chain(run.finished_at).max().unwrap_or(t0);
+    let end_of = |n: &NodeView| {
+        n.finished_at.unwrap_or(if run.status.is_finished() {
+            n.started_at.unwrap_or(t0)
+        } else {
+            now
+        })
+    };
+    let t1 = started
+        .iter()
+        .map(|n| end_of(n))
+        .chain(run.finished_at)
+        .max()
+        .unwrap_or(t0);
     let span = (t1 - t0).num_microseconds().unwrap_or(1).max(1) as f64;
-    let at = |t: DateTime<Utc>| ((t - t0).num_microseconds().unwrap_or(0).max(0) as f64 / span) * 520.0 + 200.0;
+    let at = |t: DateTime<Utc>| {
+        ((t - t0).num_microseconds().unwrap_or(0).max(0) as f64 / span) * 520.0 + 200.0
+    };
     let (row, height) = (22.0, started.len() as f64 * 22.0 + 24.0);
-    let mut s = format!(r#"<svg class="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 740 {height:.0}" width="740" height="{height:.0}" role="img" aria-label="Node timeline">"#);
+    let mut s = format!(
+        r#"<svg class="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 740 {height:.0}" width="740" height="{height:.0}" role="img" aria-label="Node timeline">"#
+    );
     for (i, n) in started.iter().enumerate() {
         let y = i as f64 * row + 4.0;
         let (a, b) = (at(n.started_at.unwrap_or(t0)), at(end_of(n)));
-        let took = n.finished_at.zip(n.started_at).map(|(f, s)| duration(s, f)).unwrap_or_else(|| "…".into());
+        let took = n
+            .finished_at
+            .zip(n.started_at)
+            .map(|(f, s)| duration(s, f))
+            .unwrap_or_else(|| "…".into());
         let _ = write!(
             s,
             r#"<g class="bar status-{st}"><title>{id}: {took}{att}</title><text class="name" x="0" y="{ty:.1}">{id}</text><rect x="{a:.1}" y="{y:.1}" width="{w:.1}" height="14" rx="3"/><text class="took" x="{tx:.1}" y="{ty:.1}">{took}</text></g>"#,
             st = n.status.as_str(),
             id = escape(&n.id),
-            att = if n.attempts > 1 { format!(", {} attempts", n.attempts) } else { String::new() },
+            att = if n.attempts > 1 {
+                format!(", {} attempts", n.attempts)
+            } else {
+                String::new()
+            },
             ty = y + 11.0,
             w = (b - a).max(2.0),
             tx = (b + 4.0).min(690.0),
@@ -257,7 +305,12 @@ pub struct Part {
 }
 
 /// The whole of one value of a run (what a page cuts).
-pub async fn json(app: App, viewer: Viewer, Path(id): Path<String>, Query(q): Query<Part>) -> Response {
+pub async fn json(
+    app: App,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<Part>,
+) -> Response {
     let (run, graph) = match load(&app, &viewer, &id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -265,7 +318,10 @@ pub async fn json(app: App, viewer: Viewer, Path(id): Path<String>, Query(q): Qu
     let nodes = run.nodes.as_deref().unwrap_or_default();
     let value = match (q.part.as_str(), q.node.as_deref()) {
         ("event", _) => Some(run.event.clone()),
-        ("output", Some(key)) => nodes.iter().find(|n| n.id == key).and_then(|n| n.output.clone()),
+        ("output", Some(key)) => nodes
+            .iter()
+            .find(|n| n.id == key)
+            .and_then(|n| n.output.clone()),
         ("input", Some(key)) => graph.map(|g| {
             let preds = predecessors(&Drawing::of(&g, &[], &|_| None));
             let prefix = prefix_of(key);
@@ -277,7 +333,10 @@ pub async fn json(app: App, viewer: Viewer, Path(id): Path<String>, Query(q): Qu
                     .flatten()
                     .filter_map(|p| {
                         let k = format!("{prefix}{p}");
-                        nodes.iter().find(|n| n.id == k).and_then(|n| n.output.clone().map(|o| (k, o)))
+                        nodes
+                            .iter()
+                            .find(|n| n.id == k)
+                            .and_then(|n| n.output.clone().map(|o| (k, o)))
                     })
                     .collect(),
             )
@@ -294,22 +353,36 @@ pub async fn json(app: App, viewer: Viewer, Path(id): Path<String>, Query(q): Qu
     }
 }
 
-pub async fn retry(app: App, viewer: Viewer, Path(id): Path<String>, Form(f): Form<Posted>) -> Response {
-    if let Err(r) = check_csrf(&viewer, &f) {
+pub async fn retry(
+    app: App,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(f): Form<Posted>,
+) -> Response {
+    if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
     match api::retry_run(app, viewer.scope.clone(), Path(id.clone())).await {
-        Ok(_) => Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response(),
+        Ok(_) => {
+            Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response()
+        }
         Err(e) => api_error(e),
     }
 }
 
-pub async fn cancel(app: App, viewer: Viewer, Path(id): Path<String>, Form(f): Form<Posted>) -> Response {
-    if let Err(r) = check_csrf(&viewer, &f) {
+pub async fn cancel(
+    app: App,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(f): Form<Posted>,
+) -> Response {
+    if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
     match api::cancel_run(app, viewer.scope.clone(), Path(id.clone())).await {
-        Ok(_) => Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response(),
+        Ok(_) => {
+            Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response()
+        }
         Err(e) => api_error(e),
     }
 }
@@ -321,7 +394,12 @@ mod tests {
     use serde_json::json;
 
     fn viewer() -> Viewer {
-        Viewer { caller: Caller::Admin, scope: Scope::All, csrf: "c".into(), open: false }
+        Viewer {
+            caller: Caller::Admin,
+            scope: Scope::All,
+            csrf: "c".into(),
+            open: false,
+        }
     }
 
     fn node(id: &str, status: NodeStatus, output: Option<Value>, error: Option<&str>) -> NodeView {
@@ -358,8 +436,18 @@ mod tests {
 
     #[test]
     fn markup_in_outputs_errors_and_inputs_renders_as_text() {
-        let a = node("a", NodeStatus::Succeeded, Some(json!({"html": "<script>alert(1)</script>"})), None);
-        let b = node("b", NodeStatus::Failed, None, Some("</pre><script>alert(2)</script>"));
+        let a = node(
+            "a",
+            NodeStatus::Succeeded,
+            Some(json!({"html": "<script>alert(1)</script>"})),
+            None,
+        );
+        let b = node(
+            "b",
+            NodeStatus::Failed,
+            None,
+            Some("</pre><script>alert(2)</script>"),
+        );
         let r = run(vec![a, b]);
         let nodes = r.nodes.as_deref().unwrap_or_default();
         let preds = HashMap::from([("b".to_owned(), vec!["a".to_owned()])]);
@@ -369,8 +457,14 @@ mod tests {
             .map(|n| node_block(&r, n, &preds, &by_key, "/console/runs/x", &viewer()).into_string())
             .collect();
         assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
-        assert!(html.contains("&lt;/pre&gt;&lt;script&gt;alert(2)"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;/pre&gt;&lt;script&gt;alert(2)"),
+            "{html}"
+        );
         // b's input is a's output, escaped too.
         assert_eq!(html.matches("alert(1)").count(), 2, "{html}");
     }

@@ -17,7 +17,15 @@ use crate::view::AnyRun;
 /// Runs per page.
 const PER_PAGE: usize = 50;
 
-const STATUSES: &[&str] = &["queued", "running", "waiting", "succeeded", "failed", "cancelled", "corrupt"];
+const STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "waiting",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "corrupt",
+];
 
 #[derive(Deserialize, Default)]
 pub struct Filters {
@@ -30,7 +38,12 @@ pub struct Filters {
 impl Filters {
     /// Empty fields of the form mean "any".
     fn tidy(mut self) -> Self {
-        for f in [&mut self.flow, &mut self.status, &mut self.trigger, &mut self.after] {
+        for f in [
+            &mut self.flow,
+            &mut self.status,
+            &mut self.trigger,
+            &mut self.after,
+        ] {
             if f.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *f = None;
             }
@@ -41,7 +54,11 @@ impl Filters {
     /// This page's URL with `after` set (or left out).
     fn url(&self, viewer: &Viewer, after: Option<&str>) -> String {
         let mut q = Vec::new();
-        for (k, v) in [("flow", &self.flow), ("status", &self.status), ("trigger", &self.trigger)] {
+        for (k, v) in [
+            ("flow", &self.flow),
+            ("status", &self.status),
+            ("trigger", &self.trigger),
+        ] {
             if let Some(v) = v {
                 q.push(format!("{k}={}", encode(v)));
             }
@@ -49,7 +66,11 @@ impl Filters {
         if let Some(a) = after {
             q.push(format!("after={}", encode(a)));
         }
-        let path = if q.is_empty() { "/console/runs".to_owned() } else { format!("/console/runs?{}", q.join("&")) };
+        let path = if q.is_empty() {
+            "/console/runs".to_owned()
+        } else {
+            format!("/console/runs?{}", q.join("&"))
+        };
         with_tenant(viewer, &path)
     }
 }
@@ -67,7 +88,9 @@ pub async fn list(app: App, viewer: Viewer, Query(f): Query<Filters>) -> Respons
         Ok(p) => p.0,
         Err(e) => return api_error(e),
     };
-    let flows = api::list_flows(app, viewer.caller.clone(), viewer.scope.clone()).await.0;
+    let flows = api::list_flows(app, viewer.caller.clone(), viewer.scope.clone())
+        .await
+        .0;
     let filtered = f.flow.is_some() || f.status.is_some() || f.trigger.is_some();
     let content = html! {
         h1 { "Runs" }
@@ -117,7 +140,12 @@ pub async fn list(app: App, viewer: Viewer, Query(f): Query<Filters>) -> Respons
             @if let Some(next) = &page.next_after { a href=(f.url(&viewer, Some(next))) { "Older →" } }
         }
     };
-    let shell = Page { title: "Runs".into(), section: Section::Runs, viewer: Some(&viewer), live: f.after.is_none() };
+    let shell = Page {
+        title: "Runs".into(),
+        section: Section::Runs,
+        viewer: Some(&viewer),
+        live: f.after.is_none(),
+    };
     respond(StatusCode::OK, shell.render(content))
 }
 

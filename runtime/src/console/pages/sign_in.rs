@@ -28,8 +28,18 @@ pub async fn form(State(app): State<Arc<AppState>>, Query(q): Query<Shown>) -> R
     page(StatusCode::OK, note, None, q.then.as_deref())
 }
 
-fn page(status: StatusCode, note: Option<&str>, error: Option<&str>, then: Option<&str>) -> Response {
-    let shell = Page { title: "Sign in".into(), section: Section::None, viewer: None, live: false };
+fn page(
+    status: StatusCode,
+    note: Option<&str>,
+    error: Option<&str>,
+    then: Option<&str>,
+) -> Response {
+    let shell = Page {
+        title: "Sign in".into(),
+        section: Section::None,
+        viewer: None,
+        live: false,
+    };
     respond(
         status,
         shell.render(html! {
@@ -75,27 +85,37 @@ pub async fn submit(
     match session::check(&app, token) {
         Ok(_) => {
             let Some(cookie) = session::cookie(token, &headers) else {
-                return page(StatusCode::BAD_REQUEST, None, Some("That is not a token."), None);
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    Some("That is not a token."),
+                    None,
+                );
             };
-            let to = f.then.as_deref().filter(|t| safe_then(t)).unwrap_or("/console/runs");
+            let to = f
+                .then
+                .as_deref()
+                .filter(|t| safe_then(t))
+                .unwrap_or("/console/runs");
             let mut r = Redirect::to(to).into_response();
             r.headers_mut().insert(header::SET_COOKIE, cookie);
             r
         }
-        Err(why) => page(StatusCode::UNAUTHORIZED, None, Some(&why), f.then.as_deref()),
+        Err(why) => page(
+            StatusCode::UNAUTHORIZED,
+            None,
+            Some(&why),
+            f.then.as_deref(),
+        ),
     }
 }
 
-#[derive(Deserialize)]
-pub struct Csrf {
-    csrf: String,
-}
-
-pub async fn sign_out(viewer: Viewer, Form(f): Form<Csrf>) -> Response {
-    if !session::csrf_matches(&viewer, &f.csrf) {
-        return super::error_page(StatusCode::FORBIDDEN, super::STALE_FORM);
+pub async fn sign_out(viewer: Viewer, Form(f): Form<super::Posted>) -> Response {
+    if let Some(r) = super::stale_form(&viewer, &f) {
+        return r;
     }
     let mut r = Redirect::to("/console/sign-in?reason=signed-out").into_response();
-    r.headers_mut().insert(header::SET_COOKIE, session::clear_cookie());
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session::clear_cookie());
     r
 }

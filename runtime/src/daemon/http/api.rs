@@ -496,7 +496,9 @@ pub async fn list_runs(
         }
         // Its flow and status are unknown: shown unless a filter excludes it.
         Listed::Unreadable(_) => {
-            q.flow.is_none() && q.trigger.is_none() && status.is_none_or(|s| s == StatusFilter::Corrupt)
+            q.flow.is_none()
+                && q.trigger.is_none()
+                && status.is_none_or(|s| s == StatusFilter::Corrupt)
         }
     };
     let runs = scope
