@@ -261,6 +261,113 @@ fn the_console_over_http() {
     let all: Value = all.json().unwrap();
     assert_eq!(all["body"]["blob"].as_str().unwrap().len(), text.len());
 
+    // A token of another workspace: back to sign-in, saying why.
+    let foreign = signed_token(
+        "another-workspace-secret-0123456789abcdef0123",
+        &json!({"iss": "default", "tenant": "a", "exp": chrono::Utc::now().timestamp() + 600}),
+    );
+    let r = page(&daemon, "/console/runs", &foreign);
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/sign-in?reason=invalid&then=%2Fconsole%2Fruns"
+    );
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    // A tenant cannot look at another's pages by naming it.
+    assert_eq!(page(&daemon, "/console/runs?tenant=b", &a).status(), 403);
+
+    // Cancel from the run page: the run stops.
+    let slow = start_run(&api_a, "slow", json!({}));
+    let html = page(&daemon, &format!("/console/runs/{slow}"), &a)
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("data-live"),
+        "an unfinished run's page refreshes itself"
+    );
+    let r = post_page(
+        &daemon,
+        &format!("/console/runs/{slow}/cancel"),
+        &a,
+        &csrf_in(&html),
+    );
+    assert_eq!(r.status(), 303);
+    assert_eq!(api_a.run(&slow)["status"], "cancelled");
+    let html = page(&daemon, &format!("/console/runs/{slow}"), &a)
+        .text()
+        .unwrap();
+    assert!(
+        !html.contains("data-live") && html.contains(">Retry<"),
+        "{html}"
+    );
+
+    // Pages of 50, newest first, and the next page after the last.
+    let mut ids = Vec::new();
+    for n in 0..55 {
+        ids.push(start_run(
+            &api_a,
+            "checkout",
+            json!({"note": n, "total": 1}),
+        ));
+    }
+    for id in &ids {
+        api_a.wait_finished(id);
+    }
+    let rows = |html: &str| -> Vec<String> {
+        html.split(r#"data-run=""#)
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    let first = page(&daemon, "/console/runs?flow=checkout&status=succeeded", &a)
+        .text()
+        .unwrap();
+    let listed = rows(&first);
+    assert_eq!(listed.len(), 50);
+    assert_eq!(listed[0], ids[54], "newest first");
+    let older = first
+        .split(r#"href="/console/runs?"#)
+        .find(|l| l.contains("after="))
+        .unwrap();
+    let older = format!(
+        "/console/runs?{}",
+        older.split('"').next().unwrap().replace("&amp;", "&")
+    );
+    let second = rows(&page(&daemon, &older, &a).text().unwrap());
+    assert!(
+        second.len() >= 5 && !second.iter().any(|id| listed.contains(id)),
+        "{second:?}"
+    );
+    assert!(second.contains(&ids[0]));
+
+    // An admin sees the files that do not load, each problem at its line.
+    write_flow(
+        &daemon.flows,
+        "broken.yaml",
+        "id: broken\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: m, type: mapp}\n",
+    );
+    let admin = token(dir.path(), &["--admin"]);
+    weir_testkit::wait_until(
+        "the broken file is reported",
+        Duration::from_secs(20),
+        || {
+            page(&daemon, "/console/flows", &admin)
+                .text()
+                .unwrap()
+                .contains("broken.yaml:4:")
+        },
+    );
+    let tenant_view = page(&daemon, "/console/flows", &a).text().unwrap();
+    assert!(
+        !tenant_view.contains("broken.yaml"),
+        "a tenant does not see the flows folder"
+    );
+
     // Secrets stay out: the session token appears in no page.
     let html = page(&daemon, "/console/flows", &a).text().unwrap();
     assert!(!html.contains(&a) && !html.contains(SECRET));

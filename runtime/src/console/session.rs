@@ -138,8 +138,13 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Response> {
-        let then = parts
-            .uri
+        // Inside the nested router the path has lost its `/console`.
+        let original = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map(|u| &u.0);
+        let then = original
+            .unwrap_or(&parts.uri)
             .path_and_query()
             .map_or("", |p| p.as_str())
             .to_owned();
