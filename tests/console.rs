@@ -578,6 +578,10 @@ fn the_console_in_a_browser() {
             "{visit}"
         );
     }
+    assert_eq!(
+        seen["after_sign_in"], "/console/outbox",
+        "back to the page asked for"
+    );
     // Tenant a sees its runs, not b's.
     let a_runs = seen["a_runs"].as_array().unwrap();
     assert!(a_runs.contains(&json!(failed)) && a_runs.contains(&json!(ok_a)));

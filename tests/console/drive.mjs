@@ -36,10 +36,12 @@ try {
   }
   await shot(page, "sign-in");
 
-  // Sign in as tenant a.
+  // Sign in as tenant a: back to the page that asked for it (the outbox).
   await page.fill("#token", cfg.tenant_a);
   await page.click("button[type=submit]");
-  await page.waitForURL(/\/console\/runs/);
+  await page.waitForURL(/\/console\/outbox/);
+  seen.after_sign_in = new URL(page.url()).pathname;
+  await page.goto(`${cfg.base}/console/runs`);
   seen.a_runs = await page.$$eval("tr[data-run]", (rows) => rows.map((r) => r.dataset.run));
   await shot(page, "runs-tenant-a");
 

@@ -6,12 +6,12 @@ use axum::Form;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 
 use super::{
-    Page, Posted, Section, api_error, badge, empty, error_page, post_button, respond, stale_form,
-    when, with_tenant,
+    Page, Posted, Section, api_error, back_to, badge, empty, error_page, post_button, respond,
+    stale_form, when, with_tenant,
 };
 use crate::auth::Scope;
 use crate::connect::integration::AuthKind;
@@ -85,14 +85,13 @@ pub async fn act(
     if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
-    let back = with_tenant(&viewer, "/console/connections");
     let done = match action.as_str() {
         "test" => connections::test(app, viewer.scope.clone(), Path(id))
             .await
-            .map(|_| ()),
+            .map(drop),
         "refresh" => connections::refresh(app, viewer.scope.clone(), Path(id))
             .await
-            .map(|_| ()),
+            .map(drop),
         "reconnect" => return reconnect(app, &viewer, id).await,
         _ => {
             return error_page(
@@ -101,10 +100,7 @@ pub async fn act(
             );
         }
     };
-    match done {
-        Ok(()) => Redirect::to(&back).into_response(),
-        Err(e) => api_error(e),
-    }
+    back_to(&viewer, done, "/console/connections")
 }
 
 /// A connect request for the connection's integration, reconnecting it;

@@ -231,6 +231,15 @@ pub fn stale_form(viewer: &Viewer, posted: &Posted) -> Option<Response> {
         .then(|| error_page(StatusCode::FORBIDDEN, STALE_FORM))
 }
 
+/// After a form: back to `path` (keeping the tenant picked), or the
+/// refusal as a page.
+pub fn back_to(viewer: &Viewer, done: Result<(), ApiError>, path: &str) -> Response {
+    match done {
+        Ok(()) => axum::response::Redirect::to(&with_tenant(viewer, path)).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
 /// A button that posts to `action` with the session's CSRF token.
 pub fn post_button(
     viewer: &Viewer,

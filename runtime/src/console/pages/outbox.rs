@@ -5,13 +5,13 @@
 use axum::Form;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use weir_storage::{DeliveryRecord, DeliveryStatus};
 
 use super::{
-    Page, Posted, Section, api_error, badge, empty, post_button, respond, stale_form, when,
-    with_tenant,
+    Page, Posted, Section, api_error, back_to, badge, empty, post_button, respond, stale_form,
+    when, with_tenant,
 };
 use crate::console::session::{App, Viewer};
 use crate::daemon::http::api;
@@ -96,8 +96,6 @@ pub async fn retry(
     if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
-    match api::retry_delivery(app, viewer.scope.clone(), Path(id)).await {
-        Ok(_) => Redirect::to(&with_tenant(&viewer, "/console/outbox")).into_response(),
-        Err(e) => api_error(e),
-    }
+    let done = api::retry_delivery(app, viewer.scope.clone(), Path(id)).await;
+    back_to(&viewer, done.map(drop), "/console/outbox")
 }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -17,8 +17,8 @@ use serde_json::Value;
 use weir_storage::{NodeStatus, RunStatus};
 
 use super::{
-    Page, Posted, Section, api_error, badge, duration, encode, error_page, json_block, post_button,
-    respond, stale_form, svg, when, with_tenant,
+    Page, Posted, Section, api_error, back_to, badge, duration, encode, error_page, json_block,
+    post_button, respond, stale_form, svg, when, with_tenant,
 };
 use crate::console::graph::{Drawing, escape};
 use crate::console::session::{App, Viewer};
@@ -353,38 +353,25 @@ pub async fn json(
     }
 }
 
-pub async fn retry(
+/// Retry or Cancel, then back to the run.
+pub async fn act(
     app: App,
     viewer: Viewer,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Form(f): Form<Posted>,
 ) -> Response {
     if let Some(r) = stale_form(&viewer, &f) {
         return r;
     }
-    match api::retry_run(app, viewer.scope.clone(), Path(id.clone())).await {
-        Ok(_) => {
-            Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response()
-        }
-        Err(e) => api_error(e),
-    }
-}
-
-pub async fn cancel(
-    app: App,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Form(f): Form<Posted>,
-) -> Response {
-    if let Some(r) = stale_form(&viewer, &f) {
-        return r;
-    }
-    match api::cancel_run(app, viewer.scope.clone(), Path(id.clone())).await {
-        Ok(_) => {
-            Redirect::to(&with_tenant(&viewer, &format!("/console/runs/{id}"))).into_response()
-        }
-        Err(e) => api_error(e),
-    }
+    let scope = viewer.scope.clone();
+    let done = match action.as_str() {
+        "retry" => api::retry_run(app, scope, Path(id.clone())).await.map(drop),
+        "cancel" => api::cancel_run(app, scope, Path(id.clone()))
+            .await
+            .map(drop),
+        _ => return error_page(StatusCode::NOT_FOUND, "There is no such action on a run."),
+    };
+    back_to(&viewer, done, &format!("/console/runs/{id}"))
 }
 
 #[cfg(test)]
