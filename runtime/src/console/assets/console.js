@@ -12,7 +12,7 @@
   async function tick() {
     if (!document.hidden) {
       try {
-        const r = await fetch(location.href, { credentials: "same-origin", headers: { "X-Weir-Console": "live" } });
+        const r = await fetch(location.href, { credentials: "same-origin" });
         if (r.redirected || r.status === 401) { location.reload(); return; }
         if (r.ok) {
           const doc = new DOMParser().parseFromString(await r.text(), "text/html");
