@@ -308,6 +308,9 @@ impl<'a> Canvas<'a> {
             let x0 = boxes.iter().map(|b| b.0.x).fold(f64::MAX, f64::min) - 14.0;
             let y0 = boxes.iter().map(|b| b.0.y).fold(f64::MAX, f64::min) - 24.0;
             let x1 = boxes.iter().map(|b| b.0.x + b.1.x).fold(f64::MIN, f64::max) + 14.0;
+            // Wide enough for its label (11px text).
+            let label = ("for_each ".len() + g.id.chars().count()) as f64 * 6.5 + 16.0;
+            let x1 = x1.max(x0 + label);
             let y1 = boxes.iter().map(|b| b.0.y + b.1.y).fold(f64::MIN, f64::max) + 10.0;
             let _ = write!(
                 groups,

@@ -48,7 +48,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/assets/{name}", get(asset))
         .fallback(|| async { pages::error_page(StatusCode::NOT_FOUND, "There is no such page.") })
         .layer(middleware::from_fn(headers));
-    Router::new().nest("/console", pages)
+    Router::new()
+        .route("/console/", get(|| async { Redirect::to("/console/runs") }))
+        .nest("/console", pages)
 }
 
 /// The Content-Security-Policy of every console answer: scripts, styles
