@@ -634,6 +634,10 @@ fn the_console_in_a_browser() {
         "{classes}"
     );
     assert_eq!(seen["injected_elements"], 0);
+    assert_eq!(
+        seen["enter_opens"], true,
+        "Enter on a graph node opens its details"
+    );
 
     // Retry: attempt 2, seen on the page (which refreshed itself).
     assert_eq!(seen["attempt_before"], "1");

@@ -64,6 +64,10 @@ try {
     Object.fromEntries(gs.map((g) => [g.dataset.node, g.getAttribute("class")])));
   // Markup in the output stays text: no element was made of it.
   seen.injected_elements = await page.locator("main script, main img[src='x']").count();
+  // A node of the graph takes the keyboard: Enter opens its details.
+  await page.focus('svg.flow-graph g.node[data-node="check"]');
+  await page.keyboard.press("Enter");
+  seen.enter_opens = await page.locator('details[data-node="check"]').evaluate((d) => d.open);
   seen.attempt_before = await page.locator("dl.facts dt:text-is('Attempt') + dd").innerText();
   await shot(page, "run-failed");
 

@@ -356,9 +356,15 @@ impl RenderBackend for Canvas<'_> {
         self.boxes.insert(i, (xy, size));
         let _ = write!(
             self.body,
-            r#"<g class="{}" data-node="{}"><title>{} ({}){}</title>"#,
+            r#"<g class="{}" data-node="{}"{}><title>{} ({}){}</title>"#,
             node.classes(),
             escape(&node.id),
+            // In a run, a node opens its details (Enter, or a click).
+            if node.status.is_some() && node.kind != "trigger" {
+                r#" tabindex="0" role="button""#
+            } else {
+                ""
+            },
             escape(&node.id),
             escape(node.subtitle()),
             node.status
@@ -593,8 +599,13 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{svg}");
         assert_eq!(svg.matches(r#"<g class="node "#).count(), 7, "{svg}");
         assert!(
-            svg.contains(r#"<g class="node type-map status-failed" data-node="yes">"#),
+            svg.contains(r#"<g class="node type-map status-failed" data-node="yes" tabindex="0" role="button">"#),
             "{svg}"
+        );
+        assert_eq!(
+            svg.matches("tabindex").count(),
+            1,
+            "only nodes with a status take focus: {svg}"
         );
         assert!(svg.contains("<polygon"), "the if is a diamond: {svg}");
         assert!(svg.contains("<ellipse"), "the trigger is an ellipse: {svg}");

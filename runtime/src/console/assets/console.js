@@ -42,10 +42,17 @@ document.addEventListener("submit", (e) => {
   if (q && !window.confirm(q)) e.preventDefault();
 });
 
-// A click on a node of a run's graph opens that node's details.
-document.addEventListener("click", (e) => {
+// A click on a node of a run's graph (or Enter on it) opens that node's
+// details.
+function openNode(e) {
   const node = e.target.closest && e.target.closest("svg .node[data-node]");
   if (!node) return;
   const d = document.querySelector(`details.node-detail[data-node="${CSS.escape(node.dataset.node)}"]`);
-  if (d) { d.open = true; d.scrollIntoView({ behavior: "smooth", block: "start" }); }
-});
+  if (!d) return;
+  e.preventDefault();
+  d.open = true;
+  d.scrollIntoView({ behavior: "smooth", block: "start" });
+  d.querySelector("summary").focus({ preventScroll: true });
+}
+document.addEventListener("click", openNode);
+document.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") openNode(e); });
