@@ -156,6 +156,16 @@ fn the_console_over_http() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    // Another site cannot post the form (nor any console button).
+    let r = client
+        .post(daemon.url("/console/sign-in"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", a.as_str())]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
     // A bad token: the form again, with why.
     let r = client
         .post(daemon.url("/console/sign-in"))

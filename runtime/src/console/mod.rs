@@ -60,7 +60,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 async fn headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    let mut response = if cross_site_post(&request) {
+        pages::error_page(
+            StatusCode::FORBIDDEN,
+            "This form was posted from another site; weir only takes its own.",
+        )
+    } else {
+        next.run(request).await
+    };
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -81,6 +88,28 @@ async fn headers(request: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// A POST whose `Origin` is not this host (browsers send it with every
+/// form post): refused, so that no other site can sign a browser in with
+/// its own token or press a button; the CSRF token stops the rest.
+fn cross_site_post(request: &Request) -> bool {
+    if request.method() != axum::http::Method::POST {
+        return false;
+    }
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return false;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    host.is_none() || origin_host != host
 }
 
 /// The files of the console, embedded in the binary.
