@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::blocking::Client;
-use reqwest::redirect::Policy;
 use serde_json::{Value, json};
+use weir_testkit::console::{client as browser_client, csrf_in, form, page, post as post_page};
 use weir_testkit::{Api, Daemon, FakeServer, in_ci, signed_token, write_flow};
 
 const SECRET: &str = "console-test-workspace-secret-0123456789abcdef";
@@ -90,26 +89,6 @@ fn start_run(api: &Api, flow: &str, input: Value) -> String {
     );
     assert_eq!(a.status, 202, "{}", a.text);
     a.body["run_id"].as_str().unwrap().to_owned()
-}
-
-/// `pairs` as an `application/x-www-form-urlencoded` body.
-fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn browser_client() -> Client {
-    Client::builder().redirect(Policy::none()).build().unwrap()
-}
-
-/// A console page fetched with the session cookie of `token`.
-fn page(daemon: &Daemon, path: &str, token: &str) -> reqwest::blocking::Response {
-    browser_client()
-        .get(daemon.url(path))
-        .header("cookie", format!("weir_console={token}"))
-        .send()
-        .unwrap()
 }
 
 #[test]
@@ -386,26 +365,6 @@ fn the_console_over_http() {
         !log.contains(&a) && !log.contains(SECRET),
         "a token in the log"
     );
-}
-
-/// The CSRF token a console page's forms carry.
-fn csrf_in(html: &str) -> String {
-    html.split(r#"name="csrf" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a form with a CSRF token")
-        .to_owned()
-}
-
-/// A console form posted with the session of `token`.
-fn post_page(daemon: &Daemon, path: &str, token: &str, csrf: &str) -> reqwest::blocking::Response {
-    browser_client()
-        .post(daemon.url(path))
-        .header("cookie", format!("weir_console={token}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", csrf)]))
-        .send()
-        .unwrap()
 }
 
 #[test]

@@ -193,7 +193,8 @@ fn an_oauth2_connection_is_made_through_consent_and_its_state_is_used_once() {
         "me.yaml",
         "id: me\ntenants: [a]\ntriggers: [{id: t, type: api}]\nnodes:\n  - {id: who, type: http, connection: idp, url: /userinfo}\n",
     );
-    let a = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "a"]));
+    let a_token = token(dir.path(), &["--tenant", "a"]);
+    let a = Api::with_token(&daemon, &a_token);
     let b = Api::with_token(&daemon, &token(dir.path(), &["--tenant", "b"]));
 
     // A request: the provider's URL, with state and PKCE.
@@ -265,6 +266,58 @@ fn an_oauth2_connection_is_made_through_consent_and_its_state_is_used_once() {
     let ok = run(&a);
     assert_eq!(ok["status"], "succeeded", "{ok:#}");
     assert_eq!(ok["nodes"][0]["output"]["body"]["sub"], "alice", "{ok:#}");
+
+    // The console: Refresh asks the provider for a new token; Reconnect
+    // leads to its consent page, and consent there keeps the connection.
+    use weir_testkit::console;
+    let html = console::page(&daemon, "/console/connections", &a_token)
+        .text()
+        .unwrap();
+    assert!(
+        html.contains(&format!("/console/connections/{id}/refresh")),
+        "{html}"
+    );
+    let expiry = connection["credentials_expire_at"].clone();
+    // Expiries are in whole seconds: the refresh comes a second later.
+    let clock = chrono::Utc::now();
+    wait_until("the clock moves a second", TIMEOUT, || {
+        chrono::Utc::now() - clock >= chrono::Duration::seconds(1)
+    });
+    let r = console::post(
+        &daemon,
+        &format!("/console/connections/{id}/refresh"),
+        &a_token,
+        &console::csrf_in(&html),
+    );
+    assert_eq!(r.status(), 303);
+    let refreshed = a.get_ok(&format!("/api/v1/connections/{id}"));
+    assert_eq!(refreshed["state"], "ready", "{refreshed:#}");
+    assert_ne!(
+        refreshed["credentials_expire_at"], expiry,
+        "a new token: {refreshed:#}"
+    );
+    let r = console::post(
+        &daemon,
+        &format!("/console/connections/{id}/reconnect"),
+        &a_token,
+        &console::csrf_in(&html),
+    );
+    assert_eq!(r.status(), 200);
+    let page = r.text().unwrap();
+    let link = page
+        .split(r#"href=""#)
+        .map(|l| l.split('"').next().unwrap().replace("&amp;", "&"))
+        .find(|l| l.starts_with(&format!("{}/oauth2/authorize?", provider.base)))
+        .unwrap_or_else(|| panic!("no link to the provider: {page}"));
+    let (status, _, done) = back(&consent(&link));
+    assert_eq!(status, 200, "{done}");
+    let all = a.get_ok("/api/v1/connections");
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        1,
+        "the same connection: {all:#}"
+    );
+    assert_eq!(all["items"][0]["id"], id.as_str());
 
     // Consent denied: the request ends in error, with the provider's words.
     let denied = a.post(

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 pub mod api;
+pub mod console;
 pub mod fake;
 pub mod process;
 pub mod records;
