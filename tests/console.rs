@@ -522,19 +522,14 @@ fn the_console_in_a_browser() {
         "tenant_a": a, "tenant_b": b, "admin": admin, "expired": expired_token(),
         "flow": "checkout", "failed_run": failed, "failing_node": "boom", "other_node": "shape",
     });
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(config.to_string())
-        .current_dir(script.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the browser script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = weir_testkit::peer_output(
+        Command::new("node")
+            .arg(&script)
+            .arg(config.to_string())
+            .current_dir(script.parent().unwrap()),
+        "the browser script",
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Value = serde_json::from_slice(&out).unwrap();
 
     // Without a token, no page shows anything but sign-in.
     for visit in seen["without_token"].as_array().unwrap() {

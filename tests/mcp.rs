@@ -44,18 +44,13 @@ fn sdk(python: &Path, url: &str, token: &str, mode: &str, calls: Value) -> Value
 
 fn drive(python: &Path, spec: Value) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(spec.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the MCP client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = weir_testkit::peer_output(
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(spec.to_string()),
+        "the MCP client",
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 fn token(dir: &Path, who: &[&str]) -> String {

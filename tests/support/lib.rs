@@ -18,7 +18,9 @@ pub mod records;
 
 pub use api::{Answer, Api};
 pub use fake::{FakeServer, Received};
-pub use process::{Daemon, Finished, Weir, arg, run_weir, wait_until, weir_token, write_flow};
+pub use process::{
+    Daemon, Finished, Weir, arg, peer_output, run_weir, wait_until, weir_token, write_flow,
+};
 pub use records::{Polled, RecordServer};
 
 /// An HS256 JWT with these claims, signed with `secret`: for tokens

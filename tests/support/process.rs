@@ -30,6 +30,22 @@ pub fn weir_binary() -> PathBuf {
     bin
 }
 
+/// Runs a peer's command (a client script, a validator) to the end and
+/// answers its standard output; panics with both outputs unless it
+/// succeeded.
+pub fn peer_output(command: &mut std::process::Command, what: &str) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Writes `yaml` to `dir/name` and returns the file's path.
 pub fn write_flow(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);

@@ -2,7 +2,6 @@
 //! error; Test, Refresh (OAuth2) and Reconnect (OAuth2: a new consent at
 //! the app, through a connect request).
 
-use axum::Form;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -11,7 +10,7 @@ use maud::html;
 
 use super::{
     Page, Posted, Section, api_error, back_to, badge, empty, error_page, post_button, respond,
-    stale_form, when, with_tenant,
+    when, with_tenant,
 };
 use crate::auth::Scope;
 use crate::connect::integration::AuthKind;
@@ -78,13 +77,9 @@ pub async fn list(app: App, viewer: Viewer) -> Response {
 /// Test, refresh or reconnect one connection.
 pub async fn act(
     app: App,
-    viewer: Viewer,
     Path((id, action)): Path<(String, String)>,
-    Form(f): Form<Posted>,
+    Posted(viewer): Posted,
 ) -> Response {
-    if let Some(r) = stale_form(&viewer, &f) {
-        return r;
-    }
     let done = match action.as_str() {
         "test" => connections::test(app, viewer.scope.clone(), Path(id))
             .await

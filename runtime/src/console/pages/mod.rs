@@ -219,16 +219,35 @@ pub fn svg(svg: String) -> Markup {
 /// A form whose CSRF token does not match the session's.
 pub const STALE_FORM: &str = "This form is out of date (weir restarted, or you signed in again): reload the page and try again.";
 
-/// A state-changing form's fields: the CSRF token at least.
+/// A state-changing form from a signed-in viewer: the viewer, once the
+/// form's CSRF token is found to be the session's (otherwise the answer
+/// is a 403 page saying the form is out of date).
+pub struct Posted(pub Viewer);
+
 #[derive(serde::Deserialize)]
-pub struct Posted {
-    pub csrf: String,
+struct CsrfField {
+    csrf: String,
 }
 
-/// The refusal of a form whose CSRF token is not the session's.
-pub fn stale_form(viewer: &Viewer, posted: &Posted) -> Option<Response> {
-    (!super::session::csrf_matches(viewer, &posted.csrf))
-        .then(|| error_page(StatusCode::FORBIDDEN, STALE_FORM))
+impl axum::extract::FromRequest<std::sync::Arc<crate::daemon::http::AppState>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        app: &std::sync::Arc<crate::daemon::http::AppState>,
+    ) -> Result<Self, Response> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, app).await?;
+        let request = axum::extract::Request::from_parts(parts, body);
+        let axum::Form(field) = axum::Form::<CsrfField>::from_request(request, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !super::session::csrf_matches(&viewer, &field.csrf) {
+            return Err(error_page(StatusCode::FORBIDDEN, STALE_FORM));
+        }
+        Ok(Posted(viewer))
+    }
 }
 
 /// After a form: back to `path` (keeping the tenant picked), or the

@@ -2,7 +2,6 @@
 //! deliveries that are failing or dead with their last error; Retry on a
 //! dead one.
 
-use axum::Form;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -10,8 +9,8 @@ use maud::{Markup, html};
 use weir_storage::{DeliveryRecord, DeliveryStatus};
 
 use super::{
-    Page, Posted, Section, api_error, back_to, badge, empty, post_button, respond, stale_form,
-    when, with_tenant,
+    Page, Posted, Section, api_error, back_to, badge, empty, post_button, respond, when,
+    with_tenant,
 };
 use crate::console::session::{App, Viewer};
 use crate::daemon::http::api;
@@ -87,15 +86,7 @@ fn deliveries(viewer: &Viewer, list: &[DeliveryRecord], retry: bool) -> Markup {
     }
 }
 
-pub async fn retry(
-    app: App,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Form(f): Form<Posted>,
-) -> Response {
-    if let Some(r) = stale_form(&viewer, &f) {
-        return r;
-    }
+pub async fn retry(app: App, Path(id): Path<String>, Posted(viewer): Posted) -> Response {
     let done = api::retry_delivery(app, viewer.scope.clone(), Path(id)).await;
     back_to(&viewer, done.map(drop), "/console/outbox")
 }

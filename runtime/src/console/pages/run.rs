@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,7 @@ use weir_storage::{NodeStatus, RunStatus};
 
 use super::{
     Page, Posted, Section, api_error, back_to, badge, duration, encode, error_page, json_block,
-    post_button, respond, stale_form, svg, when, with_tenant,
+    post_button, respond, svg, when, with_tenant,
 };
 use crate::console::graph::{Drawing, escape};
 use crate::console::session::{App, Viewer};
@@ -356,13 +355,9 @@ pub async fn json(
 /// Retry or Cancel, then back to the run.
 pub async fn act(
     app: App,
-    viewer: Viewer,
     Path((id, action)): Path<(String, String)>,
-    Form(f): Form<Posted>,
+    Posted(viewer): Posted,
 ) -> Response {
-    if let Some(r) = stale_form(&viewer, &f) {
-        return r;
-    }
     let scope = viewer.scope.clone();
     let done = match action.as_str() {
         "retry" => api::retry_run(app, scope, Path(id.clone())).await.map(drop),

@@ -11,7 +11,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Page, Section, respond};
-use crate::console::session::{self, Viewer};
+use crate::console::session;
 use crate::daemon::http::AppState;
 
 #[derive(Deserialize)]
@@ -110,10 +110,7 @@ pub async fn submit(
     }
 }
 
-pub async fn sign_out(viewer: Viewer, Form(f): Form<super::Posted>) -> Response {
-    if let Some(r) = super::stale_form(&viewer, &f) {
-        return r;
-    }
+pub async fn sign_out(_: super::Posted) -> Response {
     let mut r = Redirect::to("/console/sign-in?reason=signed-out").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, session::clear_cookie());
