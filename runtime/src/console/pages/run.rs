@@ -22,7 +22,7 @@ use super::{
 use crate::console::graph::{Drawing, escape};
 use crate::console::session::{App, Viewer};
 use crate::daemon::http::api::{self, GraphView};
-use crate::view::{AnyRun, NodeView, RunView};
+use crate::view::{NodeView, RunView};
 
 /// The run, and its flow's graph (of the version it follows).
 async fn load(
@@ -30,26 +30,24 @@ async fn load(
     viewer: &Viewer,
     id: &str,
 ) -> Result<(RunView, Option<GraphView>), Response> {
-    let run = match api::show_run(app.clone(), viewer.scope.clone(), Path(id.to_owned())).await {
-        Ok(r) => r.0,
-        Err(e) => return Err(api_error(e)),
-    };
-    let run = match run {
-        AnyRun::Run(r) => r,
-        AnyRun::Corrupt(c) => {
+    let engine = app.runs.engine();
+    // The run's record, read once, becomes the API's run object (the
+    // handler `GET /api/v1/runs/{id}` builds it the same way).
+    let record = match viewer.scope.run(engine.store().as_ref(), id) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(error_page(StatusCode::NOT_FOUND, &format!("no run {id}"))),
+        Err(weir_storage::Error::Unreadable(u)) => {
             return Err(error_page(
                 StatusCode::CONFLICT,
-                &format!("Run {} cannot be read back: {}", c.id, c.error),
+                &format!("Run {} cannot be read back: {}", u.id, u.error),
             ));
         }
+        Err(e) => return Err(api_error(crate::daemon::http::ApiError::internal(e))),
     };
-    let engine = app.runs.engine();
-    let graph = viewer
-        .scope
-        .run(engine.store().as_ref(), id)
+    let run = api::run_with_nodes(app, &record).map_err(api_error)?;
+    let graph = engine
+        .flow_of(&record)
         .ok()
-        .flatten()
-        .and_then(|record| engine.flow_of(&record).ok())
         .map(|flow| api::graph_view(&flow.graph));
     Ok((run, graph))
 }
@@ -109,7 +107,7 @@ pub async fn show(app: App, viewer: Viewer, Path(id): Path<String>) -> Response 
         section.nodes {
             h2 { "Nodes" }
             @for n in nodes {
-                (node_block(&run, n, &preds, &by_key, &base, &viewer))
+                (node_block(n, &preds, &by_key, &base, &viewer))
             }
         }
         section {
@@ -166,13 +164,34 @@ fn predecessors(d: &Drawing) -> HashMap<String, Vec<String>> {
     out
 }
 
+/// A node's input: the outputs of the nodes before it (in the same loop
+/// iteration), by their keys.
+fn input_of(
+    key: &str,
+    preds: &HashMap<String, Vec<String>>,
+    by_key: &HashMap<&str, &NodeView>,
+) -> Value {
+    let prefix = prefix_of(key);
+    let id = key.rsplit('.').next().unwrap_or(key);
+    Value::Object(
+        preds
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let r = by_key.get(format!("{prefix}{p}").as_str())?;
+                Some((r.id.clone(), r.output.clone()?))
+            })
+            .collect(),
+    )
+}
+
 /// `loop[2].` of `loop[2].step`: the key's enclosing loops.
 fn prefix_of(key: &str) -> &str {
     key.rfind('.').map_or("", |i| &key[..=i])
 }
 
 fn node_block(
-    run: &RunView,
     n: &NodeView,
     preds: &HashMap<String, Vec<String>>,
     by_key: &HashMap<&str, &NodeView>,
@@ -180,25 +199,7 @@ fn node_block(
     viewer: &Viewer,
 ) -> Markup {
     let status = n.status.as_str();
-    let prefix = prefix_of(&n.id);
-    let id = n.id.rsplit('.').next().unwrap_or(&n.id);
-    let inputs: Vec<(&str, &Value)> = preds
-        .get(id)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            let key = format!("{prefix}{p}");
-            by_key
-                .get(key.as_str())
-                .and_then(|r| r.output.as_ref().map(|o| (r.id.as_str(), o)))
-        })
-        .collect();
-    let input = Value::Object(
-        inputs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).clone()))
-            .collect(),
-    );
+    let input = input_of(&n.id, preds, by_key);
     let open = n.status == NodeStatus::Failed;
     let link = |part: &str| {
         with_tenant(
@@ -206,7 +207,6 @@ fn node_block(
             &format!("{base}/json?node={}&part={part}", encode(&n.id)),
         )
     };
-    let _ = run;
     html! {
         details.node-detail id={ "node-" (n.id) } data-node=(n.id) open[open] {
             summary {
@@ -221,7 +221,7 @@ fn node_block(
                 h3 { "Error" }
                 pre.error { (error) }
             }
-            @if !inputs.is_empty() {
+            @if input.as_object().is_some_and(|i| !i.is_empty()) {
                 h3 { "Input " span.dim { "(the outputs of the nodes before it, as " code { "nodes.ID.output" } ")" } }
                 (json_block(&input, &link("input")))
             }
@@ -323,22 +323,9 @@ pub async fn json(
             .and_then(|n| n.output.clone()),
         ("input", Some(key)) => graph.map(|g| {
             let preds = predecessors(&Drawing::of(&g, &[], &|_| None));
-            let prefix = prefix_of(key);
-            let id = key.rsplit('.').next().unwrap_or(key);
-            Value::Object(
-                preds
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| {
-                        let k = format!("{prefix}{p}");
-                        nodes
-                            .iter()
-                            .find(|n| n.id == k)
-                            .and_then(|n| n.output.clone().map(|o| (k, o)))
-                    })
-                    .collect(),
-            )
+            let by_key: HashMap<&str, &NodeView> =
+                nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+            input_of(key, &preds, &by_key)
         }),
         _ => None,
     };
@@ -436,7 +423,7 @@ mod tests {
         let by_key: HashMap<&str, &NodeView> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let html: String = nodes
             .iter()
-            .map(|n| node_block(&r, n, &preds, &by_key, "/console/runs/x", &viewer()).into_string())
+            .map(|n| node_block(n, &preds, &by_key, "/console/runs/x", &viewer()).into_string())
             .collect();
         assert!(!html.contains("<script>"), "{html}");
         assert!(

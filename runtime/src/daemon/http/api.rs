@@ -428,7 +428,7 @@ fn run_summary(run: &Listed) -> AnyRun {
     }
 }
 
-fn run_with_nodes(app: &AppState, run: &RunRecord) -> Result<RunView, ApiError> {
+pub(crate) fn run_with_nodes(app: &AppState, run: &RunRecord) -> Result<RunView, ApiError> {
     let engine = app.runs.engine();
     let records = engine
         .store()
