@@ -55,6 +55,22 @@ pub fn install() -> PrometheusHandle {
 /// `# HELP` for every metric.
 fn describe() {
     describe_counter!(
+        "weir_cluster_events_published_total",
+        "--role ingest: events published to the event queues and confirmed by the broker."
+    );
+    describe_counter!(
+        "weir_cluster_events_acked_total",
+        "--role worker: events acked (their run finished and its deliveries settled)."
+    );
+    describe_counter!(
+        "weir_cluster_events_dead_lettered_total",
+        "--role worker: events sent to the dead-letter queue, by reason: corrupt, unknown_flow, flow_version, tenant, concurrency_key."
+    );
+    describe_gauge!(
+        "weir_cluster_broker_connected",
+        "--role ingest or worker: 1 while the event broker connection is up."
+    );
+    describe_counter!(
         "weir_events_received_total",
         "Events accepted, by flow and trigger: webhooks, API calls, cron instants, poll changes."
     );
@@ -273,4 +289,25 @@ pub fn broker_connected(connected: bool) {
 /// A polled record skipped because its key cannot be had.
 pub fn poll_record_skipped(flow: &str, trigger: &str) {
     counter!("weir_poll_records_skipped_total", "flow" => flow.to_owned(), "trigger" => trigger.to_owned()).increment(1);
+}
+
+/// `--role ingest`: an event is on its queue (confirmed).
+pub fn event_forwarded() {
+    counter!("weir_cluster_events_published_total").increment(1);
+}
+
+/// `--role worker`: an event's run finished, its deliveries settled, and
+/// the event is acked.
+pub fn event_acked() {
+    counter!("weir_cluster_events_acked_total").increment(1);
+}
+
+/// `--role worker`: an event went to the dead-letter queue.
+pub fn event_dead_lettered(reason: &str) {
+    counter!("weir_cluster_events_dead_lettered_total", "reason" => reason.to_owned()).increment(1);
+}
+
+/// `--role ingest` or `worker`: the event broker link is up.
+pub fn cluster_broker_connected(connected: bool) {
+    gauge!("weir_cluster_broker_connected").set(if connected { 1.0 } else { 0.0 });
 }

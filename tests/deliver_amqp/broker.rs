@@ -259,6 +259,73 @@ impl Broker {
         found.is_ok()
     }
 
+    /// Deletes `queue` (one weir declared) when the test ends.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn delete_at_end(&self, queue: &str) {
+        self.queues.lock().unwrap().push(queue.to_owned());
+    }
+
+    /// Declares `queue` (durable) with `args` on a channel of its own:
+    /// the broker's answer (a queue that exists with other arguments is
+    /// refused, naming the argument that differs).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn declare_queue(
+        &self,
+        queue: &str,
+        args: FieldTable,
+    ) -> Result<lapin::Queue, lapin::Error> {
+        let channel = self.channel();
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = self.block_on(channel.queue_declare(queue.into(), options, args));
+        let _ = self.block_on(channel.close(200, "done".into()));
+        declared
+    }
+
+    /// Publishes `body` to `queue` (the default exchange), confirmed.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn publish_to_queue(&self, queue: &str, body: &[u8], properties: BasicProperties) {
+        let channel = self.channel();
+        self.block_on(channel.confirm_select(lapin::options::ConfirmSelectOptions::default()))
+            .expect("confirm mode");
+        let confirm = self
+            .block_on(channel.basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            ))
+            .unwrap_or_else(|e| panic!("publish to {queue}: {e}"));
+        let confirmation = self.block_on(confirm).expect("a confirm");
+        assert!(
+            confirmation.is_ack(),
+            "the broker refused the message: {confirmation:?}"
+        );
+        let _ = self.block_on(channel.close(200, "done".into()));
+    }
+
+    /// Takes one message from `queue` (acked), if it has one.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn get_from_queue(&self, queue: &str) -> Option<Got> {
+        let channel = self.channel();
+        let got = self
+            .block_on(channel.basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            ))
+            .unwrap_or_else(|e| panic!("get from {queue}: {e}"));
+        let _ = self.block_on(channel.close(200, "done".into()));
+        got.map(|m| Got {
+            routing_key: m.delivery.routing_key.to_string(),
+            properties: m.delivery.properties.clone(),
+            body: m.delivery.data.clone(),
+            at: Instant::now(),
+        })
+    }
+
     /// Declares a queue named like the exchange, binds it with `pattern`
     /// and consumes from it. The exchange must exist.
     pub fn bind_and_consume(&self, exchange: &str, pattern: &str) -> Inbox {

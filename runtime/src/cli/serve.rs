@@ -95,6 +95,27 @@ pub struct ServeArgs {
     /// The universal actions folder (one action's contract per file).
     #[arg(long, env = "WEIR_ACTIONS", default_value = "actions")]
     pub actions: PathBuf,
+    /// What this process does: `all` (everything, one process), `ingest`
+    /// (takes webhooks and API calls, fires schedules, publishes events to
+    /// RabbitMQ) or `worker` (runs the events); ingest and worker need
+    /// --amqp.
+    #[arg(long, env = "WEIR_ROLE", value_enum, default_value = "all")]
+    pub role: crate::daemon::cluster::Role,
+    /// How many partition queues events with a `concurrency.key` are
+    /// hashed to; the same on every process of a deployment.
+    #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub partitions: u16,
+    /// `--role worker`: unacknowledged events held per queue.
+    #[arg(long, env = "WEIR_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Ready events an event queue holds before the broker refuses more
+    /// (ingest then answers 429); the same on every process.
+    #[arg(long, env = "WEIR_MAX_QUEUE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue: u64,
+    /// Names of the deployment's queues start with it; two deployments
+    /// sharing a broker need different ones.
+    #[arg(long, env = "WEIR_QUEUE_PREFIX", default_value = "weir")]
+    pub queue_prefix: String,
     #[command(flatten)]
     pub workspace: super::token::WorkspaceArgs,
     #[command(flatten)]
@@ -153,7 +174,15 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let cluster = match cluster_settings(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let config = Config {
+        cluster,
         flows: args.flows,
         data: args.data,
         listen: args.listen,
@@ -197,6 +226,39 @@ pub fn main(args: ServeArgs) -> ExitCode {
             ExitCode::from(exit::FAILED)
         }
     }
+}
+
+/// `--role` and what it needs.
+fn cluster_settings(args: &ServeArgs) -> Result<Option<crate::daemon::cluster::Settings>, String> {
+    use crate::daemon::cluster::{Role, Settings};
+    if args.role == Role::All {
+        return Ok(None);
+    }
+    let Some(amqp) = args.amqp.clone().filter(|u| !u.trim().is_empty()) else {
+        return Err(format!(
+            "--role {} needs the RabbitMQ broker the processes share: pass --amqp URL or set WEIR_AMQP_URL (like amqp://guest:guest@127.0.0.1:5672/%2f)",
+            args.role.as_str()
+        ));
+    };
+    let prefix = args.queue_prefix.trim();
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "--queue-prefix `{prefix}`: use 1 to 64 letters, digits, `-`, `_` or `.` (like weir or weir-staging)"
+        ));
+    }
+    Ok(Some(Settings {
+        role: args.role,
+        amqp,
+        prefix: prefix.to_owned(),
+        partitions: args.partitions,
+        prefetch: args.prefetch,
+        max_queue: args.max_queue,
+    }))
 }
 
 /// `--notify-exchange` and `--notify-url`; the URL needs its signing

@@ -8,6 +8,7 @@
 //! - [`triggers`]: cron and poll tasks, webhook dedupe
 //! - [`http`]: the HTTP edge
 
+pub mod cluster;
 pub mod http;
 pub mod notify;
 pub mod outbox;
@@ -86,6 +87,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Prefixes a caller's OAuth2 `redirect_uri` may start with.
     pub oauth_redirect_allow: Vec<String>,
+    /// `--role ingest` or `worker`: how this process shares the broker
+    /// (`None`: `--role all`, one process does everything).
+    pub cluster: Option<cluster::Settings>,
 }
 
 /// Without a workspace secret the API is open, which is only allowed on a
@@ -180,6 +184,10 @@ pub async fn serve(
     let runs = Runs::new(engine, registry.clone(), config.max_backlog, work.handle());
     actions.set_runs(&runs);
     runs.set_notifier(notifier);
+    let cluster = config.cluster.clone().map(cluster::Cluster::new);
+    if let Some(c) = &cluster {
+        info!(role = c.role().as_str(), broker = %cluster::broker::redacted(&c.settings.amqp), prefix = %c.settings.prefix, partitions = c.settings.partitions, "weir runs as part of a deployment");
+    }
     let resumed = runs.resume_all()?;
     let descriptors = http::server::descriptor_limit();
     let limits = http::server::Limits {
@@ -196,7 +204,29 @@ pub async fn serve(
         schedules.clone(),
         connections.clone(),
     );
+    let mut worker = None;
+    if let Some(c) = &cluster {
+        match c.role() {
+            cluster::Role::Ingest => {
+                let forward = cluster::ingest::Forward::start(c.clone(), store.clone());
+                runs.set_forward(forward.clone());
+                let lead = cluster::lead::Lead::new(c.clone(), store.clone());
+                forward.set_lead(lead.clone());
+                triggers.set_mode(triggers::Mode::Led(lead));
+            }
+            cluster::Role::Worker => {
+                triggers.set_mode(triggers::Mode::Off);
+                worker = Some(cluster::worker::Worker::start(
+                    c.clone(),
+                    runs.clone(),
+                    outbox.clone(),
+                ));
+            }
+            cluster::Role::All => {}
+        }
+    }
     let state = Arc::new(http::AppState {
+        cluster: cluster.clone(),
         registry: registry.clone(),
         runs: runs.clone(),
         metrics,
@@ -272,6 +302,10 @@ pub async fn serve(
     http::server::serve(listener, http::router(state), limits, config.grace, stop).await;
 
     info!("shutting down: no new events; letting running nodes finish");
+    if let Some(worker) = worker {
+        // Unacked events go back to their queue when the connection closes.
+        worker.abort();
+    }
     drop(watcher);
     expiry.abort();
     idempotency_expiry.abort();

@@ -151,7 +151,12 @@ pub struct Engine {
     connector: std::sync::OnceLock<Arc<dyn weir_nodes::functions::http::Connector>>,
     /// Runs `action` nodes (the daemon's actions).
     actor: std::sync::OnceLock<Arc<dyn weir_nodes::functions::action::Actor>>,
+    /// Learns of each delivery before it is handed to the outbox (a
+    /// worker waits for a run's deliveries before it acks its event).
+    on_delivery: std::sync::OnceLock<DeliveryHook>,
 }
+
+type DeliveryHook = Arc<dyn Fn(&weir_storage::DeliveryRecord) + Send + Sync>;
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Clock, options: EngineOptions) -> Arc<Self> {
@@ -163,7 +168,13 @@ impl Engine {
             outbox: Mutex::new(None),
             connector: std::sync::OnceLock::new(),
             actor: std::sync::OnceLock::new(),
+            on_delivery: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Calls `hook` with each delivery before it goes to the outbox.
+    pub fn on_delivery(&self, hook: DeliveryHook) {
+        let _ = self.on_delivery.set(hook);
     }
 
     /// Gives `http` nodes with `connection:` their connections.
@@ -193,6 +204,9 @@ impl Engine {
     }
 
     pub(crate) fn hand_to_outbox(&self, delivery: weir_storage::DeliveryRecord) {
+        if let Some(hook) = self.on_delivery.get() {
+            hook(&delivery);
+        }
         if let Some(tx) = &*self.outbox.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(delivery);
         }

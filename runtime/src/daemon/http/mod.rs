@@ -12,6 +12,7 @@
 //! the [`Scope`] extractor.
 
 pub mod actions;
+mod cluster;
 #[macro_use]
 pub mod openapi;
 pub(crate) mod api;
@@ -49,6 +50,8 @@ use crate::auth::{Auth, Caller, Refusal, Scope, ScopeError};
 
 /// What handlers share.
 pub struct AppState {
+    /// `--role ingest` or `worker`: the deployment this process is part of.
+    pub cluster: Option<Arc<super::cluster::Cluster>>,
     pub registry: Arc<Registry>,
     pub runs: Arc<Runs>,
     pub metrics: PrometheusHandle,
@@ -129,6 +132,7 @@ pub fn routes(state: Arc<AppState>) -> (Router<Arc<AppState>>, Vec<openapi::Desc
         .serve(endpoint!(integrations::show))
         .serve(endpoint!(tenants::list))
         .serve(endpoint!(tenants::erase))
+        .serve(endpoint!(cluster::cluster))
         .map(|router| {
             router
                 .layer(middleware::from_fn_with_state(
@@ -667,6 +671,14 @@ impl From<crate::daemon::runs::AdmitError> for ApiError {
         match e {
             AdmitError::Overloaded(_) => Self::overloaded(e.to_string()),
             AdmitError::Unavailable(_) => Self::unavailable(e.to_string()),
+            AdmitError::Broker(_) => {
+                tracing::warn!(error = %e, "an event was refused: the event broker cannot take it");
+                Self {
+                    retry_after: Some(2),
+                    ..Self::unavailable(e.to_string())
+                }
+            }
+            AdmitError::QueueFull(_) => Self::overloaded(e.to_string()),
             AdmitError::Key(message) => {
                 Self::bad_request(format!("the flow's concurrency key: {message}"))
             }

@@ -30,7 +30,8 @@ pub async fn healthz() -> Json<Health> {
 /// Whether weir takes work.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, or `failing` once its storage failed.
+    /// `ready`; `failing` once its storage failed; `waiting` while the
+    /// event broker is not connected (`--role ingest` or `worker`).
     pub status: &'static str,
     /// `ok`, or the storage's failure.
     pub storage: String,
@@ -45,6 +46,10 @@ pub struct Readiness {
     /// Unfinished runs that cannot be driven (their records cannot be
     /// read back).
     pub stuck: usize,
+    /// `--role ingest` or `worker`: `connected` or `disconnected` (not
+    /// ready then: events cannot be queued or taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<&'static str>,
 }
 
 /// Ready: the daemon only listens once its storage is open and its flows
@@ -58,12 +63,16 @@ pub struct Readiness {
     security(()))]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let failure = app.runs.engine().store().failure();
+    let broker = app.cluster.as_ref().map(|c| c.broker.is_connected());
     let body = Readiness {
         status: if failure.is_some() {
             "failing"
+        } else if broker == Some(false) {
+            "waiting"
         } else {
             "ready"
         },
+        broker: broker.map(|up| if up { "connected" } else { "disconnected" }),
         storage: failure.clone().unwrap_or_else(|| "ok".to_owned()),
         flows: app.registry.all().len(),
         flow_errors: app.registry.errors().len(),
@@ -71,9 +80,9 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, Json<Readi
         parked: app.runs.parked(),
         stuck: app.runs.stuck().len(),
     };
-    let status = match failure {
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
-        None => StatusCode::OK,
+    let status = match (failure, broker) {
+        (Some(_), _) | (None, Some(false)) => StatusCode::SERVICE_UNAVAILABLE,
+        (None, _) => StatusCode::OK,
     };
     (status, Json(body))
 }

@@ -139,7 +139,27 @@ struct State {
     /// one's (kept per delivery, so another delivery's success does not
     /// hide it).
     failing: HashMap<String, (TargetKind, DateTime<Utc>)>,
+    /// With [`Outbox::track_runs`]: the unsettled deliveries of each run
+    /// (neither confirmed nor dead), by run id.
+    tracked: Option<HashMap<String, HashSet<String>>>,
     stopping: bool,
+}
+
+impl State {
+    /// A delivery is confirmed, dead or forgotten.
+    fn settled(&mut self, d: &DeliveryRecord) -> bool {
+        let Some(tracked) = &mut self.tracked else {
+            return false;
+        };
+        let Some(ids) = tracked.get_mut(&d.run) else {
+            return false;
+        };
+        ids.remove(&d.id);
+        if ids.is_empty() {
+            tracked.remove(&d.run);
+        }
+        true
+    }
 }
 
 impl State {
@@ -187,6 +207,8 @@ pub struct Outbox {
     amqp: Option<Arc<amqp::Amqp>>,
     amqp_window: Arc<Semaphore>,
     http_window: Arc<Semaphore>,
+    /// Signalled when a tracked delivery settles.
+    run_settled: Notify,
 }
 
 /// Why an outbox request was refused.
@@ -220,6 +242,7 @@ impl Outbox {
             amqp,
             amqp_window: Arc::new(Semaphore::new(AMQP_WINDOW)),
             http_window: Arc::new(Semaphore::new(HTTP_WINDOW)),
+            run_settled: Notify::new(),
         });
         let mut pending = 0;
         {
@@ -413,6 +436,9 @@ impl Outbox {
                 (Ok(()), _) | (Err(_), DeliveryStatus::Dead) => {
                     queue.pop_front();
                     state.known.remove(&d.id);
+                    if state.settled(&d) {
+                        self.run_settled.notify_waiters();
+                    }
                     if let Some(n) = state.pending.get_mut(&target) {
                         *n = n.saturating_sub(1);
                     }
@@ -615,6 +641,7 @@ impl Outbox {
             for d in gone {
                 state.known.remove(&d.id);
                 state.failing.remove(&d.id);
+                state.settled(&d);
                 if let Some(n) = state.pending.get_mut(&d.target.kind()) {
                     *n = n.saturating_sub(1);
                 }
@@ -627,8 +654,54 @@ impl Outbox {
             }
         }
         drop(state);
+        self.run_settled.notify_waiters();
         self.publish_counts();
         Ok(())
+    }
+
+    /// Starts keeping, per run, the deliveries not settled yet (the ones
+    /// pending now, and each one `track` is told of).
+    pub fn track_runs(&self) {
+        let mut state = self.state();
+        let mut tracked: HashMap<String, HashSet<String>> = HashMap::new();
+        for d in state.lanes.values().flatten() {
+            tracked
+                .entry(d.run.clone())
+                .or_default()
+                .insert(d.id.clone());
+        }
+        state.tracked = Some(tracked);
+    }
+
+    /// A delivery on its way here (called before it is handed over).
+    pub fn track(&self, d: &DeliveryRecord) {
+        if d.status != DeliveryStatus::Pending {
+            return;
+        }
+        if let Some(tracked) = &mut self.state().tracked {
+            tracked
+                .entry(d.run.clone())
+                .or_default()
+                .insert(d.id.clone());
+        }
+    }
+
+    /// Waits until every delivery of run `run` is confirmed (or dead).
+    pub async fn settled(&self, run: &str) {
+        loop {
+            let notified = self.run_settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = self
+                .state()
+                .tracked
+                .as_ref()
+                .is_some_and(|t| t.contains_key(run));
+            if !waiting {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Pending and dead deliveries, all targets.

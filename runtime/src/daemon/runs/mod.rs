@@ -38,12 +38,22 @@ use crate::metrics;
 
 /// A run whose admission is submitted to the store, not yet on disk
 /// ([`Runs::submit`]); [`Runs::admitted`] waits for it.
-pub struct Submitted {
-    run: RunRecord,
-    ticket: weir_storage::Ticket,
-    /// Its place in the backlog, if it starts at once (a queued run's
-    /// place waits in its queue with it).
-    permit: Option<BacklogPermit>,
+pub struct Submitted(Pending);
+
+enum Pending {
+    /// Admitted here: the commit is on its way to disk.
+    Local {
+        run: RunRecord,
+        ticket: weir_storage::Ticket,
+        /// Its place in the backlog, if it starts at once (a queued run's
+        /// place waits in its queue with it).
+        permit: Option<BacklogPermit>,
+    },
+    /// Forwarded to a worker (`--role ingest`): the publish is on its way.
+    Forwarded {
+        run: RunRecord,
+        confirmed: tokio::sync::oneshot::Receiver<Result<(), AdmitError>>,
+    },
 }
 
 /// Why a run was not admitted.
@@ -56,6 +66,12 @@ pub enum AdmitError {
     Unavailable(String),
     #[error("the flow's concurrency key: {0}")]
     Key(String),
+    /// `--role ingest`: the event broker cannot take the event now.
+    #[error("weir cannot queue events now: {0}")]
+    Broker(String),
+    /// `--role ingest`: the event queue is at its bound.
+    #[error("{0}; try again later")]
+    QueueFull(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -101,6 +117,8 @@ pub struct Runs {
     stuck: Mutex<BTreeMap<String, String>>,
     /// Where `run.failed` notifications go (the daemon sets it).
     notifier: std::sync::OnceLock<Arc<super::notify::Notifier>>,
+    /// `--role ingest`: events go to workers instead of running here.
+    forward: std::sync::OnceLock<Arc<super::cluster::ingest::Forward>>,
 }
 
 /// How many runs are driven at once.
@@ -131,6 +149,7 @@ impl Runs {
             parked_changed: Notify::new(),
             stuck: Mutex::new(BTreeMap::new()),
             notifier: std::sync::OnceLock::new(),
+            forward: std::sync::OnceLock::new(),
         });
         runs.work.spawn(Self::wake_parked(runs.clone()));
         runs
@@ -138,6 +157,16 @@ impl Runs {
 
     pub fn set_notifier(&self, notifier: Arc<super::notify::Notifier>) {
         let _ = self.notifier.set(notifier);
+    }
+
+    /// `--role ingest`: admissions publish to the event queues.
+    pub fn set_forward(&self, forward: Arc<super::cluster::ingest::Forward>) {
+        let _ = self.forward.set(forward);
+    }
+
+    /// Whether admitted events run elsewhere (`--role ingest`).
+    pub fn forwards(&self) -> bool {
+        self.forward.get().is_some()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -238,12 +267,56 @@ impl Runs {
         event: Value,
         writes: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<Submitted, AdmitError> {
+        let connection = match connection {
+            Some(c) => Some(crate::connect::connections::scope_value(c)),
+            None => self.own_connection(flow, tenant),
+        };
+        if let Some(forward) = self.forward.get() {
+            if let Some(why) = self.engine.store().failure() {
+                return Err(AdmitError::Unavailable(why));
+            }
+            // The run id is the event's id: a worker that gets the event
+            // again (after another one died) starts the same run.
+            let run_id = event
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(Engine::new_run_id, str::to_owned);
+            let admission = Admission {
+                concurrency_key: Self::concurrency_key(flow, tenant, &event)?,
+                writes: Vec::new(),
+                run_id,
+                tenant: tenant.to_owned(),
+                trigger: trigger.to_owned(),
+                event: Arc::new(event),
+                queued: true,
+                connection,
+            };
+            let run = self.engine.new_run(flow, &admission);
+            let confirmed = forward.send(flow, &run, writes(&run.id));
+            return Ok(Submitted(Pending::Forwarded { run, confirmed }));
+        }
+        let run_id = Engine::new_run_id();
+        self.submit_as(flow, tenant, connection, trigger, event, run_id, writes)
+    }
+
+    /// [`Runs::submit`] under a given run id, for a given connection (its
+    /// public view): a worker admitting an event from the queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_as(
+        self: &Arc<Self>,
+        flow: &Arc<Flow>,
+        tenant: &str,
+        connection: Option<Value>,
+        trigger: &str,
+        event: Value,
+        run_id: String,
+        writes: impl FnOnce(&str) -> Vec<Write>,
+    ) -> Result<Submitted, AdmitError> {
         if let Some(why) = self.engine.store().failure() {
             return Err(AdmitError::Unavailable(why));
         }
         let permit = self.backlog.try_reserve().map_err(AdmitError::Overloaded)?;
         let key = Self::concurrency_key(flow, tenant, &event)?;
-        let run_id = Engine::new_run_id();
         let writes = writes(&run_id);
         let mut admission = Admission {
             run_id,
@@ -252,10 +325,7 @@ impl Runs {
             event: Arc::new(event),
             queued: false,
             concurrency_key: key.clone(),
-            connection: match connection {
-                Some(c) => Some(crate::connect::connections::scope_value(c)),
-                None => self.own_connection(flow, tenant),
-            },
+            connection,
             writes,
         };
         // Decide, in arrival order, whether it runs now or waits. A queued
@@ -283,21 +353,30 @@ impl Runs {
         let mut commit = self.engine.admission_commit(flow, &run);
         commit.writes.extend(admission.writes);
         let ticket = self.engine.store().commit(commit);
-        Ok(Submitted {
+        Ok(Submitted(Pending::Local {
             run,
             ticket,
             permit,
-        })
+        }))
     }
 
     /// The second half of [`Runs::admit`]: once the run's commit is on disk,
     /// it starts (unless it waits its turn).
     pub async fn admitted(self: &Arc<Self>, submitted: Submitted) -> Result<RunRecord, AdmitError> {
-        let Submitted {
-            run,
-            ticket,
-            permit,
-        } = submitted;
+        let (run, ticket, permit) = match submitted.0 {
+            Pending::Local {
+                run,
+                ticket,
+                permit,
+            } => (run, ticket, permit),
+            Pending::Forwarded { run, confirmed } => {
+                return match confirmed.await {
+                    Ok(Ok(())) => Ok(run),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(AdmitError::Broker("weir is stopping".into())),
+                };
+            }
+        };
         if let Err(e) = ticket.await {
             if run.status == RunStatus::Running {
                 self.release_slot(&run);
@@ -384,6 +463,10 @@ impl Runs {
 
     /// Waits up to `timeout` for a run to finish; `None` if it did not.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<RunRecord> {
+        if self.forwards() {
+            // The run is a worker's.
+            return None;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // A parked run comes back as a new live entry: look again.

@@ -26,6 +26,7 @@ pub(super) async fn run(
     index: usize,
     target: Target,
     mut stop: watch::Receiver<bool>,
+    standby_since: Option<DateTime<Utc>>,
 ) {
     let trigger = &flow.triggers[index];
     let TriggerKind::Cron(cron) = &trigger.kind else {
@@ -44,11 +45,18 @@ pub(super) async fn run(
     let now = engine.clock().now();
     if let Some(last) = last {
         let missed = cron.fires_between(last, now, MAX_CATCH_UP);
-        let catch_up: Vec<DateTime<Utc>> = match cron.catch_up {
+        // Taking over from another process (`--role ingest`): the instants
+        // since this one stood by were missed by a leader that died, not
+        // while no process was up; they all fire.
+        let (down, taken_over): (Vec<_>, Vec<_>) = missed
+            .into_iter()
+            .partition(|at| standby_since.is_none_or(|since| *at < since));
+        let mut catch_up: Vec<DateTime<Utc>> = match cron.catch_up {
             CatchUp::Skip => Vec::new(),
-            CatchUp::Latest => missed.last().copied().into_iter().collect(),
-            CatchUp::All => missed,
+            CatchUp::Latest => down.last().copied().into_iter().collect(),
+            CatchUp::All => down,
         };
+        catch_up.extend(taken_over);
         for at in catch_up {
             if !fire(&runs, &flow, &trigger.id, &target, &key, at, &mut stop).await {
                 return;
@@ -73,9 +81,8 @@ pub(super) async fn run(
 }
 
 /// The event of a cron instant.
-pub(crate) fn event(trigger: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Value {
-    let mut event =
-        weir_nodes::triggers::event_base("schedule", &Engine::new_run_id(), trigger, now);
+pub(crate) fn event(id: &str, trigger: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Value {
+    let mut event = weir_nodes::triggers::event_base("schedule", id, trigger, now);
     event.insert(
         "scheduled_at".into(),
         json!(at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
@@ -103,6 +110,12 @@ async fn fire(
             trigger: key.clone(),
             at,
         };
+        // Forwarded to workers, an instant has one id in every process (a
+        // new leader that fires it again starts the same run).
+        let id = match runs.forwards() {
+            true => crate::daemon::cluster::instant_id(key, at),
+            false => Engine::new_run_id(),
+        };
         let admitted = match target.ready_connection(runs) {
             Err(()) => return false,
             Ok(None) if target.connection.is_some() => {
@@ -111,12 +124,12 @@ async fn fire(
                 return true;
             }
             Ok(Some(connection)) => {
-                let event = event(trigger, at, now);
+                let event = event(&id, trigger, at, now);
                 runs.admit_for(flow, &connection, trigger, event, |_| vec![fired])
                     .await
             }
             Ok(None) => {
-                runs.admit(flow, tenant, trigger, event(trigger, at, now), |_| {
+                runs.admit(flow, tenant, trigger, event(&id, trigger, at, now), |_| {
                     vec![fired]
                 })
                 .await

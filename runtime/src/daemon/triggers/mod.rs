@@ -107,6 +107,17 @@ pub struct Triggers {
     schedules: Arc<Schedules>,
     connections: Arc<Connections>,
     tasks: Mutex<HashMap<String, Vec<Task>>>,
+    /// Who fires the triggers (set once, before they start).
+    mode: std::sync::OnceLock<Mode>,
+}
+
+/// Who fires cron and poll triggers.
+#[derive(Clone)]
+pub enum Mode {
+    /// This process, whenever it leads the trigger (`--role ingest`).
+    Led(Arc<crate::daemon::cluster::lead::Lead>),
+    /// Not this process (`--role worker`).
+    Off,
 }
 
 /// Whom one trigger task fires for: a tenant, or one connection of a flow
@@ -168,7 +179,13 @@ impl Triggers {
             schedules,
             connections,
             tasks: Mutex::new(HashMap::new()),
+            mode: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fires triggers only when leading them, or never (default: always).
+    pub fn set_mode(&self, mode: Mode) {
+        let _ = self.mode.set(mode);
     }
 
     /// Starts the tasks of every serving flow.
@@ -180,6 +197,9 @@ impl Triggers {
 
     fn start_flow(self: &Arc<Self>, flow: &Arc<Flow>) {
         crate::metrics::register_flow(flow);
+        if matches!(self.mode.get(), Some(Mode::Off)) {
+            return;
+        }
         let timed = flow
             .triggers
             .iter()
@@ -227,12 +247,26 @@ impl Triggers {
             // On the work runtime: polls evaluate expressions over
             // whole answers.
             let work = runs.work().clone();
-            let handle = match &trigger.kind {
-                TriggerKind::Cron(_) => {
-                    let schedules = self.schedules.clone();
-                    work.spawn(cron::run(runs, schedules, flow, index, target, stop_rx))
+            let key = target.key(&flow.id, &trigger.id);
+            let cron = matches!(trigger.kind, TriggerKind::Cron(_));
+            let schedules = self.schedules.clone();
+            let task = move |stop: watch::Receiver<bool>, since: Option<DateTime<Utc>>| {
+                let (runs, flow, target, schedules) = (
+                    runs.clone(),
+                    flow.clone(),
+                    target.clone(),
+                    schedules.clone(),
+                );
+                async move {
+                    match cron {
+                        true => cron::run(runs, schedules, flow, index, target, stop, since).await,
+                        false => poll::run(runs, flow, index, target, stop).await,
+                    }
                 }
-                _ => work.spawn(poll::run(runs, flow, index, target, stop_rx)),
+            };
+            let handle = match self.mode.get() {
+                Some(Mode::Led(lead)) => work.spawn(lead.clone().led(key, stop_rx, task)),
+                _ => work.spawn(task(stop_rx, None)),
             };
             tasks.push(Task { stop, handle });
         }
