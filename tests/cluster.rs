@@ -66,6 +66,9 @@ impl Deployment {
         for i in 0..PARTITIONS {
             broker.delete_at_end(&format!("{prefix}.keys.{i}"));
         }
+        for level in 0..22 {
+            broker.delete_at_end(&format!("{prefix}.wait.{level}"));
+        }
         let exchange = broker.unique("out");
         broker
             .declare_exchange(&exchange, ExchangeKind::Topic)
@@ -580,6 +583,67 @@ fn instants(got: &[Got]) -> BTreeMap<String, BTreeSet<String>> {
         out.entry(at).or_default().insert(m.message_id());
     }
     out
+}
+
+#[test]
+fn a_run_waiting_on_a_timer_is_handed_off_and_survives_its_worker() {
+    let Some(d) = Deployment::new("cluster: hand-off") else {
+        return;
+    };
+    let inbox = d.broker.bind_and_consume(&d.exchange, "#");
+    let flow = format!(
+        r#"id: later
+triggers:
+  - id: hook
+    type: webhook
+nodes:
+  - id: wait
+    type: delay
+    for: 6s
+    next: publish
+  - id: publish
+    type: deliver
+    target: amqp
+    exchange: {}
+    routing_key: later
+    payload: event.body
+"#,
+        d.exchange
+    );
+    let flows = [("later", flow)];
+    let url = d.url();
+    let ingest = d.start("ingest", "ingest", &flows, &url);
+    let api = Api::new(&ingest);
+    let hand_off = ["--hand-off-after", "1s"];
+    let mut worker_a = d.start_with("worker", "worker-a", &flows, &url, &hand_off);
+    wait_until("worker A consumes", TIMEOUT, || {
+        d.consumers(&api, "events") == Some(1)
+    });
+    let (run, _) = api.accepted("later", &json!({"n": 1}));
+    let api_a = Api::new(&worker_a);
+    wait_until("worker A hands the waiting run off", TIMEOUT, || {
+        counter(&api_a, "weir_cluster_runs_handed_off_total") >= 1.0
+    });
+    // Its event is acked, and the run is no longer on A's disk.
+    let gone = api_a.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(gone.status, 404, "{gone}");
+    assert!(inbox.messages().is_empty(), "the run is still waiting");
+    worker_a.weir.kill();
+    // Another worker goes on with it when it is due.
+    let worker_b = d.start_with("worker", "worker-b", &flows, &url, &hand_off);
+    let got = inbox.wait_for(1, TIMEOUT);
+    assert_eq!(got[0].message_id(), format!("{run}:publish"));
+    assert_eq!(got[0].json(), json!({"n": 1}));
+    let api_b = Api::new(&worker_b);
+    let finished = api_b.wait_finished(&run);
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    let waited = weir_testkit::api::node(&finished, "wait");
+    assert_eq!(waited["status"], "succeeded", "{finished:#}");
+    wait_until("the continuation is acked", TIMEOUT, || {
+        d.ready(&api_b, "events") == Some(0)
+            && counter(&api_b, "weir_cluster_events_acked_total") >= 1.0
+    });
+    assert_eq!(inbox.len(), 1, "delivered once");
 }
 
 #[test]

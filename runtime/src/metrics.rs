@@ -66,6 +66,10 @@ fn describe() {
         "weir_cluster_events_dead_lettered_total",
         "--role worker: events sent to the dead-letter queue, by reason: corrupt, unknown_flow, flow_version, tenant, concurrency_key."
     );
+    describe_counter!(
+        "weir_cluster_runs_handed_off_total",
+        "--role worker: runs waiting on a timer further than --hand-off-after, handed off through the broker's delay queues (their event acked)."
+    );
     describe_gauge!(
         "weir_cluster_broker_connected",
         "--role ingest or worker: 1 while the event broker connection is up."
@@ -310,4 +314,10 @@ pub fn event_dead_lettered(reason: &str) {
 /// `--role ingest` or `worker`: the event broker link is up.
 pub fn cluster_broker_connected(connected: bool) {
     gauge!("weir_cluster_broker_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
+/// `--role worker`: a run waiting on a long timer handed off through the
+/// broker.
+pub fn run_handed_off() {
+    counter!("weir_cluster_runs_handed_off_total").increment(1);
 }

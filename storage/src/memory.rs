@@ -73,6 +73,14 @@ impl Store for MemoryStore {
                         .unwrap_or_default();
                     state.runs.insert(key, run);
                 }
+                Write::HandOffRun { tenant, run } => {
+                    let key = (tenant, run);
+                    state.runs.remove(&key);
+                    state.by_id.remove(&key.1);
+                    state
+                        .nodes
+                        .retain(|(t, r, _), _| !(*t == key.0 && *r == key.1));
+                }
                 Write::ForgetRun { tenant, run } => {
                     let key = (tenant, run);
                     if state.runs.get(&key).is_some_and(|r| r.status.is_finished()) {

@@ -330,7 +330,8 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
     let mut forgets: Vec<(usize, Forget)> = Vec::new();
     for write in commits.iter().flat_map(|c| &c.writes) {
         match write {
-            Write::ForgetRun { tenant, run } => {
+            Write::ForgetRun { tenant, run } | Write::HandOffRun { tenant, run } => {
+                let any_status = matches!(write, Write::HandOffRun { .. });
                 // Its node records: those on disk, and those written earlier
                 // in this group (a transaction cannot scan). If a retry
                 // restarted the run, nothing is removed: see `forget`.
@@ -351,6 +352,7 @@ fn apply(trees: &Trees, commits: &[Commit]) -> Result<()> {
                         run: keys::run(tenant, run),
                         id: keys::by_id(run),
                         nodes,
+                        any_status,
                     },
                 ));
             }
@@ -592,9 +594,12 @@ struct Forget {
     run: Vec<u8>,
     id: Vec<u8>,
     nodes: Vec<sled::IVec>,
+    /// Unfinished too ([`Write::HandOffRun`]).
+    any_status: bool,
 }
 
-/// Removes a run's keys, if the run is finished as the transaction sees it.
+/// Removes a run's keys, if the run is finished as the transaction sees it
+/// (or whatever its status, for a hand-off).
 fn forget(
     views: &[sled::transaction::TransactionalTree],
     f: &Forget,
@@ -603,7 +608,7 @@ fn forget(
         .get(&f.run)?
         .and_then(|v| decode::<RunRecord>(&v).ok())
         .is_some_and(|r| r.status.is_finished());
-    if !finished {
+    if !finished && !f.any_status {
         return Ok(());
     }
     views[T::RUNS].remove(f.run.as_slice())?;

@@ -29,6 +29,9 @@ pub enum Write {
     /// entry (its retention ended). Nothing happens if the run is not
     /// finished when the commit applies (a retry may have restarted it).
     ForgetRun { tenant: String, run: String },
+    /// Forget a run whatever its status: another process goes on with it
+    /// (a worker handed its checkpoint off through the broker).
+    HandOffRun { tenant: String, run: String },
     /// Insert or replace one node record of a run.
     Node {
         tenant: String,

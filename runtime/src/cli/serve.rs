@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// (ingest then answers 429); the same on every process.
     #[arg(long, env = "WEIR_MAX_QUEUE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: u64,
+    /// `--role worker`: a run waiting on a timer further away than this
+    /// hands its checkpoint to the broker and acks its event, so no event
+    /// stays unacked past RabbitMQ's consumer timeout (30 minutes by
+    /// default); any worker goes on with it when it is due.
+    #[arg(long, env = "WEIR_HAND_OFF_AFTER", default_value = "60s", value_parser = duration)]
+    pub hand_off_after: Duration,
     /// Names of the deployment's queues start with it; two deployments
     /// sharing a broker need different ones.
     #[arg(long, env = "WEIR_QUEUE_PREFIX", default_value = "weir")]
@@ -258,6 +264,7 @@ fn cluster_settings(args: &ServeArgs) -> Result<Option<crate::daemon::cluster::S
         partitions: args.partitions,
         prefetch: args.prefetch,
         max_queue: args.max_queue,
+        hand_off_after: args.hand_off_after,
     }))
 }
 

@@ -179,6 +179,11 @@ impl Broker {
         for i in 0..t.partitions() {
             queues.push((t.partition(i), t.work_arguments(true)));
         }
+        if self.role == Role::Worker {
+            for level in 0..super::WAIT_LEVELS {
+                queues.push((t.wait(level), t.wait_arguments(level)));
+            }
+        }
         for (name, args) in queues {
             declare_queue(channel, &name, args).await?;
         }

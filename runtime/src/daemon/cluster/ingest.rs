@@ -82,6 +82,7 @@ impl Forward {
             concurrency_key: run.concurrency_key.clone(),
             accepted_at: run.created_at,
             event: (*run.event).clone(),
+            resume: None,
         };
         let body = match serde_json::to_vec(&message) {
             Ok(body) => body,

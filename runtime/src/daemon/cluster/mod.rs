@@ -71,6 +71,10 @@ pub struct Settings {
     /// Ready events a work queue holds before the broker refuses more
     /// (ingest answers 429).
     pub max_queue: u64,
+    /// `--role worker`: a run that waits on a timer further away than
+    /// this is handed off through the broker (its event acked) instead of
+    /// keeping its event unacked.
+    pub hand_off_after: std::time::Duration,
 }
 
 /// The queues of a deployment.
@@ -80,6 +84,10 @@ pub struct Topology {
     partitions: u16,
     max_queue: u64,
 }
+
+/// Delay queues: level `n` holds a message `2^n` seconds (up to about 24
+/// days), then dead-letters it back to the event queue.
+pub const WAIT_LEVELS: u32 = 22;
 
 /// Deliveries of one event before the broker dead-letters it (a worker
 /// that dies on it every time must not make a redelivery loop).
@@ -106,6 +114,33 @@ impl Topology {
 
     pub fn partitions(&self) -> u16 {
         self.partitions
+    }
+
+    /// Delay queue `level`: holds a hand-off `2^level` seconds.
+    pub fn wait(&self, level: u32) -> String {
+        format!("{}.wait.{level}", self.prefix)
+    }
+
+    /// The delay queue for a hand-off due in `remaining`: the longest one
+    /// that does not overshoot (it comes back, and goes on, until due).
+    pub fn wait_level(remaining: std::time::Duration) -> u32 {
+        let seconds = remaining.as_secs().max(1);
+        (63 - seconds.leading_zeros()).min(WAIT_LEVELS - 1)
+    }
+
+    /// The arguments of delay queue `level`: quorum, a message TTL, and
+    /// dead-lettering (at least once) to the event queue.
+    pub fn wait_arguments(&self, level: u32) -> FieldTable {
+        let mut args = quorum();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(1000 * (1i64 << level)),
+        );
+        args.insert("x-overflow".into(), text("reject-publish"));
+        args.insert("x-dead-letter-exchange".into(), text(""));
+        args.insert("x-dead-letter-routing-key".into(), text(&self.events()));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args
     }
 
     /// Where what cannot be run goes, with why.
@@ -217,6 +252,21 @@ pub struct EventMessage {
     pub concurrency_key: Option<String>,
     pub accepted_at: DateTime<Utc>,
     pub event: Value,
+    /// A run handed off while it waits on a timer: its records, to go on
+    /// from where it stopped once `due`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Box<Checkpoint>>,
+}
+
+/// What a worker needs to go on with a run another worker handed off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub run: weir_storage::RunRecord,
+    pub nodes: Vec<weir_storage::NodeRecord>,
+    /// The flow's version the run started on.
+    pub snapshot: Option<weir_storage::FlowSnapshot>,
+    /// When its timer is due.
+    pub due: DateTime<Utc>,
 }
 
 pub const EVENT_FORMAT: u32 = 1;
@@ -316,6 +366,7 @@ mod tests {
             partitions,
             prefetch: 1,
             max_queue: 10,
+            hand_off_after: std::time::Duration::from_secs(60),
         })
     }
 
@@ -356,6 +407,17 @@ mod tests {
         assert_ne!(instant_id(&key, at), instant_id(&other, at));
         let id = uuid::Uuid::parse_str(&instant_id(&key, at)).unwrap();
         assert_eq!(id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn a_hand_off_waits_in_the_longest_queue_that_does_not_overshoot() {
+        let level = |s: u64| Topology::wait_level(std::time::Duration::from_secs(s));
+        assert_eq!(level(0), 0);
+        assert_eq!(level(1), 0);
+        assert_eq!(level(3), 1);
+        assert_eq!(level(4), 2);
+        assert_eq!(level(3600), 11); // 2048 s, then the rest
+        assert_eq!(level(u64::MAX), WAIT_LEVELS - 1);
     }
 
     #[test]

@@ -20,8 +20,10 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tracing::{debug, error, warn};
 
-use super::broker::Link;
-use super::{Cluster, DeadLetter, EVENT_FORMAT, EventMessage, short};
+use weir_storage::{Commit, Write};
+
+use super::broker::{Link, properties};
+use super::{Checkpoint, Cluster, DeadLetter, EVENT_FORMAT, EventMessage, Topology, short};
 use crate::daemon::outbox::Outbox;
 use crate::daemon::runs::{AdmitError, Runs};
 use crate::flow::Flow;
@@ -133,6 +135,9 @@ impl Worker {
                 return self.dead_letter(link, delivery, None, "corrupt", why).await;
             }
         };
+        if message.resume.is_some() {
+            return self.resume(link, delivery, message).await;
+        }
         // Delivered again (after a broker or worker restart): the run may
         // be here already; it is not admitted twice.
         match self.runs.engine().store().run_by_id(&message.event_id) {
@@ -245,16 +250,30 @@ impl Worker {
         tokio::spawn(async move { this.finish_then_ack_now(run, delivery).await });
     }
 
-    /// Waits for the run to finish and its deliveries to settle, then acks.
+    /// Waits for the run to finish and its deliveries to settle, then acks;
+    /// a run that parks on a timer further away than `--hand-off-after`
+    /// is handed off instead ([`Worker::hand_off`]).
     async fn finish_then_ack_now(&self, run: String, delivery: Delivery) {
+        let hand_off_after = chrono::Duration::from_std(self.cluster.settings.hand_off_after)
+            .unwrap_or(chrono::Duration::MAX);
+        // A run with a concurrency key holds its key's slot here while it
+        // waits: it is not handed off (its partition's order depends on it).
+        let keyed = matches!(
+            self.runs.engine().store().run_by_id(&run),
+            Ok(Some(r)) if r.concurrency_key.is_some()
+        );
         loop {
-            if self
-                .runs
-                .wait(&run, Duration::from_secs(3600))
-                .await
-                .is_some()
-            {
+            if self.runs.wait(&run, Duration::from_secs(1)).await.is_some() {
                 break;
+            }
+            let now = self.runs.engine().clock().now();
+            let far = !keyed
+                && self
+                    .runs
+                    .parked_at(&run)
+                    .is_some_and(|at| at - now > hand_off_after);
+            if far && self.hand_off(&run, &delivery).await {
+                return;
             }
         }
         self.outbox.settled(&run).await;
@@ -266,6 +285,153 @@ impl Worker {
                 debug!(run_id = %run, error = %e, "cannot ack an event; it will be delivered again")
             }
         }
+    }
+
+    /// Hands a parked run off: once its deliveries so far are confirmed,
+    /// its checkpoint (run, node records, flow version) goes to the delay
+    /// queue for its wake time (confirmed), then the run leaves this
+    /// worker's disk, then its event is acked — in that order, so a crash
+    /// at any point leaves the run with the broker, here, or both (then
+    /// it runs on under the same ids). True if it was handed off.
+    async fn hand_off(&self, run_id: &str, delivery: &Delivery) -> bool {
+        let Some(link) = self.cluster.broker.current() else {
+            return false;
+        };
+        self.outbox.settled(run_id).await;
+        let Some(due) = self.runs.take_parked(run_id) else {
+            return false; // it woke meanwhile
+        };
+        let store = self.runs.engine().store().clone();
+        let checkpoint = (|| {
+            let run = store
+                .run_by_id(run_id)?
+                .ok_or_else(|| weir_storage::Error::Failed(format!("run {run_id} is gone")))?;
+            let nodes = store.nodes(&run.tenant, &run.id)?;
+            let snapshot = store.snapshot(&run.flow, &run.flow_version)?;
+            Ok::<_, weir_storage::Error>(Checkpoint {
+                run,
+                nodes,
+                snapshot,
+                due,
+            })
+        })();
+        let checkpoint = match checkpoint {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(run_id, error = %e, "cannot read a waiting run to hand it off; it waits here");
+                self.runs.park_again(run_id, due);
+                return false;
+            }
+        };
+        let run = &checkpoint.run;
+        let message = EventMessage {
+            v: EVENT_FORMAT,
+            event_id: run.id.clone(),
+            tenant: run.tenant.clone(),
+            flow: run.flow.clone(),
+            flow_version: run.flow_version.clone(),
+            trigger: run.trigger.clone(),
+            connection: run.connection.clone(),
+            concurrency_key: run.concurrency_key.clone(),
+            accepted_at: run.created_at,
+            event: (*run.event).clone(),
+            resume: None,
+        };
+        let (tenant, id) = (run.tenant.clone(), run.id.clone());
+        let message = EventMessage {
+            resume: Some(Box::new(checkpoint)),
+            ..message
+        };
+        let now = self.runs.engine().clock().now();
+        if let Err(e) = self.delay(&link, &message, due - now).await {
+            warn!(run_id, error = %e, "cannot hand a waiting run off; it waits here");
+            self.runs.park_again(run_id, due);
+            return false;
+        }
+        let forget = Commit::new().with(Write::HandOffRun { tenant, run: id });
+        if let Err(e) = store.commit(forget).await {
+            // It is with the broker too: both go on, under the same ids.
+            warn!(run_id, error = %e, "a handed-off run could not be removed here");
+        }
+        crate::metrics::run_handed_off();
+        debug!(run_id, due = %due, "a waiting run is handed off");
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            debug!(run_id, error = %e, "cannot ack a handed-off run's event; it will be delivered again");
+        }
+        true
+    }
+
+    /// Publishes `message` to the delay queue for `remaining` (confirmed).
+    async fn delay(
+        &self,
+        link: &Link,
+        message: &EventMessage,
+        remaining: chrono::Duration,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(message).map_err(|e| e.to_string())?;
+        let level = Topology::wait_level(remaining.to_std().unwrap_or_default());
+        self.cluster
+            .broker
+            .publish(
+                link,
+                &self.cluster.topology.wait(level),
+                &body,
+                properties(&message.event_id),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A handed-off run came back: not due yet, it waits again; due, its
+    /// records are written here and it goes on (unless it is here already).
+    async fn resume(self: &Arc<Self>, link: &Arc<Link>, delivery: Delivery, message: EventMessage) {
+        let Some(checkpoint) = message.resume.as_deref() else {
+            return;
+        };
+        let now = self.runs.engine().clock().now();
+        let remaining = checkpoint.due - now;
+        if remaining > chrono::Duration::seconds(1) {
+            match self.delay(link, &message, remaining).await {
+                Ok(()) => {
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    warn!(run_id = %message.event_id, error = %e, "cannot put a handed-off run back to wait; it goes back to its queue");
+                    requeue_later(delivery);
+                }
+            }
+            return;
+        }
+        let store = self.runs.engine().store().clone();
+        match store.run_by_id(&checkpoint.run.id) {
+            Ok(Some(_)) => return self.finish_then_ack(message.event_id, delivery),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(run_id = %message.event_id, error = %e, "cannot look a handed-off run up; it goes back to its queue");
+                return requeue_later(delivery);
+            }
+        }
+        let mut run = checkpoint.run.clone();
+        run.event = Arc::new(message.event.clone());
+        let mut commit = Commit::new();
+        if let Some(snapshot) = &checkpoint.snapshot {
+            commit.push(Write::Snapshot(snapshot.clone()));
+        }
+        commit.push(Write::NewRun(run.clone()));
+        for record in &checkpoint.nodes {
+            commit.push(Write::Node {
+                tenant: run.tenant.clone(),
+                run: run.id.clone(),
+                record: record.clone(),
+            });
+        }
+        if let Err(e) = store.commit(commit).await {
+            warn!(run_id = %run.id, error = %e, "cannot store a handed-off run; it goes back to its queue");
+            return requeue_later(delivery);
+        }
+        debug!(run_id = %run.id, "a handed-off run goes on here");
+        self.runs.drive_imported(&run.id);
+        self.finish_then_ack(run.id, delivery);
     }
 
     /// Sends the message to the dead-letter queue with why, then acks it;

@@ -31,6 +31,35 @@ impl Runs {
         key.is_some_and(|k| parked.remove(&k).is_some())
     }
 
+    /// When a parked run's timer is due, if it is parked.
+    pub fn parked_at(&self, id: &str) -> Option<DateTime<Utc>> {
+        lock(&self.parked)
+            .keys()
+            .find(|(_, r)| r == id)
+            .map(|(at, _)| *at)
+    }
+
+    /// Takes a parked run out of the parked set (it is handed off): when
+    /// it was due, or `None` if it was not parked (it woke meanwhile).
+    pub fn take_parked(&self, id: &str) -> Option<DateTime<Utc>> {
+        let mut parked = lock(&self.parked);
+        let key = parked.keys().find(|(_, r)| r == id).cloned()?;
+        parked.remove(&key);
+        Some(key.0)
+    }
+
+    /// Parks a run again (its hand-off failed).
+    pub fn park_again(&self, id: &str, at: DateTime<Utc>) {
+        lock(&self.parked).insert((at, id.to_owned()), ());
+        self.parked_changed.notify_one();
+    }
+
+    /// Drives a run whose records were just written here (a hand-off from
+    /// another worker).
+    pub fn drive_imported(self: &Arc<Self>, id: &str) {
+        self.drive_stored(id, "a handed-off run");
+    }
+
     /// Drives parked runs again when their timers are due. Lives as long
     /// as the process (the daemon's `Runs` does too).
     pub(super) async fn wake_parked(runs: Arc<Self>) {
