@@ -455,6 +455,12 @@ impl Actions {
                 action.key
             )));
         };
+        if runs.forwards() {
+            return Err(NodeError::Invalid(format!(
+                "action `{}` is implemented by flow `{id}`, whose output this process cannot wait for: with --role ingest its runs go to workers. Run flow-implemented actions on a --role all process",
+                action.key
+            )));
+        }
         // A space: no caller's Idempotency-Key can take this name.
         let marker = format!("flow action {key}");
         let store = runs.engine().store().clone();
