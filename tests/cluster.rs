@@ -710,6 +710,26 @@ fn a_broker_outage_is_503_at_ingest_and_nothing_acknowledged_is_lost() {
             .iter()
             .all(|(_, r)| ids.contains(&format!("{r}:publish")))
     });
+    // The broker's password is in no log line and no API answer, also
+    // while the link was down (its errors are shown).
+    let password = via_proxy
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|creds| creds.split(':').nth(1))
+        .unwrap()
+        .to_owned();
+    let credentials = format!(":{password}@");
+    let view = api.get_ok("/api/v1/cluster").to_string();
+    for (what, text) in [
+        ("the ingest's log", ingest.weir.stderr()),
+        ("GET /api/v1/cluster", view),
+    ] {
+        assert!(
+            !text.contains(&credentials),
+            "{what} shows the broker's password"
+        );
+    }
     let (repeated, unacknowledged) = assert_all_delivered(&acked, &inbox.messages(), false);
     println!(
         "outage: refused {:?}; {repeated} delivered twice; {unacknowledged} events queued whose 202 was lost with the link (answered 503, sent again)",
