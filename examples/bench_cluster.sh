@@ -24,6 +24,7 @@ CONSUMER=$EXAMPLES/consumer
 WORK=$(mktemp -d)
 PREFIX="weir-bench-$$"
 PIDS=()
+NAMES=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -46,6 +47,7 @@ start() {
   WEIR_LOG=warn "$WEIR" serve --flows "$WORK/$name/flows" --data "$WORK/$name/data" \
     --listen "127.0.0.1:$port" --amqp "$AMQP" "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
+  NAMES+=("$name")
   until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do sleep 0.05; done
 }
 
@@ -63,8 +65,10 @@ measure() {
   consume "$round-full" >"$WORK/$round-full.txt" &
   local c=$!
   sleep 1
+  echo "CPU-seconds before:$(cpus)"
   "$LOADGEN" --url "$url" --concurrency 64 --seconds "$SECONDS_PER_RUN" --stamp | tee "$WORK/$round-max.txt"
   wait "$c" || true
+  echo "CPU-seconds after: $(cpus) (the consumer drained for 5 s more)"
   cat "$WORK/$round-full.txt"
   local max
   max=$(awk '/^acknowledged/ {gsub(/[(\/s)]/, "", $3); print $3}' "$WORK/$round-max.txt")
@@ -78,6 +82,17 @@ measure() {
   cat "$WORK/$round-half.txt"
 }
 
+# CPU-seconds (user + system) a process has used so far.
+cpu_s() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / tck}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+BROKER=$(pgrep -f beam.smp | head -n 1 || true)
+# "name=cpu ..." of every weir process and the broker.
+cpus() {
+  local out="" i=0
+  for p in "${PIDS[@]}"; do out="$out ${NAMES[$i]}=$(cpu_s "$p")"; i=$((i + 1)); done
+  [ -n "$BROKER" ] && out="$out rabbitmq=$(cpu_s "$BROKER")"
+  echo "$out"
+}
+
 rss_mb() { echo $(( $(awk '/^VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
 
 start all "$BASE_PORT"
@@ -85,6 +100,7 @@ measure all "$BASE_PORT"
 echo "RSS (peak): all $(rss_mb "${PIDS[0]}") MB"
 kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 PIDS=()
+NAMES=()
 
 CLUSTER=(--queue-prefix "$PREFIX")
 start worker-1 $((BASE_PORT + 2)) --role worker "${CLUSTER[@]}"
