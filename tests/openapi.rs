@@ -160,6 +160,7 @@ fn the_document_describes_every_endpoint_and_validates() {
         "/api/v1/integrations/{key}",
         "/api/v1/tenants",
         "/api/v1/tenants/{tenant}",
+        "/api/v1/cluster",
         "/hooks/{tenant}/{flow}/{trigger}",
         "/oauth2/callback",
         "/healthz",
@@ -224,7 +225,7 @@ fn the_document_describes_every_endpoint_and_validates() {
             );
         }
     }
-    assert_eq!(operations, 35);
+    assert_eq!(operations, 36);
     // Types, not free-form objects: a run's fields and statuses.
     let run = &doc["components"]["schemas"]["RunView"];
     assert!(
@@ -313,7 +314,7 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     );
     // It tested every operation (all but /openapi.json itself, which
     // schemathesis leaves out).
-    assert!(stdout.contains("Tested: 34"), "{stdout}");
+    assert!(stdout.contains("Tested: 35"), "{stdout}");
     // Nothing it sent made weir panic or stop.
     w.daemon.weir.assert_running();
     assert!(!w.daemon.weir.stderr().contains("panicked"));
