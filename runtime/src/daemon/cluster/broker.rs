@@ -48,19 +48,7 @@ pub struct Broker {
     last_error: Mutex<Option<String>>,
 }
 
-/// The URL without its password, for logs.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub(crate) use crate::daemon::outbox::amqp::redacted;
 
 impl Broker {
     pub fn start(url: String, topology: Topology, role: Role) -> Arc<Self> {

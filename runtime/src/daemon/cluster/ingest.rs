@@ -16,7 +16,7 @@ use weir_storage::{Commit, RunRecord, Store, TriggerKey, Write};
 
 use super::broker::{PublishError, properties};
 use super::lead::Lead;
-use super::{Cluster, EVENT_FORMAT, EventMessage};
+use super::{Cluster, EventMessage};
 use crate::daemon::runs::AdmitError;
 use crate::flow::Flow;
 
@@ -71,19 +71,7 @@ impl Forward {
         writes: Vec<Write>,
     ) -> oneshot::Receiver<Result<(), AdmitError>> {
         let (done, answer) = oneshot::channel();
-        let message = EventMessage {
-            v: EVENT_FORMAT,
-            event_id: run.id.clone(),
-            tenant: run.tenant.clone(),
-            flow: flow.id.clone(),
-            flow_version: flow.version.clone(),
-            trigger: run.trigger.clone(),
-            connection: run.connection.clone(),
-            concurrency_key: run.concurrency_key.clone(),
-            accepted_at: run.created_at,
-            event: (*run.event).clone(),
-            resume: None,
-        };
+        let message = EventMessage::of(run);
         let body = match serde_json::to_vec(&message) {
             Ok(body) => body,
             Err(e) => {

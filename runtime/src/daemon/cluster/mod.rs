@@ -271,6 +271,25 @@ pub struct Checkpoint {
 
 pub const EVENT_FORMAT: u32 = 1;
 
+impl EventMessage {
+    /// The message that carries `run`'s event (the run id is the event id).
+    pub fn of(run: &weir_storage::RunRecord) -> Self {
+        Self {
+            v: EVENT_FORMAT,
+            event_id: run.id.clone(),
+            tenant: run.tenant.clone(),
+            flow: run.flow.clone(),
+            flow_version: run.flow_version.clone(),
+            trigger: run.trigger.clone(),
+            connection: run.connection.clone(),
+            concurrency_key: run.concurrency_key.clone(),
+            accepted_at: run.created_at,
+            event: (*run.event).clone(),
+            resume: None,
+        }
+    }
+}
+
 /// An event a worker could not run, sent to the dead-letter queue.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {

@@ -324,19 +324,7 @@ impl Worker {
             }
         };
         let run = &checkpoint.run;
-        let message = EventMessage {
-            v: EVENT_FORMAT,
-            event_id: run.id.clone(),
-            tenant: run.tenant.clone(),
-            flow: run.flow.clone(),
-            flow_version: run.flow_version.clone(),
-            trigger: run.trigger.clone(),
-            connection: run.connection.clone(),
-            concurrency_key: run.concurrency_key.clone(),
-            accepted_at: run.created_at,
-            event: (*run.event).clone(),
-            resume: None,
-        };
+        let message = EventMessage::of(run);
         let (tenant, id) = (run.tenant.clone(), run.id.clone());
         let message = EventMessage {
             resume: Some(Box::new(checkpoint)),

@@ -44,7 +44,8 @@ pub struct Amqp {
     last_error: Mutex<Option<String>>,
 }
 
-fn redacted(url: &str) -> String {
+/// The URL without its password, for logs (the cluster's broker link too).
+pub(crate) fn redacted(url: &str) -> String {
     // amqp://user:password@host → amqp://user:***@host
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

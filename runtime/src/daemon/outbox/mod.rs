@@ -23,7 +23,7 @@
 //! - `http`: signed HTTP deliveries
 //! - `message`: what a delivery looks like on the wire
 
-mod amqp;
+pub(crate) mod amqp;
 mod http;
 pub mod message;
 
