@@ -657,6 +657,22 @@ async fn a_resumed_run_never_reruns_finished_nodes() {
     assert!(engine.unfinished().unwrap().is_empty());
 }
 
+/// Opens a store again once the one before has let go of the folder's lock
+/// (sled's own threads end a moment after its last handle is dropped).
+async fn reopen(dir: &std::path::Path) -> Arc<weir_storage::SledStore> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match weir_storage::SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the store's lock: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot open the store again: {e}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn runs_resume_on_the_flow_version_they_started_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -670,7 +686,7 @@ async fn runs_resume_on_the_flow_version_they_started_on() {
 
     // The file changes; the run was left unfinished.
     let _v2 = flow("  - {id: m, type: map, mapping: {version: 2}}\n");
-    let store = weir_storage::SledStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path()).await;
     let engine = engine_on(store.clone());
     let unfinished = engine.unfinished().unwrap();
     assert_eq!(unfinished.len(), 1);
@@ -712,7 +728,7 @@ async fn many_concurrent_runs_on_sled_all_finish_durably() {
     store.close().await;
     drop((engine, store));
     // Everything reported finished is on disk.
-    let store = weir_storage::SledStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path()).await;
     assert!(store.unfinished_runs().unwrap().is_empty());
     let runs = store.list_runs("default", None, 1000).unwrap();
     assert_eq!(runs.len(), 200);
