@@ -450,10 +450,62 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
     for s in senders {
         s.join().unwrap();
     }
-    wait_until("every event is delivered", TIMEOUT * 2, || {
+    let deadline = std::time::Instant::now() + TIMEOUT * 2;
+    loop {
         let ids: HashSet<String> = inbox.messages().iter().map(Got::message_id).collect();
-        ids.len() >= CUSTOMERS * EACH
-    });
+        if ids.len() >= CUSTOMERS * EACH {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // What a failure needs to be understood: where the events are.
+            let tail = |log: String| log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+            // The broker's own view, when its CLI is on this machine:
+            // which channel holds which queue's unacked events.
+            let rabbitmqctl = |args: &[&str]| {
+                std::process::Command::new("rabbitmqctl")
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_else(|e| format!("(rabbitmqctl: {e})"))
+            };
+            eprintln!(
+                "the broker's queues:\n{}\nthe broker's consumers:\n{}",
+                rabbitmqctl(&[
+                    "list_queues",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers"
+                ]),
+                rabbitmqctl(&[
+                    "list_consumers",
+                    "queue_name",
+                    "channel_pid",
+                    "active",
+                    "prefetch_count"
+                ]),
+            );
+            panic!(
+                "timed out: {} of {} events delivered\nthe ingest's view: {}\nworker B's view: {}\nworker B's runs: {}\nworker A's last log lines (newest first):\n{}\nworker B's last log lines (newest first):\n{}",
+                ids.len(),
+                CUSTOMERS * EACH,
+                api.get_ok("/api/v1/cluster"),
+                Api::new(&worker_b).get_ok("/api/v1/cluster"),
+                Api::new(&worker_b).get_ok("/api/v1/runs?limit=400")["runs"]
+                    .as_array()
+                    .map(|runs| runs
+                        .iter()
+                        .filter(|r| r["status"] != "succeeded")
+                        .cloned()
+                        .collect::<Vec<_>>())
+                    .map(Value::from)
+                    .unwrap_or_default(),
+                tail(worker_a.weir.stderr()),
+                tail(worker_b.weir.stderr()),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Per customer, the first delivery of each run, in arrival order, is
     // in the order the events were accepted. (A run A finished but did
     // not ack runs again on B: a repeat, under the same message id.)
