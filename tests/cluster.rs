@@ -491,7 +491,7 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
                 CUSTOMERS * EACH,
                 api.get_ok("/api/v1/cluster"),
                 Api::new(&worker_b).get_ok("/api/v1/cluster"),
-                Api::new(&worker_b).get_ok("/api/v1/runs?limit=400")["runs"]
+                Api::new(&worker_b).get_ok("/api/v1/runs?limit=400")["items"]
                     .as_array()
                     .map(|runs| runs
                         .iter()
