@@ -485,6 +485,24 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
                     "prefetch_count"
                 ]),
             );
+            // Which (customer, seq) never arrived: the run to look up.
+            let arrived: HashSet<(String, u64)> = inbox
+                .messages()
+                .iter()
+                .map(|m| {
+                    let body = m.json();
+                    (
+                        body["customer"].as_str().unwrap_or("").to_owned(),
+                        body["seq"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect();
+            let missing: Vec<String> = (0..CUSTOMERS)
+                .flat_map(|c| (0..EACH as u64).map(move |seq| (format!("c{c}"), seq)))
+                .filter(|k| !arrived.contains(k))
+                .map(|(c, seq)| format!("{c}#{seq}"))
+                .collect();
+            eprintln!("never delivered: {missing:?}");
             panic!(
                 "timed out: {} of {} events delivered\nthe ingest's view: {}\nworker B's view: {}\nworker B's runs: {}\nworker A's last log lines (newest first):\n{}\nworker B's last log lines (newest first):\n{}",
                 ids.len(),
