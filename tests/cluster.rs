@@ -263,6 +263,17 @@ impl Load {
     }
 }
 
+/// Joins sender threads once they are done, waiting a bounded time: a
+/// weir that stops answering fails the test instead of hanging it.
+fn join_senders(what: &str, senders: Vec<std::thread::JoinHandle<()>>) {
+    wait_until(what, TIMEOUT * 2, || {
+        senders.iter().all(|s| s.is_finished())
+    });
+    for s in senders {
+        s.join().unwrap();
+    }
+}
+
 /// Stops the senders when the test ends, also by a panic.
 struct StopOnDrop(Arc<Load>);
 
@@ -363,9 +374,7 @@ fn two_workers_share_the_load_and_a_killed_one_loses_nothing() {
     });
     let a_acked = counter(&api_a, "weir_cluster_events_acked_total");
     worker_a.weir.kill();
-    for s in senders {
-        s.join().unwrap();
-    }
+    join_senders("every event is accepted after the kill", senders);
     let acked = load.acked.lock().unwrap().clone();
     let unexpected = load.unexpected.lock().unwrap().clone();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
@@ -447,9 +456,7 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
     });
     worker_a.weir.kill();
     killed.store(true, Ordering::SeqCst);
-    for s in senders {
-        s.join().unwrap();
-    }
+    join_senders("every keyed event is accepted after the kill", senders);
     let deadline = std::time::Instant::now() + TIMEOUT * 2;
     loop {
         let ids: HashSet<String> = inbox.messages().iter().map(Got::message_id).collect();
@@ -503,6 +510,27 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
                 .map(|(c, seq)| format!("{c}#{seq}"))
                 .collect();
             eprintln!("never delivered: {missing:?}");
+            // Did worker A ack an event whose delivery it still held?
+            // Started again on its folder, it sends what its outbox has.
+            let again = d.start("worker", "worker-a", &flows, &url);
+            eprintln!(
+                "worker A's outbox, started again: {}",
+                Api::new(&again).get_ok("/api/v1/outbox")
+            );
+            let late = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < late {
+                let n = inbox
+                    .messages()
+                    .iter()
+                    .map(Got::message_id)
+                    .collect::<HashSet<_>>()
+                    .len();
+                if n >= CUSTOMERS * EACH {
+                    eprintln!("every event arrived once worker A started again");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             panic!(
                 "timed out: {} of {} events delivered\nthe ingest's view: {}\nworker B's view: {}\nworker B's runs: {}\nworker A's last log lines (newest first):\n{}\nworker B's last log lines (newest first):\n{}",
                 ids.len(),
@@ -759,9 +787,7 @@ fn a_broker_outage_is_503_at_ingest_and_nothing_acknowledged_is_lost() {
         "nothing is acknowledged while the broker is away"
     );
     proxy.restore();
-    for s in senders {
-        s.join().unwrap();
-    }
+    join_senders("every event is accepted once the broker is back", senders);
     assert_eq!(
         load.retry_after_missing.load(Ordering::SeqCst),
         0,

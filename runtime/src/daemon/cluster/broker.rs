@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -49,6 +48,7 @@ pub struct Broker {
 }
 
 pub(crate) use crate::daemon::outbox::amqp::redacted;
+use crate::daemon::outbox::amqp::{CLOSE_TIMEOUT, close_broken, within_connect_timeout};
 
 impl Broker {
     pub fn start(url: String, topology: Topology, role: Role) -> Arc<Self> {
@@ -99,7 +99,7 @@ impl Broker {
     async fn keep(self: Arc<Self>) {
         let mut failures = 0u32;
         loop {
-            match self.connect().await {
+            match within_connect_timeout(self.connect()).await {
                 Ok(link) => {
                     failures = 0;
                     let link = Arc::new(link);
@@ -116,10 +116,7 @@ impl Broker {
                     }
                     self.link.send_replace(None);
                     crate::metrics::cluster_broker_connected(false);
-                    let _ = link
-                        .connection
-                        .close(200, ShortString::from("weir reconnects"))
-                        .await;
+                    close_broken(&link.connection).await;
                     warn!(broker = %redacted(&self.url), "the event broker connection broke; reconnecting (events are refused with 503 meanwhile)");
                 }
                 Err(e) => {
@@ -143,7 +140,7 @@ impl Broker {
             .await
             .map_err(|e| format!("open a channel: {e}"))?;
         self.declare(&declarer).await?;
-        let _ = declarer.close(200, ShortString::from("declared")).await;
+        close_channel(&declarer, "declared").await;
         let publisher = connection
             .create_channel()
             .await
@@ -266,6 +263,12 @@ pub async fn declare_queue(
                 "cannot declare queue `{name}`: {e}; if it exists with other arguments (another --max-queue or --partitions, or not a quorum queue), give every process the same settings or delete the queue"
             )
         })
+}
+
+/// Closes a channel, without waiting long for the broker's answer (a
+/// connection that just broke may never bring it).
+pub async fn close_channel(channel: &Channel, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, short(why))).await;
 }
 
 /// Persistent JSON with an id.

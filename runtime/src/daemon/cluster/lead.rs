@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use weir_storage::{Commit, SeenRecord, Store, TriggerKey, Write};
 
-use super::broker::{Link, declare_queue, properties};
+use super::broker::{Link, close_channel, declare_queue, properties};
 use super::{Cluster, short};
 
 /// How often a leader publishes its token again when nothing fired: well
@@ -241,7 +241,7 @@ impl Lead {
                     self.seed_if_empty(link, &name).await;
                 }
                 () = stopped(stop) => {
-                    let _ = channel.close(200, short("stopping")).await;
+                    close_channel(&channel, "stopping").await;
                     return Ok(None);
                 }
             }
@@ -306,7 +306,7 @@ impl Lead {
             // (`drop-head`), or discarded by it as older.
             let _ = self.seed(link, name).await;
         }
-        let _ = channel.close(200, short("checked")).await;
+        close_channel(&channel, "checked").await;
     }
 
     /// The state as it is on this process's disk.
@@ -396,12 +396,12 @@ impl Hold {
                         if let Err(e) = self.publish().await {
                             warn!(queue = %self.name, error = %e, "cannot publish the trigger's state before stepping down");
                         }
-                        let _ = self.channel.close(200, short("stepping down")).await;
+                        close_channel(&self.channel, "stepping down").await;
                         let _ = done.send(());
                         break;
                     }
                     None => {
-                        let _ = self.channel.close(200, short("stepping down")).await;
+                        close_channel(&self.channel, "stepping down").await;
                         break;
                     }
                 },

@@ -13,6 +13,9 @@ use utoipa::ToSchema;
 use super::{Admin, ApiError, AppState, ErrorBody};
 use crate::daemon::cluster::{DeadLetter, short};
 
+/// How long counting the queues may take before the answer goes without.
+const COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClusterView {
     /// `all`, `ingest` or `worker`.
@@ -54,32 +57,37 @@ pub async fn cluster(
             dead_letters: Vec::new(),
         }));
     };
+    // A link that just broke may leave a broker call unanswered: the
+    // counts are left out rather than the answer held.
     let mut queues = Vec::new();
-    if let Some(link) = cluster.broker.current()
-        && let Ok(channel) = link.connection.create_channel().await
-    {
-        let t = &cluster.topology;
-        let mut names = vec![t.events()];
-        names.extend((0..t.partitions()).map(|i| t.partition(i)));
-        names.push(t.dead());
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        for name in names {
-            if let Ok(q) = channel
-                .queue_declare(short(&name), options, FieldTable::default())
-                .await
-            {
-                queues.push(QueueView {
-                    name,
-                    ready: q.message_count(),
-                    consumers: q.consumer_count(),
-                });
+    let count = async {
+        if let Some(link) = cluster.broker.current()
+            && let Ok(channel) = link.connection.create_channel().await
+        {
+            let t = &cluster.topology;
+            let mut names = vec![t.events()];
+            names.extend((0..t.partitions()).map(|i| t.partition(i)));
+            names.push(t.dead());
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            for name in names {
+                if let Ok(q) = channel
+                    .queue_declare(short(&name), options, FieldTable::default())
+                    .await
+                {
+                    queues.push(QueueView {
+                        name,
+                        ready: q.message_count(),
+                        consumers: q.consumer_count(),
+                    });
+                }
             }
+            crate::daemon::cluster::broker::close_channel(&channel, "counted").await;
         }
-        let _ = channel.close(200, short("counted")).await;
-    }
+    };
+    let _ = tokio::time::timeout(COUNT_TIMEOUT, count).await;
     Ok(Json(ClusterView {
         role: cluster.role().as_str(),
         broker_connected: Some(cluster.broker.is_connected()),

@@ -24,6 +24,33 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(400), Duration::fr
 /// How long a publish may wait for its confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long connecting (TCP, the AMQP handshake, opening channels and
+/// declaring) may take: a broker behind a cut network can accept a
+/// connection and never answer (the cluster's broker link too).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing a broken connection may take: lapin's close waits for
+/// the broker's answer, which a dead connection may never bring.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `connect` within [`CONNECT_TIMEOUT`].
+pub(crate) async fn within_connect_timeout<T>(
+    connect: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from the broker within {CONNECT_TIMEOUT:?}"
+            ))
+        })
+}
+
+/// Closes a connection that broke, without waiting long on it.
+pub(crate) async fn close_broken(connection: &Connection) {
+    let close = connection.close(200, ShortString::from("weir reconnects"));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+}
+
 struct Link {
     connection: Connection,
     /// Publishes, with confirms.
@@ -92,7 +119,7 @@ impl Amqp {
     async fn keep(self: Arc<Self>, on_change: Arc<Notify>) {
         let mut failures = 0u32;
         loop {
-            match self.connect().await {
+            match within_connect_timeout(self.connect()).await {
                 Ok(link) => {
                     failures = 0;
                     let link = Arc::new(link);
@@ -112,10 +139,7 @@ impl Amqp {
                     self.connected.store(false, Ordering::Relaxed);
                     crate::metrics::broker_connected(false);
                     *self.link.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    let _ = link
-                        .connection
-                        .close(200, ShortString::from("weir reconnects"))
-                        .await;
+                    close_broken(&link.connection).await;
                     warn!(broker = %redacted(&self.url), "the AMQP connection broke; reconnecting");
                     on_change.notify_one();
                 }

@@ -461,7 +461,8 @@ impl Runs {
         }
     }
 
-    /// Waits up to `timeout` for a run to finish; `None` if it did not.
+    /// Waits up to `timeout` for a run to finish — its end on disk, its
+    /// deliveries handed to the outbox; `None` if it did not.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<RunRecord> {
         if self.forwards() {
             // The run is a worker's.
@@ -480,8 +481,14 @@ impl Runs {
                     }
                 }
                 None => {
+                    // A run's last commit can be read before it is on disk
+                    // and before its deliveries reach the outbox: a stored
+                    // end counts only once no task drives the run. Looked
+                    // at after the read, so a run launched meanwhile (a
+                    // queued one whose turn came) is waited for above.
                     if let Ok(Some(run)) = self.engine.store().run_by_id(id)
                         && run.status.is_finished()
+                        && !lock(&self.live).contains_key(id)
                     {
                         return Some(run);
                     }
