@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 use weir_nodes::backoff::Backoff;
@@ -48,7 +48,9 @@ pub struct Broker {
 }
 
 pub(crate) use crate::daemon::outbox::amqp::redacted;
-use crate::daemon::outbox::amqp::{CLOSE_TIMEOUT, close_broken, within_connect_timeout};
+use crate::daemon::outbox::amqp::{
+    CLOSE_TIMEOUT, close_broken, open_confirming, within_connect_timeout,
+};
 
 impl Broker {
     pub fn start(url: String, topology: Topology, role: Role) -> Arc<Self> {
@@ -132,23 +134,13 @@ impl Broker {
     }
 
     async fn connect(&self) -> Result<Link, String> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let (connection, publisher) = open_confirming(&self.url).await?;
         let declarer = connection
             .create_channel()
             .await
             .map_err(|e| format!("open a channel: {e}"))?;
         self.declare(&declarer).await?;
         close_channel(&declarer, "declared").await;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("open a channel: {e}"))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| format!("enable publisher confirms: {e}"))?;
         Ok(Link {
             connection,
             publisher,

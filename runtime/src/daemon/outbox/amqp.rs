@@ -45,6 +45,22 @@ pub(crate) async fn within_connect_timeout<T>(
         })
 }
 
+/// A connection to `url` and a channel on it in confirm mode.
+pub(crate) async fn open_confirming(url: &str) -> Result<(Connection, Channel), String> {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("open a channel: {e}"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("enable publisher confirms: {e}"))?;
+    Ok((connection, channel))
+}
+
 /// Closes a connection that broke, without waiting long on it.
 pub(crate) async fn close_broken(connection: &Connection) {
     let close = connection.close(200, ShortString::from("weir reconnects"));
@@ -157,17 +173,7 @@ impl Amqp {
     }
 
     async fn connect(&self) -> Result<Link, String> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("open a channel: {e}"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| format!("enable publisher confirms: {e}"))?;
+        let (connection, channel) = open_confirming(&self.url).await?;
         Ok(Link {
             connection,
             channel,
