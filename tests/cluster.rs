@@ -10,6 +10,8 @@
 //!   also when the worker that runs them is killed;
 //! - a cron trigger served by two ingest processes fires each instant
 //!   once, and goes on when its leader is killed;
+//! - a poll trigger's next leader goes on from what the last one saw:
+//!   changes made while leadership moved come once, nothing comes twice;
 //! - a broker outage (a TCP proxy the test cuts) is a 503 with
 //!   `Retry-After` at ingest, and nothing acknowledged is lost; a full
 //!   event queue is a 429;
@@ -39,7 +41,7 @@ use lapin::ExchangeKind;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use weir_testkit::{Api, Daemon, wait_until, write_flow};
+use weir_testkit::{Api, Daemon, RecordServer, wait_until, write_flow};
 
 use broker::{Broker, Got};
 
@@ -577,6 +579,157 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
     let b_acked = counter(&Api::new(&worker_b), "weir_cluster_events_acked_total");
     println!("per-key order held across a kill -9; {repeats} repeats; worker B acked {b_acked}");
     assert!(b_acked >= 1.0, "worker B took over the partitions");
+}
+
+/// What a poll saw travels with its leadership: changes made while no
+/// poll succeeded, across a change of leader, come from the new leader
+/// once each, and what the old one emitted does not come again.
+#[test]
+fn a_poll_trigger_hands_what_it_saw_to_the_next_leader() {
+    let Some(d) = Deployment::new("cluster: poll leadership") else {
+        return;
+    };
+    d.broker
+        .delete_at_end(&format!("{}.lead.default.items-sync.changes", d.prefix));
+    let inbox = d.broker.bind_and_consume(&d.exchange, "#");
+    let record = |id: &str, v: i64| json!({"id": id, "v": v});
+    let server = RecordServer::start(vec![record("a", 1), record("b", 1)]);
+    let flow = format!(
+        r#"id: items-sync
+triggers:
+  - id: changes
+    type: poll
+    every: 200ms
+    request: {{url: "{}"}}
+    items: response.body
+    key: item.id
+    version: item.v
+nodes:
+  - id: publish
+    type: deliver
+    target: amqp
+    exchange: {}
+    routing_key: change
+    payload: '#{{type: event.type, key: event.key, version: event.version}}'
+"#,
+        server.url("/items"),
+        d.exchange
+    );
+    let flows = [("items-sync", flow)];
+    let url = d.url();
+    let worker = d.start("worker", "worker", &flows, &url);
+    let first = d.start("ingest", "ingest-1", &flows, &url);
+    let leads = |daemon: &Daemon| {
+        daemon
+            .weir
+            .stderr()
+            .contains("this process leads the trigger")
+    };
+    wait_until("ingest 1 leads the trigger", TIMEOUT, || leads(&first));
+    let second = d.start("ingest", "ingest-2", &flows, &url);
+    // The baseline (the first poll) emits nothing; then ingest 1 emits
+    // the changes it sees.
+    wait_until("ingest 1 polls twice", TIMEOUT, || {
+        server.ok_count("/items") >= 2
+    });
+    server.change(vec![record("c", 1), record("a", 2)], &["b"]);
+    wait_until("the first changes are delivered", TIMEOUT, || {
+        inbox.len() >= 3
+    });
+    // The API fails from now on; what changes meanwhile no poll has seen
+    // when ingest 1 stops and ingest 2 takes over.
+    server.set_failing(true);
+    let failed = || {
+        server
+            .polled_at("/items")
+            .iter()
+            .filter(|p| p.status == 500)
+            .count()
+    };
+    wait_until("a poll fails", TIMEOUT, || failed() >= 1);
+    server.change(vec![record("d", 1), record("a", 3)], &["c"]);
+    first.weir.terminate();
+    let stopped = first.weir.finish(TIMEOUT);
+    assert_eq!(
+        stopped.code,
+        Some(0),
+        "ingest 1 stops cleanly: {}",
+        stopped.stderr
+    );
+    wait_until("ingest 2 takes over", TIMEOUT, || leads(&second));
+    server.set_failing(false);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while inbox.len() < 6 {
+        if std::time::Instant::now() > deadline {
+            let got: Vec<Value> = inbox.messages().iter().map(Got::json).collect();
+            let tail = |log: String| log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+            panic!(
+                "timed out waiting for the changes made meanwhile: delivered {got:?}\npolls: {:?}\ningest 1 (newest first):\n{}\ningest 2 (newest first):\n{}\nworker (newest first):\n{}",
+                server
+                    .polled_at("/items")
+                    .iter()
+                    .map(|p| p.status)
+                    .take(12)
+                    .collect::<Vec<_>>(),
+                tail(stopped.stderr.clone()),
+                tail(second.weir.stderr()),
+                tail(worker.weir.stderr())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Two more polls: whatever the first ones of ingest 2 published is
+    // on the queue; then every event published has run.
+    let polls = server.ok_count("/items");
+    wait_until("ingest 2 polls twice more", TIMEOUT, || {
+        server.ok_count("/items") >= polls + 2
+    });
+    let worker_api = Api::new(&worker);
+    let api = Api::new(&second);
+    wait_until("every published event has run", TIMEOUT, || {
+        let runs = worker_api.get_ok("/api/v1/runs?flow=items-sync&limit=100")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        d.queue(&api, "events").is_some_and(|(ready, _)| ready == 0)
+            && runs.iter().all(|r| r["status"] == "succeeded")
+            && runs.len()
+                == inbox
+                    .messages()
+                    .iter()
+                    .map(Got::message_id)
+                    .collect::<HashSet<_>>()
+                    .len()
+    });
+    let mut got: Vec<(String, String, i64)> = inbox
+        .messages()
+        .iter()
+        .map(|m| {
+            let body = m.json();
+            (
+                body["type"].as_str().unwrap_or("").to_owned(),
+                body["key"].as_str().unwrap_or("").to_owned(),
+                body["version"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut expected: Vec<(String, String, i64)> = [
+        ("created", "c", 1),
+        ("updated", "a", 2),
+        ("deleted", "b", 1),
+        ("created", "d", 1),
+        ("updated", "a", 3),
+        ("deleted", "c", 1),
+    ]
+    .iter()
+    .map(|(t, k, v)| (t.to_string(), k.to_string(), *v))
+    .collect();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "each change once, across the change of leader"
+    );
 }
 
 #[test]

@@ -59,8 +59,20 @@ struct TriggerState {
     cron_fired: Option<DateTime<Utc>>,
     #[serde(default)]
     seen: Vec<(String, SeenRecord)>,
-    #[serde(default)]
+    /// `Some` once a poll completed (a full scan's cursor is `null`): it
+    /// travels as a present field, so `null` is not read back as `None`
+    /// (which would make the next leader's first poll a baseline).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     cursor: Option<Value>,
+}
+
+/// A present field, `null` included, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -457,5 +469,27 @@ impl Hold {
                 .map_err(|e| format!("ack the previous token: {e}"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_full_scans_null_cursor_travels_as_polled() {
+        let polled = TriggerState {
+            cursor: Some(Value::Null),
+            ..TriggerState::default()
+        };
+        let back: TriggerState =
+            serde_json::from_slice(&serde_json::to_vec(&polled).unwrap()).unwrap();
+        assert_eq!(back.cursor, Some(Value::Null));
+        let never: TriggerState =
+            serde_json::from_slice(&serde_json::to_vec(&TriggerState::default()).unwrap()).unwrap();
+        assert_eq!(never.cursor, None);
+        let cursor: TriggerState = serde_json::from_str(r#"{"cursor": {"since": 7}}"#).unwrap();
+        assert_eq!(cursor.cursor, Some(json!({"since": 7})));
     }
 }
