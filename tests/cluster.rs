@@ -43,7 +43,7 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use weir_testkit::{Api, Daemon, RecordServer, wait_until, write_flow};
 
-use broker::{Broker, Got};
+use broker::{Broker, Got, Inbox};
 
 /// Partition queues in these tests (fewer than the default: quicker to
 /// declare and delete).
@@ -265,6 +265,11 @@ impl Load {
     }
 }
 
+/// The message ids delivered so far (a repeat counts once).
+fn message_ids(inbox: &Inbox) -> HashSet<String> {
+    inbox.messages().iter().map(Got::message_id).collect()
+}
+
 /// Joins sender threads once they are done, waiting a bounded time: a
 /// weir that stops answering fails the test instead of hanging it.
 fn join_senders(what: &str, senders: Vec<std::thread::JoinHandle<()>>) {
@@ -383,7 +388,7 @@ fn two_workers_share_the_load_and_a_killed_one_loses_nothing() {
     assert_eq!(acked.len(), TOTAL);
 
     wait_until("every acknowledged event is delivered", TIMEOUT * 2, || {
-        let ids: HashSet<String> = inbox.messages().iter().map(Got::message_id).collect();
+        let ids = message_ids(&inbox);
         acked
             .iter()
             .all(|(_, r)| ids.contains(&format!("{r}:publish")))
@@ -461,7 +466,7 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
     join_senders("every keyed event is accepted after the kill", senders);
     let deadline = std::time::Instant::now() + TIMEOUT * 2;
     loop {
-        let ids: HashSet<String> = inbox.messages().iter().map(Got::message_id).collect();
+        let ids = message_ids(&inbox);
         if ids.len() >= CUSTOMERS * EACH {
             break;
         }
@@ -521,12 +526,7 @@ fn the_runs_of_one_key_keep_their_order_across_workers() {
             );
             let late = std::time::Instant::now() + Duration::from_secs(20);
             while std::time::Instant::now() < late {
-                let n = inbox
-                    .messages()
-                    .iter()
-                    .map(Got::message_id)
-                    .collect::<HashSet<_>>()
-                    .len();
+                let n = message_ids(&inbox).len();
                 if n >= CUSTOMERS * EACH {
                     eprintln!("every event arrived once worker A started again");
                     break;
@@ -693,13 +693,7 @@ nodes:
             .unwrap_or_default();
         d.queue(&api, "events").is_some_and(|(ready, _)| ready == 0)
             && runs.iter().all(|r| r["status"] == "succeeded")
-            && runs.len()
-                == inbox
-                    .messages()
-                    .iter()
-                    .map(Got::message_id)
-                    .collect::<HashSet<_>>()
-                    .len()
+            && runs.len() == message_ids(&inbox).len()
     });
     let mut got: Vec<(String, String, i64)> = inbox
         .messages()
@@ -949,7 +943,7 @@ fn a_broker_outage_is_503_at_ingest_and_nothing_acknowledged_is_lost() {
     let acked = load.acked.lock().unwrap().clone();
     assert_eq!(acked.len(), TOTAL);
     wait_until("every acknowledged event is delivered", TIMEOUT * 2, || {
-        let ids: HashSet<String> = inbox.messages().iter().map(Got::message_id).collect();
+        let ids = message_ids(&inbox);
         acked
             .iter()
             .all(|(_, r)| ids.contains(&format!("{r}:publish")))
